@@ -1,0 +1,147 @@
+"""File text to passages: line ranges sized by the model's own tokenizer.
+
+Passages are built from whole lines so that every hit maps back to
+``path:start-end``. Sizes are counted in the model's tokens because a model
+silently truncates what goes past its maximum sequence length: a passage
+sized in characters or words either wastes capacity or loses its tail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+# Room for the [CLS] and [SEP] tokens that every BERT-style encoder adds.
+SPECIAL_TOKENS = 2
+
+
+class TokenCounter(Protocol):
+    """The two things chunking needs from a tokenizer."""
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Tokens in each text, without special tokens."""
+        ...
+
+    def split(self, text: str, max_tokens: int) -> list[tuple[int, int]]:
+        """Character spans of ``text``, in order, each at most ``max_tokens`` tokens."""
+        ...
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """Stored in the index: changing any of these means a full rebuild."""
+
+    max_tokens: int = 256  # including special tokens; capped at the model's limit
+    overlap_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class Passage:
+    start_line: int  # 1-based, inclusive
+    end_line: int  # 1-based, inclusive
+    start: int  # character offset of the first character in the decoded text
+    end: int  # character offset one past the last character
+    text: str
+
+
+def front_matter_lines(lines: Sequence[str]) -> int:
+    """How many leading lines are YAML front matter (0 if none).
+
+    Front matter (``---`` ... ``---``) is metadata for static site
+    generators; embedded on its own it makes a passage that matches
+    queries about tags and dates rather than content.
+    """
+    if not lines or lines[0].rstrip("\r\n") != "---":
+        return 0
+    for i in range(1, min(len(lines), 200)):
+        if lines[i].rstrip("\r\n") in ("---", "..."):
+            return i + 1
+    return 0
+
+
+def chunk_text(text: str, counter: TokenCounter, settings: ChunkSettings) -> list[Passage]:
+    """Split ``text`` into passages that cover every non-blank line, in order.
+
+    Lines are packed greedily up to ``settings.max_tokens``; the next passage
+    starts with the trailing lines of the previous one that fit in
+    ``settings.overlap_tokens`` (so a sentence spanning a cut is seen whole
+    at least once). A single line too long for one passage is cut at token
+    boundaries into several passages on that same line.
+    """
+    budget = settings.max_tokens - SPECIAL_TOKENS
+    if budget < 1:
+        raise ValueError("max_tokens leaves no room for text")
+    lines = text.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    skip = front_matter_lines(lines)
+    content = [i for i in range(skip, len(lines)) if lines[i].strip()]
+    if not content:
+        return []
+    counts = dict(zip(content, counter.count([lines[i] for i in content]), strict=True))
+
+    passages: list[Passage] = []
+
+    def emit(first: int, last: int) -> None:
+        start = offsets[first]
+        end = offsets[last] + len(lines[last].rstrip("\r\n"))
+        passages.append(Passage(first + 1, last + 1, start, end, text[start:end]))
+
+    current: list[int] = []  # indices into ``lines`` of the non-blank lines in the passage
+    used = 0
+    for i in content:
+        n = counts[i]
+        if n > budget:
+            if current:
+                emit(current[0], current[-1])
+            current, used = [], 0
+            line = lines[i].rstrip("\r\n")
+            for a, b in counter.split(line, budget):
+                s = offsets[i] + a
+                e = offsets[i] + b
+                passages.append(Passage(i + 1, i + 1, s, e, text[s:e]))
+            continue
+        if current and used + n > budget:
+            emit(current[0], current[-1])
+            # Carry trailing lines into the next passage, never all of them.
+            carried: list[int] = []
+            carried_tokens = 0
+            for j in reversed(current[1:]):
+                if carried_tokens + counts[j] > settings.overlap_tokens:
+                    break
+                if carried_tokens + counts[j] + n > budget:
+                    break
+                carried.insert(0, j)
+                carried_tokens += counts[j]
+            current, used = carried, carried_tokens
+        current.append(i)
+        used += n
+    if current:
+        emit(current[0], current[-1])
+    return passages
+
+
+class WhitespaceCounter:
+    """A tokenizer stand-in: one token per whitespace-separated word.
+
+    Used by tests and by the fake embedder; it has the same additive
+    behaviour across lines as BERT's WordPiece.
+    """
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        return [len(t.split()) for t in texts]
+
+    def split(self, text: str, max_tokens: int) -> list[tuple[int, int]]:
+        spans: list[tuple[int, int]] = []
+        words: list[tuple[int, int]] = []
+        pos = 0
+        for word in text.split():
+            start = text.index(word, pos)
+            pos = start + len(word)
+            words.append((start, pos))
+        for k in range(0, len(words), max_tokens):
+            group = words[k : k + max_tokens]
+            spans.append((group[0][0], group[-1][1]))
+        return spans

@@ -1,0 +1,413 @@
+"""The ``msearch`` command: a thin typer layer over the library.
+
+Every library error (:class:`msearch.errors.MsearchError`) becomes one line
+on stderr and exit status 2; results go to stdout, everything else to
+stderr. Heavy modules are imported inside the commands, so ``--help`` and
+error paths stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from msearch.errors import MsearchError
+
+app = typer.Typer(
+    name="msearch",
+    help="Semantic search over local text files: index a folder, then ask it questions.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Format(str, Enum):
+    table = "table"
+    jsonl = "jsonl"
+    tsv = "tsv"
+    paths = "paths"
+
+
+class Color(str, Enum):
+    auto = "auto"
+    never = "never"
+    always = "always"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def err(msg: str) -> None:
+    print(f"msearch: {msg}", file=sys.stderr)
+
+
+def fail(msg: str) -> NoReturn:
+    err(msg)
+    raise typer.Exit(EXIT_ERROR)
+
+
+def _run(fn: Callable[[], int]) -> None:
+    """Run a command body, mapping library errors and closed pipes to exit codes."""
+    try:
+        code = fn()
+    except MsearchError as exc:
+        fail(str(exc))
+    except BrokenPipeError:
+        _quiet_pipe()
+        code = EXIT_OK
+    except KeyboardInterrupt:
+        err("interrupted")
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+def _quiet_pipe() -> None:
+    """The reader went away (``| head``): stop writing, without a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3}
+    t = text.strip().lower().replace("ib", "b")
+    num = t.rstrip("kmgb")
+    unit = t[len(num) :]
+    try:
+        value = float(num)
+    except ValueError:
+        fail(f"invalid size {text!r} (use e.g. 500k, 4M)")
+    if unit not in units or value <= 0:
+        fail(f"invalid size {text!r} (use e.g. 500k, 4M)")
+    return int(value * units[unit])
+
+
+IndexOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--index",
+        envvar="MSEARCH_INDEX",
+        help="Index folder [default: DIR/.msearch; for queries, the nearest .msearch upwards].",
+        show_default=False,
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        envvar="MSEARCH_MODEL",
+        help="sentence-transformers model name or local folder "
+        "[default: msmarco-MiniLM-L6-cos-v5, else the bundled all-MiniLM-L6-v2].",
+        show_default=False,
+    ),
+]
+
+
+@app.command()
+def index(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to index.")],
+    index_path: IndexOpt = None,
+    model: ModelOpt = None,
+    full: Annotated[bool, typer.Option("--full", help="Rebuild from scratch.")] = False,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", "-g", help="Only files matching this glob.")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Skip files/folders matching this glob.")
+    ] = None,
+    hidden: Annotated[bool, typer.Option("--hidden", help="Include hidden files.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-L", help="Follow symlinks.")] = False,
+    no_ignore: Annotated[
+        bool, typer.Option("--no-ignore", help="Do not honour .gitignore/.ignore files.")
+    ] = False,
+    include_noise: Annotated[
+        bool,
+        typer.Option(
+            "--include-noise", help="Index lock files, minified files and vendored folders too."
+        ),
+    ] = False,
+    max_file_size: Annotated[
+        str, typer.Option("--max-file-size", help="Skip files larger than this (e.g. 4M).")
+    ] = "4M",
+    chunk_tokens: Annotated[
+        int, typer.Option("--chunk-tokens", help="Passage size in model tokens (capped).")
+    ] = 256,
+    overlap_tokens: Annotated[
+        int, typer.Option("--overlap-tokens", help="Tokens repeated between passages.")
+    ] = 32,
+    device: Annotated[
+        Device, typer.Option("--device", help="Where to run the model.")
+    ] = Device.auto,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Passages per batch.")] = 32,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
+) -> None:
+    """Index the text files under DIR (again: only what changed)."""
+
+    def body() -> int:
+        from msearch.chunk import ChunkSettings
+        from msearch.embed import ModelRecord, load_model, load_recorded
+        from msearch.indexer import build_index
+        from msearch.store import read_meta
+        from msearch.walk import INDEX_DIR_NAME, WalkOptions
+
+        if not directory.exists():
+            fail(f"{directory}: no such folder")
+        if not directory.is_dir():
+            fail(f"{directory}: not a folder")
+        if chunk_tokens < 8 or overlap_tokens < 0 or overlap_tokens >= chunk_tokens:
+            fail("--chunk-tokens must be at least 8 and --overlap-tokens below it")
+        if batch_size < 1:
+            fail("--batch-size must be at least 1")
+        index_dir = index_path or directory / INDEX_DIR_NAME
+        notice = (lambda _m: None) if quiet else (lambda m: print(m, file=sys.stderr))
+        emb: Any = None
+        if model is None and not full:
+            # Re-indexing keeps the index's model unless another is asked for.
+            try:
+                rec = ModelRecord.from_json(read_meta(Path(index_dir)).model)
+                emb = load_recorded(rec, device.value)
+            except MsearchError:
+                emb = None
+        if emb is None:
+            emb = load_model(model, device.value, notice=lambda m: print(m, file=sys.stderr))
+        wopts = WalkOptions(
+            hidden=hidden,
+            follow_symlinks=follow,
+            use_ignore_files=not no_ignore,
+            include_noise=include_noise,
+            max_file_size=parse_size(max_file_size),
+            include=tuple(include or ()),
+            exclude=tuple(exclude or ()),
+        )
+        settings = ChunkSettings(max_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
+        show_bar = not quiet and sys.stderr.isatty()
+        if show_bar:
+            from msearch.tty import BarProgress, make_console
+
+            with BarProgress(make_console(sys.stderr, "auto")) as bar:
+                stats = build_index(
+                    directory, Path(index_dir), emb, wopts, settings, full, bar, notice, batch_size
+                )
+        else:
+            stats = build_index(
+                directory, Path(index_dir), emb, wopts, settings, full, None, notice, batch_size
+            )
+        if not quiet:
+            for s in stats.skipped:
+                if not s.reason.startswith(("noise", "binary")):
+                    print(f"msearch: skipped {s.rel}: {s.reason}", file=sys.stderr)
+            print(summary_line(stats), file=sys.stderr)
+        return EXIT_OK
+
+    _run(body)
+
+
+def summary_line(stats: Any) -> str:
+    from collections import Counter
+
+    reasons = Counter(s.reason.split(" (")[0] for s in stats.skipped)
+    skipped = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+    parts = [
+        f"indexed {stats.files} files ({stats.added} added, {stats.changed} changed, "
+        f"{stats.removed} removed, {stats.unchanged} unchanged)",
+        f"skipped {len(stats.skipped)}" + (f" ({skipped})" if skipped else ""),
+        f"{stats.passages} passages ({stats.embedded} embedded)",
+        f"{stats.seconds:.1f}s",
+    ]
+    return "msearch: " + "; ".join(parts)
+
+
+@app.command()
+def query(
+    text: Annotated[
+        str, typer.Argument(metavar="TEXT", help="What to look for; '-' reads queries from stdin.")
+    ],
+    index_path: IndexOpt = None,
+    model: ModelOpt = None,
+    top: Annotated[int, typer.Option("--top", "-k", help="Number of results.")] = 10,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Drop hits scoring below this.")
+    ] = None,
+    fmt: Annotated[
+        Format | None,
+        typer.Option("--format", "-f", help="Output format [default: table on a terminal, else jsonl]."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format jsonl.")] = False,
+    files_with_matches: Annotated[
+        bool, typer.Option("--files-with-matches", "-l", help="Print matching files, best first.")
+    ] = False,
+    null: Annotated[
+        bool, typer.Option("--null", "-0", help="End each path with NUL (for xargs -0).")
+    ] = False,
+    color: Annotated[Color, typer.Option("--color", help="Colour the table.")] = Color.auto,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Re-index changed files before searching.")
+    ] = False,
+    device: Annotated[Device, typer.Option("--device", help="Where to run the model.")] = Device.auto,
+) -> None:
+    """Search the index for passages that answer TEXT."""
+
+    def body() -> int:
+        from msearch.query import find_index
+
+        if top < 1:
+            fail(f"-k/--top must be at least 1 (got {top})")
+        if text != "-" and not text.strip():
+            fail("empty query")
+        chosen = _choose_format(fmt, as_json, files_with_matches, null)
+        queries = _read_queries() if text == "-" else [text]
+        index_dir = find_index(index_path)
+        if refresh:
+            _refresh(index_dir)
+        searcher = _open_searcher(index_dir, model, device.value)
+        k = top
+        if chosen == Format.paths:
+            k = max(top * 20, 100)  # enough passages to find `top` distinct files
+        multi = text == "-"
+        any_hits = False
+        out = sys.stdout
+        console = None
+        if chosen == Format.table:
+            from msearch.tty import make_console
+
+            console = make_console(out, _color_mode(color))
+        for q in queries:
+            hits = searcher.query(q, k, min_score)
+            if not hits:
+                continue
+            any_hits = True
+            _emit(chosen, hits, q if multi else None, null, top, console)
+        out.flush()
+        return EXIT_OK if any_hits else EXIT_NO_MATCH
+
+    _run(body)
+
+
+def _choose_format(fmt: Format | None, as_json: bool, files: bool, null: bool) -> Format:
+    if files or null:
+        return Format.paths
+    if as_json:
+        return Format.jsonl
+    if fmt is not None:
+        return fmt
+    return Format.table if sys.stdout.isatty() else Format.jsonl
+
+
+def _color_mode(color: Color) -> str:
+    if color == Color.auto and os.environ.get("NO_COLOR"):
+        return "never"
+    return color.value
+
+
+def _read_queries() -> list[str]:
+    queries = [line.strip() for line in sys.stdin if line.strip()]
+    if not queries:
+        fail("no queries on standard input")
+    return queries
+
+
+def _emit(
+    fmt: Format, hits: list[Any], query: str | None, null: bool, top: int, console: Any
+) -> None:
+    from msearch import output
+
+    lines: Iterable[str]
+    if fmt == Format.table:
+        from msearch.tty import render_table
+
+        render_table(console, hits, query or "", title=query is not None)
+        return
+    if fmt == Format.jsonl:
+        lines = output.jsonl(hits, query)
+    elif fmt == Format.tsv:
+        lines = output.tsv(hits, query)
+    else:
+        lines = list(output.paths(hits, null))[:top]
+    sys.stdout.writelines(lines)
+
+
+def _open_searcher(index_dir: Path, model: str | None, device: str) -> Any:
+    from msearch.query import Searcher, check_model, query_encoder
+    from msearch.store import load_index
+
+    idx = load_index(index_dir)
+    check_model(idx, model)
+    return Searcher(idx, query_encoder(idx, device, notice=err))
+
+
+def _refresh(index_dir: Path) -> None:
+    from msearch.embed import ModelRecord, load_recorded
+    from msearch.indexer import build_index, walk_options_from_json
+    from msearch.store import read_meta
+
+    meta = read_meta(index_dir)
+    from msearch.chunk import ChunkSettings
+
+    emb = load_recorded(ModelRecord.from_json(meta.model))
+    stats = build_index(
+        Path(meta.root),
+        index_dir,
+        emb,
+        walk_options_from_json(meta.walk),
+        ChunkSettings(**meta.chunking),
+    )
+    err(summary_line(stats).removeprefix("msearch: "))
+
+
+@app.command()
+def status(
+    index_path: IndexOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Show what an index holds and what changed since it was built."""
+
+    def body() -> int:
+        import json
+        import time
+
+        from msearch.query import find_index
+        from msearch.status import index_status
+
+        st = index_status(find_index(index_path))
+        if as_json:
+            print(json.dumps(st.to_json(), ensure_ascii=False))
+            return EXIT_OK
+        built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.updated))
+        print(f"index:     {st.index_dir}")
+        print(f"root:      {st.root}")
+        print(f"model:     {st.model} ({st.dim} dims, {st.precision})")
+        print(f"files:     {st.files}")
+        print(f"passages:  {st.passages}")
+        print(f"size:      {st.size_bytes / 1e6:.1f} MB")
+        print(f"built:     {built}")
+        print(
+            f"changes:   {len(st.changed)} changed, {len(st.added)} added, "
+            f"{len(st.deleted)} deleted since"
+        )
+        for label, items in (("changed", st.changed), ("added", st.added), ("deleted", st.deleted)):
+            for p in items:
+                print(f"  {label}: {p}")
+        return EXIT_OK
+
+    _run(body)
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        _quiet_pipe()
+        sys.exit(EXIT_OK)

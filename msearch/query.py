@@ -1,0 +1,223 @@
+"""Query text to hits: find the index, embed, rank, and read passages back.
+
+Passage text is not stored in the index; it is read from the file by its
+character range at query time, after checking that the file is still the one
+that was indexed. A changed or vanished file makes its hits ``stale``
+rather than showing lines that no longer match the score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from msearch import store
+from msearch.errors import IndexNotFound, ModelMismatch, UsageError
+from msearch.search import search
+from msearch.walk import INDEX_DIR_NAME, NotText, decode
+
+if TYPE_CHECKING:
+    import numpy as np
+
+QueryEncoder = Callable[[Sequence[str]], "np.ndarray"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    score: float
+    path: str  # as shown to the user: relative to the current folder when inside it
+    start_line: int
+    end_line: int
+    text: str
+    stale: bool = False
+    abs_path: str = ""
+
+
+def find_index(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
+    """``--index``, else ``MSEARCH_INDEX``, else the nearest ``.msearch`` upwards."""
+    if explicit:
+        path = Path(explicit)
+        if not (path / store.META_NAME).exists():
+            raise IndexNotFound(f"no index at {path} (create one with `msearch index DIR`)")
+        return path
+    env = os.environ.get("MSEARCH_INDEX")
+    if env:
+        path = Path(env)
+        if not (path / store.META_NAME).exists():
+            raise IndexNotFound(
+                f"no index at {path} (from MSEARCH_INDEX; create one with `msearch index DIR`)"
+            )
+        return path
+    here = (cwd or Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        candidate = folder / INDEX_DIR_NAME
+        if (candidate / store.META_NAME).exists():
+            return candidate
+    raise IndexNotFound(
+        "no index found in this folder or its parents; create one with `msearch index DIR`"
+    )
+
+
+def display_path(abs_path: str, cwd: str) -> str:
+    rel = os.path.relpath(abs_path, cwd)
+    return abs_path if rel.startswith("..") else rel
+
+
+class FileCache:
+    """Reads each hit's file at most once per query batch and checks freshness."""
+
+    def __init__(self, index: store.Index) -> None:
+        self.index = index
+        self._texts: dict[int, str | None] = {}
+
+    def text(self, file_idx: int) -> str | None:
+        if file_idx not in self._texts:
+            self._texts[file_idx] = self._load(file_idx)
+        return self._texts[file_idx]
+
+    def _load(self, file_idx: int) -> str | None:
+        rec = self.index.meta.files[file_idx]
+        path = self.index.root / rec.path
+        try:
+            st = os.stat(path)
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            return None
+        if st.st_size != rec.size or (
+            st.st_mtime_ns != rec.mtime_ns and hashlib.sha256(data).hexdigest() != rec.sha256
+        ):
+            return None
+        try:
+            return decode(data)
+        except NotText:
+            return None
+
+
+def check_model(index: store.Index, model: str | None) -> None:
+    """Refuse a ``--model`` that is not the index's model."""
+    if not model:
+        return
+    rec = index.meta.model
+    if model in (rec.get("name"), rec.get("source")):
+        return
+    if rec.get("name", "").endswith("/" + model):
+        return
+    from msearch.embed import fingerprint, resolve_model
+
+    try:
+        _, _, folder = resolve_model(model, notice=lambda _m: None)
+        same = fingerprint(folder) == rec.get("fingerprint")
+    except Exception:
+        same = False
+    if not same:
+        raise ModelMismatch(
+            f"this index was built with {rec.get('name')}, not {model}; "
+            f"query without --model, or re-index with `msearch index --model {model} DIR`"
+        )
+
+
+class Searcher:
+    """An open index plus a query encoder: answers many queries, loads once."""
+
+    def __init__(self, index: store.Index, encode: QueryEncoder) -> None:
+        self.index = index
+        self.encode = encode
+        self.cwd = os.getcwd()
+
+    def query(self, text: str, k: int = 10, min_score: float | None = None) -> list[Hit]:
+        return self.query_many([text], k, min_score)[0]
+
+    def query_many(
+        self, texts: Sequence[str], k: int = 10, min_score: float | None = None
+    ) -> list[list[Hit]]:
+        if k <= 0:
+            raise UsageError(f"-k/--top must be at least 1 (got {k})")
+        for t in texts:
+            if not t.strip():
+                raise UsageError("empty query")
+        if self.index.meta.count == 0:
+            return [[] for _ in texts]
+        vecs = self.encode(list(texts))
+        cache = FileCache(self.index)
+        out: list[list[Hit]] = []
+        for qv in vecs:
+            idx, scores = search(self.index.embeddings, qv, k, min_score)
+            out.append(self._hits(idx, scores, cache))
+        return out
+
+    def _hits(self, idx: np.ndarray, scores: np.ndarray, cache: FileCache) -> list[Hit]:
+        hits: list[Hit] = []
+        files = self.index.meta.files
+        root = self.index.root
+        for rank, (row, sc) in enumerate(zip(idx.tolist(), scores.tolist(), strict=True), 1):
+            f, start_line, end_line, start, end = (int(v) for v in self.index.passages[row])
+            abs_path = str(root / files[f].path)
+            text = cache.text(f)
+            hits.append(
+                Hit(
+                    rank=rank,
+                    score=float(sc),
+                    path=display_path(abs_path, self.cwd),
+                    start_line=start_line,
+                    end_line=end_line,
+                    text="" if text is None else text[start:end],
+                    stale=text is None,
+                    abs_path=abs_path,
+                )
+            )
+        return hits
+
+
+def torch_encoder(index: store.Index, device: str = "auto") -> QueryEncoder:
+    """The reference query encoder: sentence-transformers with the index's model."""
+    from msearch.embed import ModelRecord, load_recorded
+
+    model = load_recorded(ModelRecord.from_json(index.meta.model), device=device)
+    return lambda texts: model.encode(texts, batch_size=32)
+
+
+def query_encoder(
+    index: store.Index, device: str = "auto", notice: Callable[[str], None] | None = None
+) -> QueryEncoder:
+    """The fastest encoder that reproduces the index's model exactly.
+
+    numpy BERT (no torch import) where the model allows it, otherwise
+    sentence-transformers with a one-line notice.
+    """
+    from msearch.bert import NumpyBert, Unsupported
+    from msearch.embed import ModelRecord, fast_locate, fingerprint, locate_recorded
+
+    say = notice or (lambda _m: None)
+    record = ModelRecord.from_json(index.meta.model)
+    folder = fast_locate(record)
+    if folder is None:
+        folder = locate_recorded(record)
+        if fingerprint(folder) != record.fingerprint:
+            raise ModelMismatch(
+                f"the model {record.name} on this machine is not the one that built this "
+                "index (its weights differ); rebuild with `msearch index --full DIR`"
+            )
+    if device == "cuda":
+        return torch_encoder(index, device)
+    try:
+        bert = NumpyBert(folder, max_seq_length=record.max_seq_length)
+    except Unsupported as exc:
+        say(f"fast query path unavailable for this model ({exc}); using sentence-transformers")
+        return torch_encoder(index, device)
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        for t in texts:
+            if len(t) > record.max_seq_length - 2 and bert.token_count(t) > record.max_seq_length:
+                say(
+                    f"query is longer than the model's {record.max_seq_length} tokens; "
+                    "only its beginning is used (as sentence-transformers does)"
+                )
+        return bert.encode(texts)
+
+    return encode

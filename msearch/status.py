@@ -1,0 +1,110 @@
+"""What an index holds, and how the folder has moved on since it was built."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from msearch import store
+from msearch.walk import WalkOptions, walk
+
+
+@dataclass
+class Changes:
+    changed: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Status:
+    index_dir: str
+    root: str
+    model: str
+    dim: int
+    precision: str
+    files: int
+    passages: int
+    size_bytes: int
+    created: float
+    updated: float
+    changed: list[str]
+    added: list[str]
+    deleted: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _content_changed(path: Path, rec: store.FileRecord) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest() != rec.sha256
+    except OSError:
+        return True
+
+
+def folder_changes(index: store.Index) -> Changes:
+    """Compare the folder with the index: stat first, content hash to confirm.
+
+    Files the indexer skipped (binary, too large) are not in the file table,
+    so they would show as "added" forever; they are left out by walking with
+    the index's own options and ignoring files that were skipped for cause.
+    """
+    from msearch.indexer import walk_options_from_json
+
+    root = index.root
+    opts: WalkOptions = walk_options_from_json(index.meta.walk)
+    walked = walk(root, opts, exclude_dirs=[index.dir])
+    known = {f.path: f for f in index.meta.files}
+    skipped = set(index.meta.extra.get("skipped", []))
+    changes = Changes()
+    present: set[str] = set()
+    for entry in walked.files:
+        present.add(entry.rel)
+        rec = known.get(entry.rel)
+        if rec is None:
+            if entry.rel not in skipped:
+                changes.added.append(entry.rel)
+        elif (entry.size != rec.size or entry.mtime_ns != rec.mtime_ns) and _content_changed(
+            entry.path, rec
+        ):
+            changes.changed.append(entry.rel)
+    changes.deleted = [p for p in known if p not in present]
+    return changes
+
+
+def _disk_size(index_dir: Path, data: str) -> int:
+    total = 0
+    for folder in (index_dir, index_dir / data):
+        try:
+            for entry in os.scandir(folder):
+                if entry.is_file():
+                    total += entry.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def index_status(index_dir: Path) -> Status:
+    index = store.load_index(index_dir)
+    changes = folder_changes(index)
+    meta = index.meta
+    return Status(
+        index_dir=str(index_dir),
+        root=meta.root,
+        model=str(meta.model.get("name")),
+        dim=meta.dim,
+        precision=str(meta.model.get("precision", "float32")),
+        files=len(meta.files),
+        passages=meta.count,
+        size_bytes=_disk_size(index_dir, meta.data),
+        created=meta.created,
+        updated=meta.updated,
+        changed=changes.changed,
+        added=changes.added,
+        deleted=changes.deleted,
+    )

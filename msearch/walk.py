@@ -1,0 +1,267 @@
+"""Which files of a folder get indexed, and how their bytes become text.
+
+The walk is deliberately conservative: users point msearch at folders full of
+things they never meant to search (lock files, vendored dependencies, build
+output, binaries), and every such file costs embedding time and pollutes
+results. Each skip is reported with a reason so nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MAX_FILE_SIZE = 4 * 1024 * 1024
+INDEX_DIR_NAME = ".msearch"
+
+# Folders that are almost never what a user wants to search.
+NOISE_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "node_modules",
+        "__pycache__",
+        ".venv",
+        "venv",
+        ".tox",
+        ".nox",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        "site-packages",
+        "bower_components",
+    }
+)
+# Machine-written lock files: long, repetitive, never the answer to a question.
+NOISE_FILES = frozenset(
+    {
+        "package-lock.json",
+        "npm-shrinkwrap.json",
+        "yarn.lock",
+        "pnpm-lock.yaml",
+        "poetry.lock",
+        "Pipfile.lock",
+        "uv.lock",
+        "pdm.lock",
+        "Cargo.lock",
+        "Gemfile.lock",
+        "composer.lock",
+        "go.sum",
+        "flake.lock",
+        "bun.lockb",
+    }
+)
+NOISE_GLOBS = ("*.min.js", "*.min.css", "*.map")
+# A line this long is minified code or data, not prose.
+MINIFIED_LINE_LENGTH = 5000
+BINARY_SNIFF_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class WalkOptions:
+    """Everything that decides which files are indexed.
+
+    Part of it is stored in the index so that a re-index with other options
+    is recognised as a different index.
+    """
+
+    hidden: bool = False
+    follow_symlinks: bool = False
+    use_ignore_files: bool = True
+    include_noise: bool = False
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: Path
+    rel: str  # POSIX path relative to the root: the file's identity in the index
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    rel: str
+    reason: str
+
+
+@dataclass
+class WalkResult:
+    files: list[FileEntry] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def _glob_match(rel: str, patterns: Sequence[str]) -> bool:
+    """Match like ripgrep's -g: a pattern without '/' matches the file name."""
+    name = rel.rsplit("/", 1)[-1]
+    for pat in patterns:
+        target = rel if "/" in pat else name
+        if fnmatch.fnmatchcase(target, pat):
+            return True
+    return False
+
+
+class _IgnoreRules:
+    """The .gitignore/.ignore files seen on the way down, innermost last."""
+
+    def __init__(self, chain: tuple[tuple[str, Any], ...] = ()) -> None:
+        self.chain = chain
+
+    def descend(self, dir_path: Path, rel_dir: str) -> _IgnoreRules:
+        lines: list[str] = []
+        for name in (".gitignore", ".ignore"):
+            try:
+                with open(dir_path / name, encoding="utf-8", errors="replace") as fh:
+                    lines.extend(fh.read().splitlines())
+            except OSError:
+                continue
+        if not lines:
+            return self
+        import pathspec  # only the indexer walks; queries never pay for it
+
+        spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        return _IgnoreRules((*self.chain, (rel_dir, spec)))
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        verdict: bool | None = None
+        for base, spec in self.chain:
+            sub = rel[len(base) + 1 :] if base else rel
+            result = spec.check_file(sub + "/" if is_dir else sub)
+            if result.include is not None:
+                verdict = result.include
+        return bool(verdict)
+
+
+def walk(root: Path, options: WalkOptions | None = None, exclude_dirs: Sequence[Path] = ()) -> WalkResult:
+    """List the files under ``root`` that should be indexed, in a stable order.
+
+    ``exclude_dirs`` are absolute folders never entered (the index itself).
+    Symbolic links are followed only on request, and then with loop detection
+    by (device, inode) of every folder already entered.
+    """
+    opts = options or WalkOptions()
+    result = WalkResult()
+    skip_dirs = {os.path.realpath(p) for p in exclude_dirs}
+    seen_dirs: set[tuple[int, int]] = set()
+
+    def visit(dir_path: Path, rel_dir: str, rules: _IgnoreRules) -> None:
+        try:
+            st = os.stat(dir_path)
+        except OSError as exc:
+            result.skipped.append(Skipped(rel_dir or ".", f"unreadable folder ({exc.strerror})"))
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            result.skipped.append(Skipped(rel_dir, "symlink loop"))
+            return
+        seen_dirs.add(key)
+        if opts.use_ignore_files:
+            rules = rules.descend(dir_path, rel_dir)
+        try:
+            with os.scandir(dir_path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            result.skipped.append(Skipped(rel_dir or ".", f"unreadable folder ({exc.strerror})"))
+            return
+        for entry in entries:
+            name = entry.name
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if name == INDEX_DIR_NAME:
+                continue
+            if not opts.hidden and name.startswith("."):
+                continue
+            try:
+                is_link = entry.is_symlink()
+                if is_link and not opts.follow_symlinks:
+                    continue
+                st = entry.stat(follow_symlinks=True)
+            except OSError as exc:
+                result.skipped.append(Skipped(rel, f"unreadable ({exc.strerror or 'broken link'})"))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if os.path.realpath(entry.path) in skip_dirs:
+                    continue
+                if not opts.include_noise and name in NOISE_DIRS:
+                    continue
+                if not opts.include_noise and (Path(entry.path) / "pyvenv.cfg").exists():
+                    continue  # a virtualenv under any name
+                if opts.use_ignore_files and rules.ignored(rel, is_dir=True):
+                    continue
+                if opts.exclude and _glob_match(rel, opts.exclude):
+                    continue
+                visit(Path(entry.path), rel, rules)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if opts.use_ignore_files and rules.ignored(rel, is_dir=False):
+                continue
+            if opts.exclude and _glob_match(rel, opts.exclude):
+                continue
+            if opts.include and not _glob_match(rel, opts.include):
+                continue
+            if not opts.include_noise and (
+                name in NOISE_FILES or any(fnmatch.fnmatchcase(name, g) for g in NOISE_GLOBS)
+            ):
+                result.skipped.append(Skipped(rel, "noise (lock or minified file)"))
+                continue
+            if st.st_size > opts.max_file_size:
+                result.skipped.append(Skipped(rel, f"over the size limit ({st.st_size:,} bytes)"))
+                continue
+            result.files.append(FileEntry(Path(entry.path), rel, st.st_size, st.st_mtime_ns))
+
+    root_path = Path(root)
+    visit(root_path, "", _IgnoreRules())
+    return result
+
+
+class NotText(Exception):
+    """The file is not something we can embed; the message says why."""
+
+
+def decode(data: bytes) -> str:
+    """Bytes to text: UTF-8 (BOM or not) first, then Windows-1252.
+
+    Windows-1252 is the common legacy encoding of Western text; unlike
+    Latin-1 it leaves five bytes undefined, so genuinely undecodable input
+    still fails instead of becoming mojibake.
+    """
+    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
+        raise NotText("binary")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            raise NotText("not valid UTF-8 or Windows-1252 text") from None
+    sample = text[:BINARY_SNIFF_BYTES]
+    if sample:
+        controls = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f\v")
+        if controls / len(sample) > 0.05:
+            raise NotText("binary")
+    return text
+
+
+def text_from_bytes(data: bytes, include_noise: bool = False) -> str:
+    """Decode a file's bytes, or raise :class:`NotText` with the reason."""
+    text = decode(data)
+    if not include_noise and any(len(line) > MINIFIED_LINE_LENGTH for line in text.splitlines()):
+        raise NotText(f"minified or data file (a line over {MINIFIED_LINE_LENGTH:,} characters)")
+    return text
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise NotText(f"unreadable ({exc.strerror})") from None
