@@ -60,6 +60,19 @@ def front_matter_lines(lines: Sequence[str]) -> int:
     return 0
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines ending at "\n" only, with their endings, as editors and grep count them.
+
+    ``str.splitlines`` also breaks at form feeds, U+2028 and other separators,
+    which would shift every line number after one of them.
+    """
+    pieces = text.split("\n")
+    lines = [piece + "\n" for piece in pieces[:-1]]
+    if pieces[-1]:
+        lines.append(pieces[-1])
+    return lines
+
+
 def chunk_text(text: str, counter: TokenCounter, settings: ChunkSettings) -> list[Passage]:
     """Split ``text`` into passages that cover every non-blank line, in order.
 
@@ -72,7 +85,7 @@ def chunk_text(text: str, counter: TokenCounter, settings: ChunkSettings) -> lis
     budget = settings.max_tokens - SPECIAL_TOKENS
     if budget < 1:
         raise ValueError("max_tokens leaves no room for text")
-    lines = text.splitlines(keepends=True)
+    lines = split_lines(text)
     offsets = [0]
     for line in lines:
         offsets.append(offsets[-1] + len(line))

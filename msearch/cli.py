@@ -100,7 +100,7 @@ IndexOpt = Annotated[
     typer.Option(
         "--index",
         envvar="MSEARCH_INDEX",
-        help="Index folder [default: DIR/.msearch; for queries, the nearest .msearch upwards].",
+        help="Index folder (default: DIR/.msearch; for queries, the nearest .msearch upwards).",
         show_default=False,
     ),
 ]
@@ -110,7 +110,7 @@ ModelOpt = Annotated[
         "--model",
         envvar="MSEARCH_MODEL",
         help="sentence-transformers model name or local folder "
-        "[default: msmarco-MiniLM-L6-cos-v5, else the bundled all-MiniLM-L6-v2].",
+        "(default: msmarco-MiniLM-L6-cos-v5, else the bundled all-MiniLM-L6-v2).",
         show_default=False,
     ),
 ]
@@ -243,7 +243,9 @@ def query(
     ] = None,
     fmt: Annotated[
         Format | None,
-        typer.Option("--format", "-f", help="Output format [default: table on a terminal, else jsonl]."),
+        typer.Option(
+            "--format", "-f", help="Output format (default: table on a terminal, else jsonl)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format jsonl.")] = False,
     files_with_matches: Annotated[
@@ -256,7 +258,9 @@ def query(
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Re-index changed files before searching.")
     ] = False,
-    device: Annotated[Device, typer.Option("--device", help="Where to run the model.")] = Device.auto,
+    device: Annotated[
+        Device, typer.Option("--device", help="Where to run the model.")
+    ] = Device.auto,
 ) -> None:
     """Search the index for passages that answer TEXT."""
 

@@ -9,6 +9,7 @@ let sentence-transformers download. The bundled all-MiniLM-L6-v2 (from the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -68,8 +69,11 @@ class ModelRecord:
 class Embedder(Protocol):
     """What indexing and querying need from a model."""
 
-    record: ModelRecord
-    counter: TokenCounter
+    @property
+    def record(self) -> ModelRecord: ...
+
+    @property
+    def counter(self) -> TokenCounter: ...
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Normalized float32 vectors, one row per text."""
@@ -262,10 +266,8 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         pass
     pooling = {"pooling_mode_mean_tokens": True}
-    try:
+    with contextlib.suppress(OSError, ValueError):
         pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
-    except (OSError, ValueError):
-        pass
     cfg["pooling"] = pooling
     return cfg
 
@@ -372,8 +374,9 @@ class SentenceTransformerEmbedder:
             raise ModelUnavailable(f"could not load model {name!r}: {exc}") from None
         self.folder = folder
         cfg = read_model_config(folder)
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension"
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
         )
         dim = get_dim()
         max_len = int(self.model.max_seq_length or cfg["max_seq_length"])

@@ -179,10 +179,7 @@ def build_index(
                             continue
                         assert vecs is not None
                         rows = np.array(
-                            [
-                                (file_idx, p.start_line, p.end_line, p.start, p.end)
-                                for p in item
-                            ],
+                            [(file_idx, p.start_line, p.end_line, p.start, p.end) for p in item],
                             dtype=np.int32,
                         )
                         writer.append(vecs[pos : pos + n], rows)
@@ -300,5 +297,3 @@ def walk_options_from_json(data: dict[str, Any]) -> WalkOptions:
     known["include"] = tuple(known.get("include", ()))
     known["exclude"] = tuple(known.get("exclude", ()))
     return WalkOptions(**known)
-
-

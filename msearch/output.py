@@ -16,7 +16,9 @@ FORMATS = ("table", "jsonl", "tsv", "paths")
 
 def _escape(field: str) -> str:
     """Keep one record per line whatever a file name or line contains."""
-    return field.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return (
+        field.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
 
 
 def jsonl(hits: Sequence[Hit], query: str | None = None) -> Iterator[str]:

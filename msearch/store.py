@@ -202,7 +202,9 @@ def load_index(index_dir: Path, mmap: bool = True) -> Index:
         break
     emb_path = data_dir / EMBEDDINGS_NAME
     if emb.dtype != np.float32 or emb.ndim != 2:
-        raise IndexCorrupt(f"{emb_path} holds {emb.dtype} {emb.shape}, not float32 rows; {FIX_HINT}")
+        raise IndexCorrupt(
+            f"{emb_path} holds {emb.dtype} {emb.shape}, not float32 rows; {FIX_HINT}"
+        )
     if emb.shape[1] != meta.dim or meta.dim != int(meta.model.get("dim", meta.dim)):
         raise IndexCorrupt(
             f"{emb_path} has vectors of dimension {emb.shape[1]}, the model makes {meta.dim}; "
@@ -236,7 +238,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _npy_header(rows: int, dim: int) -> bytes:
-    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (rows, dim)
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
     body = header.encode("latin1")
     prefix = b"\x93NUMPY\x01\x00"
     room = NPY_HEADER_LEN - len(prefix) - 2 - 1

@@ -19,8 +19,38 @@ from msearch.query import Hit
 MAX_LINES = 6
 MAX_CHARS = 400
 STOPWORDS = frozenset(
-    "a an and are as at be by do does for from how i in is it my of on or the to what when "
-    "where which who why with".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "do",
+        "does",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "my",
+        "of",
+        "on",
+        "or",
+        "the",
+        "to",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "with",
+    ]
 )
 
 
@@ -115,7 +145,7 @@ class BarProgress:
         self.total_files = files
         self.t0 = time.perf_counter()
         self.task = self.progress.add_task(
-            "index", total=max(total_bytes, 1), files="0/%d" % files, passages=0, rate=""
+            "index", total=max(total_bytes, 1), files=f"0/{files}", passages=0, rate=""
         )
 
     def advance(self, files: int, nbytes: int, passages: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,14 +100,14 @@ class WalkResult:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def _glob_match(rel: str, patterns: Sequence[str]) -> bool:
-    """Match like ripgrep's -g: a pattern without '/' matches the file name."""
-    name = rel.rsplit("/", 1)[-1]
-    for pat in patterns:
-        target = rel if "/" in pat else name
-        if fnmatch.fnmatchcase(target, pat):
-            return True
-    return False
+def _glob_matcher(patterns: Sequence[str]) -> Any:
+    """Globs with gitignore semantics, like ripgrep's ``-g``: ``*`` stops at "/",
+    a pattern without "/" matches a name at any depth, ``**`` crosses folders."""
+    if not patterns:
+        return None
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(patterns)
 
 
 class _IgnoreRules:
@@ -141,7 +141,9 @@ class _IgnoreRules:
         return bool(verdict)
 
 
-def walk(root: Path, options: WalkOptions | None = None, exclude_dirs: Sequence[Path] = ()) -> WalkResult:
+def walk(
+    root: Path, options: WalkOptions | None = None, exclude_dirs: Sequence[Path] = ()
+) -> WalkResult:
     """List the files under ``root`` that should be indexed, in a stable order.
 
     ``exclude_dirs`` are absolute folders never entered (the index itself).
@@ -152,6 +154,8 @@ def walk(root: Path, options: WalkOptions | None = None, exclude_dirs: Sequence[
     result = WalkResult()
     skip_dirs = {os.path.realpath(p) for p in exclude_dirs}
     seen_dirs: set[tuple[int, int]] = set()
+    include = _glob_matcher(opts.include)
+    exclude = _glob_matcher(opts.exclude)
 
     def visit(dir_path: Path, rel_dir: str, rules: _IgnoreRules) -> None:
         try:
@@ -196,7 +200,7 @@ def walk(root: Path, options: WalkOptions | None = None, exclude_dirs: Sequence[
                     continue  # a virtualenv under any name
                 if opts.use_ignore_files and rules.ignored(rel, is_dir=True):
                     continue
-                if opts.exclude and _glob_match(rel, opts.exclude):
+                if exclude is not None and exclude.match_file(rel + "/"):
                     continue
                 visit(Path(entry.path), rel, rules)
                 continue
@@ -204,9 +208,9 @@ def walk(root: Path, options: WalkOptions | None = None, exclude_dirs: Sequence[
                 continue
             if opts.use_ignore_files and rules.ignored(rel, is_dir=False):
                 continue
-            if opts.exclude and _glob_match(rel, opts.exclude):
+            if exclude is not None and exclude.match_file(rel):
                 continue
-            if opts.include and not _glob_match(rel, opts.include):
+            if include is not None and not include.match_file(rel):
                 continue
             if not opts.include_noise and (
                 name in NOISE_FILES or any(fnmatch.fnmatchcase(name, g) for g in NOISE_GLOBS)

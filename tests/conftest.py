@@ -1,0 +1,93 @@
+"""Shared fixtures: a fake deterministic embedder and isolated environments."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from msearch.chunk import WhitespaceCounter
+from msearch.embed import ModelRecord
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "sample_corpus"
+FAKE_DIM = 32
+
+
+class FakeEmbedder:
+    """Bag-of-words vectors: texts sharing words are close, and it is exact and instant."""
+
+    def __init__(self, fingerprint: str = "fake-1", max_seq_length: int = 64) -> None:
+        self.record = ModelRecord(
+            name="fake-model",
+            source="fake",
+            dim=FAKE_DIM,
+            max_seq_length=max_seq_length,
+            normalized=True,
+            fingerprint=fingerprint,
+        )
+        self.counter = WhitespaceCounter()
+        self.calls = 0
+        self.embedded = 0
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        self.calls += 1
+        self.embedded += len(texts)
+        out = np.zeros((len(texts), FAKE_DIM), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little")
+                out[i, h % FAKE_DIM] += 1.0
+            out[i, 0] += 0.01  # never the zero vector
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        return out
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the user's environment variables or writes outside tmp_path."""
+    for var in ("MSEARCH_INDEX", "MSEARCH_MODEL", "NO_COLOR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def fake() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture
+def use_fake(monkeypatch: pytest.MonkeyPatch, fake: FakeEmbedder) -> FakeEmbedder:
+    """Make the CLI use the fake embedder for indexing and querying."""
+    import msearch.embed
+    import msearch.query
+
+    monkeypatch.setattr(msearch.embed, "load_model", lambda *a, **k: fake)
+    monkeypatch.setattr(msearch.embed, "load_recorded", lambda *a, **k: fake)
+    monkeypatch.setattr(msearch.query, "query_encoder", lambda *a, **k: fake.encode)
+    return fake
+
+
+def write(root: Path, rel: str, content: str | bytes) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under root except the index, with its bytes and mtime."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if ".msearch" in p.parts or not p.is_file() or p.is_symlink():
+            continue
+        out[str(p.relative_to(root))] = (p.read_bytes(), p.stat().st_mtime_ns)
+    return out

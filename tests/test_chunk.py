@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from msearch.chunk import SPECIAL_TOKENS, ChunkSettings, WhitespaceCounter, chunk_text
+
+COUNTER = WhitespaceCounter()
+
+
+def test_small_file_is_one_passage() -> None:
+    text = "alpha beta\n\ngamma delta\n"
+    ps = chunk_text(text, COUNTER, ChunkSettings(max_tokens=64, overlap_tokens=4))
+    assert [(p.start_line, p.end_line) for p in ps] == [(1, 3)]
+    assert ps[0].text == "alpha beta\n\ngamma delta"
+
+
+def test_blank_file_has_no_passages() -> None:
+    assert chunk_text("\n \n\t\n", COUNTER, ChunkSettings()) == []
+    assert chunk_text("", COUNTER, ChunkSettings()) == []
+
+
+def test_front_matter_is_not_embedded() -> None:
+    text = "---\ntitle: x\ntags: [a, b]\n---\n# Heading\nbody words here\n"
+    ps = chunk_text(text, COUNTER, ChunkSettings())
+    assert ps[0].start_line == 5
+    assert "title" not in "".join(p.text for p in ps)
+
+
+def test_line_ranges_and_offsets_agree() -> None:
+    lines = [f"line {i} " + "w " * (i % 7) for i in range(60)]
+    text = "\n".join(lines) + "\n"
+    for p in chunk_text(text, COUNTER, ChunkSettings(max_tokens=20, overlap_tokens=5)):
+        assert text[p.start : p.end] == p.text
+        assert p.text.split("\n")[0] == lines[p.start_line - 1]
+        assert p.text.split("\n")[-1] == lines[p.end_line - 1]
+
+
+def test_overlap_repeats_trailing_lines() -> None:
+    text = "\n".join(f"a{i} b{i} c{i}" for i in range(20))
+    ps = chunk_text(text, COUNTER, ChunkSettings(max_tokens=14, overlap_tokens=3))
+    assert len(ps) > 2
+    for prev, nxt in zip(ps, ps[1:], strict=False):
+        assert nxt.start_line == prev.end_line  # one 3-token line carried over
+
+
+def test_one_huge_line_is_split_within_the_line() -> None:
+    text = "intro\n" + " ".join(f"w{i}" for i in range(1000)) + "\noutro\n"
+    ps = chunk_text(text, COUNTER, ChunkSettings(max_tokens=50, overlap_tokens=0))
+    middle = [p for p in ps if p.start_line == 2]
+    assert len(middle) == 21  # 1000 words / 48 per passage
+    assert all(p.end_line == 2 for p in middle)
+    assert " ".join(p.text for p in middle) == text.splitlines()[1]
+
+
+line_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(line_text, max_size=80),
+    max_tokens=st.integers(min_value=3, max_value=40),
+    overlap=st.integers(min_value=0, max_value=10),
+)
+def test_passages_cover_every_non_blank_line_in_order(
+    lines: list[str], max_tokens: int, overlap: int
+) -> None:
+    text = "\n".join(lines)
+    ps = chunk_text(text, COUNTER, ChunkSettings(max_tokens=max_tokens, overlap_tokens=overlap))
+    budget = max_tokens - SPECIAL_TOKENS
+    covered: set[int] = set()
+    prev_start = (0, 0)
+    for p in ps:
+        assert 1 <= p.start_line <= p.end_line <= len(lines)
+        assert (p.start_line, p.start) >= prev_start  # in order
+        prev_start = (p.start_line, p.start)
+        assert text[p.start : p.end] == p.text
+        assert len(p.text.split()) <= budget  # never over the model's limit
+        assert p.text.strip()
+        covered.update(range(p.start_line, p.end_line + 1))
+    non_blank = {i + 1 for i, line in enumerate(lines) if line.strip()}
+    assert non_blank <= covered
+
+
+def test_line_numbers_count_newlines_only() -> None:
+    """Regression: form feeds and U+2028 are not line breaks for grep or editors."""
+    text = "one\x0ctwo\nthree\u2028four\nfive\n"
+    ps = chunk_text(text, COUNTER, ChunkSettings(max_tokens=4, overlap_tokens=0))
+    assert [(p.start_line, p.end_line) for p in ps] == [(1, 1), (2, 2), (3, 3)]

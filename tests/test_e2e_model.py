@@ -1,0 +1,146 @@
+"""End-to-end with the real bundled model (all-MiniLM-L6-v2) on sample_corpus/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import SAMPLE, snapshot
+from msearch import store
+from msearch.cli import app
+from msearch.query import Searcher, query_encoder, torch_encoder
+
+pytestmark = pytest.mark.model
+QUESTIONS = json.loads((Path(__file__).parent / "data" / "sample_questions.json").read_text())
+KEYS = ["rank", "score", "path", "start_line", "end_line", "text"]
+
+
+def msearch_cmd() -> list[str]:
+    exe = shutil.which("msearch")
+    assert exe, "msearch is not on PATH: install the package (pip install -e .)"
+    return [exe]
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, input: str | None = None, env: dict[str, str] | None = None
+):  # type: ignore[no-untyped-def]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(
+        [*msearch_cmd(), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        input=input,
+        env=full_env,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    index_dir = tmp_path_factory.mktemp("e2e") / "index"
+    before = snapshot(SAMPLE)
+    r = run_cli("index", str(SAMPLE), "--index", str(index_dir))
+    assert r.returncode == 0, r.stderr
+    assert "all-MiniLM-L6-v2" in r.stderr  # the offline fallback says so on stderr
+    assert "indexed 30 files" in r.stderr and r.stdout == ""
+    assert snapshot(SAMPLE) == before
+    return index_dir
+
+
+def test_index_records_the_model(sample_index: Path) -> None:
+    idx = store.load_index(sample_index)
+    assert idx.meta.model["name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert idx.meta.dim == 384 and idx.meta.model["max_seq_length"] == 256
+    assert len(idx.meta.model["fingerprint"]) == 64
+    assert idx.meta.count > 30  # long documents give several passages
+
+
+@pytest.mark.parametrize("case", QUESTIONS, ids=[q["path"] for q in QUESTIONS])
+def test_top_hit_is_the_right_file(sample_index: Path, case: dict[str, str]) -> None:
+    idx = store.load_index(sample_index)
+    hits = Searcher(idx, query_encoder(idx)).query(case["question"], k=1)
+    assert hits[0].abs_path == str(SAMPLE / case["path"])
+
+
+def test_fast_path_ranks_like_sentence_transformers(sample_index: Path) -> None:
+    idx = store.load_index(sample_index)
+    fast = Searcher(idx, query_encoder(idx))
+    ref = Searcher(idx, torch_encoder(idx, "cpu"))
+    questions = [q["question"] for q in QUESTIONS] + ["moon", "how to keep knives sharp"]
+    for q in questions:
+        a = [(h.abs_path, h.start_line) for h in fast.query(q, k=10)]
+        b = [(h.abs_path, h.start_line) for h in ref.query(q, k=10)]
+        assert a == b, q
+
+
+def test_subprocess_jsonl(sample_index: Path) -> None:
+    r = run_cli("query", "why does the moon change shape", "--index", str(sample_index), "-k", "3")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3
+    first = json.loads(lines[0])
+    assert list(first) == KEYS
+    assert first["path"].endswith("astronomy/moon-phases.md")
+    assert "\x1b[" not in r.stdout and r.stderr == ""
+
+
+def test_subprocess_exit_codes(sample_index: Path) -> None:
+    r = run_cli("query", "moon", "--index", str(sample_index), "--min-score", "0.99")
+    assert r.returncode == 1 and r.stdout == ""
+    r = run_cli("query", "", "--index", str(sample_index))
+    assert r.returncode == 2 and "empty query" in r.stderr
+    r = run_cli("query", "moon", "--index", str(sample_index), "--model", "/nonexistent/model")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_closed_pipe_is_quiet(sample_index: Path) -> None:
+    cmd = " ".join(msearch_cmd())
+    r = subprocess.run(
+        ["bash", "-c", f"{cmd} query - --index '{sample_index}' -k 50 -f tsv | head -1"],
+        input="bread\n" * 40,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0
+    assert len(r.stdout.splitlines()) == 1
+    assert r.stderr == ""
+
+
+def test_query_path_imports_no_torch(sample_index: Path) -> None:
+    code = (
+        "import sys\n"
+        "from msearch.cli import main\n"
+        f"sys.argv = ['msearch', 'query', 'compost smell', '--index', {str(sample_index)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules]\n"
+        "print('HEAVY', heavy, code, file=sys.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "HEAVY [] 0" in r.stderr, r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["path"].endswith("composting.md")
+
+
+def test_cli_runner_with_real_model(sample_index: Path) -> None:
+    r = CliRunner().invoke(
+        app, ["query", "packing a small bag", "--index", str(sample_index), "-l"]
+    )
+    assert r.exit_code == 0
+    assert r.stdout.splitlines()[0].endswith("travel/packing-light.md")
+
+
+def test_unknown_model_is_an_error_not_a_fallback(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "a.txt").write_text("hello\n")
+    r = run_cli("index", str(tmp_path / "c"), "--model", "nobody/no-such-model-xyz")
+    assert r.returncode == 2
+    assert "no-such-model-xyz" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "c" / ".msearch" / "meta.json").exists()

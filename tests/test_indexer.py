@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import FakeEmbedder, snapshot, write
+from msearch import store
+from msearch.chunk import ChunkSettings
+from msearch.errors import UsageError
+from msearch.indexer import build_index
+
+SMALL = ChunkSettings(max_tokens=12, overlap_tokens=3)
+
+
+def para(seed: int, lines: int = 6) -> str:
+    words = ["alpha", "beta", "gamma", "delta", "moon", "bread", "river", "stone", "cloud"]
+    return (
+        "\n".join(
+            " ".join(words[(seed * 7 + i * 3 + j) % len(words)] for j in range(1 + (seed + i) % 5))
+            for i in range(lines)
+        )
+        + "\n"
+    )
+
+
+def build(root: Path, emb: FakeEmbedder | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    emb = emb or FakeEmbedder()
+    return build_index(root, root / ".msearch", emb, chunking=SMALL, **kw)  # type: ignore[arg-type]
+
+
+def rows_by_file(index_dir: Path) -> dict[str, list[tuple[tuple[int, ...], list[float]]]]:
+    idx = store.load_index(index_dir)
+    out: dict[str, list[tuple[tuple[int, ...], list[float]]]] = {}
+    for row, vec in zip(idx.passages, np.asarray(idx.embeddings), strict=True):
+        path = idx.meta.files[int(row[0])].path
+        out.setdefault(path, []).append((tuple(int(v) for v in row[1:]), vec.round(5).tolist()))
+    return out
+
+
+def test_first_build_and_noop_rebuild(tmp_path: Path) -> None:
+    for i in range(5):
+        write(tmp_path, f"d/f{i}.txt", para(i))
+    emb = FakeEmbedder()
+    s1 = build(tmp_path, emb)
+    assert (s1.files, s1.added, s1.changed, s1.removed) == (5, 5, 0, 0)
+    assert s1.embedded == s1.passages > 5
+    embedded_before = emb.embedded
+    s2 = build(tmp_path, emb)
+    assert (s2.added, s2.changed, s2.removed, s2.unchanged, s2.embedded) == (0, 0, 0, 5, 0)
+    assert emb.embedded == embedded_before  # nothing re-embedded
+    assert s2.passages == s1.passages
+
+
+def test_incremental_changes(tmp_path: Path) -> None:
+    for i in range(4):
+        write(tmp_path, f"f{i}.txt", para(i))
+    build(tmp_path)
+    write(tmp_path, "f1.txt", para(10))  # changed
+    (tmp_path / "f2.txt").unlink()  # removed
+    write(tmp_path, "new.txt", para(11))  # added
+    os.utime(tmp_path / "f3.txt", ns=(1, 1))  # touched, same content
+    emb = FakeEmbedder()
+    s = build(tmp_path, emb)
+    assert (s.added, s.changed, s.removed, s.unchanged) == (1, 1, 1, 2)
+    assert s.embedded == emb.embedded and 0 < s.embedded < s.passages
+    assert set(rows_by_file(tmp_path / ".msearch")) == {"f0.txt", "f1.txt", "f3.txt", "new.txt"}
+
+
+def test_model_or_chunking_change_forces_full(tmp_path: Path) -> None:
+    write(tmp_path, "a.txt", para(1))
+    build(tmp_path)
+    notes: list[str] = []
+    s = build(tmp_path, FakeEmbedder(fingerprint="fake-2"), notice=notes.append)
+    assert s.full_reason and "model changed" in s.full_reason and s.added == 1
+    s = build_index(
+        tmp_path,
+        tmp_path / ".msearch",
+        FakeEmbedder(fingerprint="fake-2"),
+        chunking=ChunkSettings(max_tokens=20, overlap_tokens=0),
+        notice=notes.append,
+    )
+    assert s.full_reason == "the chunking settings changed"
+    assert any("rebuilding" in n for n in notes)
+
+
+def test_damaged_previous_index_is_rebuilt(tmp_path: Path) -> None:
+    write(tmp_path, "a.txt", para(1))
+    build(tmp_path)
+    (tmp_path / ".msearch" / "meta.json").write_text("garbage")
+    s = build(tmp_path)
+    assert s.full_reason == "the previous index was damaged"
+    assert store.load_index(tmp_path / ".msearch").meta.count == s.passages
+
+
+def test_bad_folders(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such folder"):
+        build_index(tmp_path / "nope", tmp_path / "i", FakeEmbedder())
+    write(tmp_path, "file.txt", "x")
+    with pytest.raises(UsageError, match="not a folder"):
+        build_index(tmp_path / "file.txt", tmp_path / "i", FakeEmbedder())
+
+
+def test_empty_and_binary_only_folders(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    s = build_index(tmp_path / "empty", tmp_path / "i1", FakeEmbedder())
+    assert (s.files, s.passages) == (0, 0)
+    assert store.load_index(tmp_path / "i1").meta.count == 0
+    write(tmp_path, "bin/a.bin", b"\x00\x01\x02" * 100)
+    write(tmp_path, "bin/b.png", b"\x89PNG\r\n\x1a\n\x00\x00")
+    s = build_index(tmp_path / "bin", tmp_path / "i2", FakeEmbedder())
+    assert s.files == 0 and [k.reason for k in s.skipped] == ["binary", "binary"]
+
+
+def test_corpus_is_never_modified(tmp_path: Path) -> None:
+    for i in range(6):
+        write(tmp_path, f"sub/f {i} é.md", para(i))
+    write(tmp_path, "bin.dat", b"\x00" * 10)
+    before = snapshot(tmp_path)
+    build(tmp_path)
+    write(tmp_path, "sub/f 0 é.md", para(20))
+    before = snapshot(tmp_path)
+    build(tmp_path)
+    build(tmp_path, full=True)
+    assert snapshot(tmp_path) == before
+    assert {p.name for p in tmp_path.iterdir()} == {"sub", "bin.dat", ".msearch"}
+
+
+# --- incremental == full, over random sequences of file operations -----------
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["write", "edit", "delete", "rename", "touch"]),
+        st.integers(0, 7),
+        st.integers(0, 50),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=st.lists(ops, min_size=1, max_size=3))
+def test_incremental_equals_full_rebuild(
+    tmp_path: Path, steps: list[list[tuple[str, int, int]]]
+) -> None:
+    root = tmp_path / f"case{abs(hash(str(steps))) % 10**9}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    for i in range(4):
+        write(root, f"f{i}.txt", para(i))
+    build(root)
+    for batch in steps:
+        for op, a, seed in batch:
+            path = root / f"f{a}.txt"
+            if op == "write":
+                write(root, f"f{a}.txt", para(seed, 1 + seed % 9))
+            elif op == "edit" and path.exists():
+                path.write_text(path.read_text() + para(seed, 2))
+            elif op == "delete" and path.exists():
+                path.unlink()
+            elif op == "rename" and path.exists():
+                path.rename(root / f"f{(a + 3) % 8}.txt")
+            elif op == "touch" and path.exists():
+                os.utime(path, ns=(seed * 10**9, seed * 10**9))
+        build(root)
+    incremental = rows_by_file(root / ".msearch")
+    fresh = tmp_path / "fresh"
+    build_index(root, fresh, FakeEmbedder(), chunking=SMALL, full=True)
+    assert incremental == rows_by_file(fresh)
+    assert store.load_index(root / ".msearch").meta.files == store.load_index(fresh).meta.files
