@@ -288,8 +288,7 @@ def query(
             from msearch.tty import make_console
 
             console = make_console(out, _color_mode(color))
-        for q in queries:
-            hits = searcher.query(q, k, min_score)
+        for q, hits in zip(queries, searcher.query_many(queries, k, min_score), strict=True):
             if not hits:
                 continue
             any_hits = True

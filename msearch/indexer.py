@@ -79,6 +79,8 @@ def effective_chunking(settings: ChunkSettings, max_seq_length: int) -> ChunkSet
 def _old_file_rows(old: store.Index) -> dict[str, tuple[store.FileRecord, int, int]]:
     """path -> (record, first row, end row) in the previous generation."""
     col = np.asarray(old.passages[:, 0])
+    if len(col) and (col.min() < 0 or col.max() >= len(old.meta.files)):
+        raise IndexCorrupt(f"{old.dir / old.meta.data} refers to unknown files")
     starts = np.searchsorted(col, np.arange(len(old.meta.files)), side="left")
     ends = np.searchsorted(col, np.arange(len(old.meta.files)), side="right")
     return {
@@ -138,12 +140,15 @@ def build_index(
         stats = IndexStats()
 
         old: store.Index | None = None
+        old_rows: dict[str, tuple[store.FileRecord, int, int]] = {}
         if not full:
             try:
                 old = store.load_index(index_dir)
+                old_rows = _old_file_rows(old)
             except IndexNotFound:
                 old = None
             except IndexCorrupt as exc:
+                old = None
                 say(f"msearch: the existing index is damaged ({exc}); rebuilding it")
                 stats.full_reason = "the previous index was damaged"
             if old is not None:
@@ -157,7 +162,8 @@ def build_index(
 
         walked = walk(root, wopts, exclude_dirs=[index_dir])
         stats.skipped.extend(walked.skipped)
-        old_rows = _old_file_rows(old) if old is not None else {}
+        if old is None:
+            old_rows = {}
         seen_old: set[str] = set()
 
         writer = store.DataWriter(index_dir, record.dim)

@@ -13,17 +13,16 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from msearch import store
 from msearch.errors import IndexNotFound, ModelMismatch, UsageError
-from msearch.search import search
+from msearch.search import top_k
 from msearch.walk import INDEX_DIR_NAME, NotText, decode
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
-QueryEncoder = Callable[[Sequence[str]], "np.ndarray"]
+QueryEncoder = Callable[[Sequence[str]], np.ndarray]
+QUERY_GROUP = 32
 
 
 @dataclass(frozen=True)
@@ -146,9 +145,14 @@ class Searcher:
         vecs = self.encode(list(texts))
         cache = FileCache(self.index)
         out: list[list[Hit]] = []
-        for qv in vecs:
-            idx, scores = search(self.index.embeddings, qv, k, min_score)
-            out.append(self._hits(idx, scores, cache))
+        # Score queries in groups: one pass over the matrix serves the whole
+        # group (a matrix-matrix product), instead of one pass per query.
+        for g in range(0, len(vecs), QUERY_GROUP):
+            group = np.asarray(vecs[g : g + QUERY_GROUP], dtype=np.float32)
+            scores = np.asarray(self.index.embeddings @ group.T, dtype=np.float32)
+            for j in range(group.shape[0]):
+                idx, sc = top_k(np.ascontiguousarray(scores[:, j]), k, min_score)
+                out.append(self._hits(idx, sc, cache))
         return out
 
     def _hits(self, idx: np.ndarray, scores: np.ndarray, cache: FileCache) -> list[Hit]:
@@ -156,7 +160,7 @@ class Searcher:
         files = self.index.meta.files
         root = self.index.root
         for rank, (row, sc) in enumerate(zip(idx.tolist(), scores.tolist(), strict=True), 1):
-            f, start_line, end_line, start, end = (int(v) for v in self.index.passages[row])
+            f, start_line, end_line, start, end = self.index.passage(row)
             abs_path = str(root / files[f].path)
             text = cache.text(f)
             hits.append(

@@ -139,7 +139,16 @@ class Index:
     dir: Path
     meta: Meta
     embeddings: np.ndarray  # (count, dim) float32, memory-mapped
-    passages: np.ndarray  # (count, 5) int32
+    passages: np.ndarray  # (count, 5) int32, memory-mapped: queries read only their hits
+
+    def passage(self, row: int) -> tuple[int, int, int, int, int]:
+        """One passage row, checked: a file index out of range means damage."""
+        f, a, b, s, e = (int(v) for v in self.passages[row])
+        if not 0 <= f < len(self.meta.files):
+            raise IndexCorrupt(
+                f"{self.dir / self.meta.data / PASSAGES_NAME} refers to unknown files; {FIX_HINT}"
+            )
+        return f, a, b, s, e
 
     @property
     def root(self) -> Path:
@@ -193,7 +202,7 @@ def load_index(index_dir: Path, mmap: bool = True) -> Index:
         data_dir = index_dir / meta.data
         try:
             emb = _load_npy(data_dir / EMBEDDINGS_NAME, mmap)
-            pas = _load_npy(data_dir / PASSAGES_NAME, mmap=False)
+            pas = _load_npy(data_dir / PASSAGES_NAME, mmap)
         except FileNotFoundError as exc:
             # A writer may have committed and cleaned up between our reads.
             if attempt < 2:
@@ -220,8 +229,8 @@ def load_index(index_dir: Path, mmap: bool = True) -> Index:
             f"{data_dir / PASSAGES_NAME} has shape {pas.shape}, expected "
             f"({meta.count}, {len(PASSAGE_COLUMNS)}); {FIX_HINT}"
         )
-    if meta.count and (pas[:, 0].min() < 0 or pas[:, 0].max() >= len(meta.files)):
-        raise IndexCorrupt(f"{data_dir / PASSAGES_NAME} refers to unknown files; {FIX_HINT}")
+    if pas.dtype != np.int32:
+        raise IndexCorrupt(f"{data_dir / PASSAGES_NAME} is not int32; {FIX_HINT}")
     return Index(index_dir, meta, emb, pas)
 
 

@@ -176,3 +176,15 @@ def test_incremental_equals_full_rebuild(
     build_index(root, fresh, FakeEmbedder(), chunking=SMALL, full=True)
     assert incremental == rows_by_file(fresh)
     assert store.load_index(root / ".msearch").meta.files == store.load_index(fresh).meta.files
+
+
+def test_passages_pointing_at_unknown_files_force_a_rebuild(tmp_path: Path) -> None:
+    write(tmp_path, "a.txt", para(1))
+    build(tmp_path)
+    idx = store.load_index(tmp_path / ".msearch")
+    path = tmp_path / ".msearch" / idx.meta.data / store.PASSAGES_NAME
+    rows = np.load(path)
+    rows[:, 0] = 7
+    np.save(path, rows)
+    s = build(tmp_path)
+    assert s.full_reason == "the previous index was damaged" and s.added == 1

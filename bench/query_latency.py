@@ -1,0 +1,193 @@
+"""Cold-query latency of `msearch query` (issue 3), against the plain approach.
+
+Builds synthetic indexes (random normalized vectors over a real folder of
+small text files, with the bundled model's real record so the real query
+path runs), then times fresh processes side by side:
+
+  python bench/query_latency.py [--runs 15] [--baseline-runs 5] [--write]
+
+Figures: cold query median at 100k passages; the baseline script's median;
+their ratio; 100 queries through `msearch query -`; and what a 1M-passage
+index adds to a cold query over a 1k-passage one. --write appends the
+table to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from msearch import store
+from msearch.embed import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
+
+BENCH = Path(__file__).resolve().parent
+WORK = BENCH / ".work"
+QUERIES = [
+    "why does the moon change shape",
+    "how do I keep my bread from being dense",
+    "what causes jet lag and how to recover",
+    "best way to water tomatoes in summer",
+    "how to create a python virtual environment",
+]
+
+
+def msearch_exe() -> list[str]:
+    """The installed console script next to this interpreter (no pyenv shim)."""
+    exe = Path(sys.executable).parent / "msearch"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "msearch"]
+
+
+def make_corpus(root: Path, files: int) -> list[store.FileRecord]:
+    import hashlib
+
+    root.mkdir(parents=True, exist_ok=True)
+    recs = []
+    for i in range(files):
+        p = root / f"doc{i:05d}.txt"
+        if not p.exists():
+            p.write_text("".join(f"line {j} of document {i} about topic {j % 17}\n" for j in range(40)))
+        data = p.read_bytes()
+        st = p.stat()
+        recs.append(
+            store.FileRecord(p.name, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest())
+        )
+    return recs
+
+
+def make_index(index_dir: Path, corpus: Path, rows: int, record: dict, seed: int = 0) -> Path:
+    if (index_dir / store.META_NAME).exists():
+        return index_dir
+    shutil.rmtree(index_dir, ignore_errors=True)
+    index_dir.mkdir(parents=True)
+    files = make_corpus(corpus, 1000)
+    rng = np.random.default_rng(seed)
+    w = store.DataWriter(index_dir, 384)
+    per_file = max(1, rows // len(files))
+    done = 0
+    while done < rows:
+        n = min(65536, rows - done)
+        v = rng.standard_normal((n, 384)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        ids = np.arange(done, done + n)
+        file_idx = np.minimum(ids // per_file, len(files) - 1)
+        line = (ids % 35) + 1
+        start = (line - 1) * 40
+        r = np.stack([file_idx, line, line + 2, start, start + 100], axis=1).astype(np.int32)
+        w.append(v, r)
+        done += n
+    name = w.finish()
+    meta = store.Meta(
+        root=str(corpus.resolve()),
+        model=record,
+        chunking={"max_tokens": 256, "overlap_tokens": 32},
+        walk={},
+        files=files,
+        count=rows,
+        dim=384,
+        data=name,
+    )
+    store.commit(index_dir, meta)
+    return index_dir
+
+
+def time_cmd(cmd: list[str], stdin: str | None = None) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if r.returncode not in (0, 1):
+        raise SystemExit(f"{cmd[:3]} failed: {r.stderr}")
+    return dt
+
+
+def cold_queries(index_dir: Path, runs: int) -> list[float]:
+    times = []
+    for i in range(runs):
+        q = QUERIES[i % len(QUERIES)]
+        times.append(time_cmd([*msearch_exe(), "query", q, "--index", str(index_dir), "--format", "jsonl"]))
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--baseline-runs", type=int, default=5)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+
+    model = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu")
+    record = model.record.to_json()
+    corpus = WORK / "corpus"
+    t = time.perf_counter()
+    idx_1k = make_index(WORK / "idx-1k", corpus, 1_000, record)
+    idx_100k = make_index(WORK / "idx-100k", corpus, 100_000, record)
+    idx_1m = make_index(WORK / "idx-1m", corpus, 1_000_000, record)
+    print(f"indexes ready in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+
+    # Warm the OS cache, then measure interleaved so drift hits both sides.
+    for d in (idx_1k, idx_100k, idx_1m):
+        cold_queries(d, 2)
+    emb_100k = idx_100k / store.read_meta(idx_100k).data / store.EMBEDDINGS_NAME
+    base_cmd = [sys.executable, str(BENCH / "baseline_query.py"), str(bundled_model_path()), str(emb_100k)]
+    time_cmd([*base_cmd, QUERIES[0]])
+
+    ours_100k, ours_1k, ours_1m, base = [], [], [], []
+    for i in range(args.runs):
+        q = QUERIES[i % len(QUERIES)]
+        ours_100k += cold_queries(idx_100k, 1)
+        ours_1k += cold_queries(idx_1k, 1)
+        ours_1m += cold_queries(idx_1m, 1)
+        if i < args.baseline_runs:
+            base.append(time_cmd([*base_cmd, q]))
+
+    stdin = "\n".join(QUERIES[i % len(QUERIES)] + f" {i}" for i in range(100)) + "\n"
+    batch = [
+        time_cmd([*msearch_exe(), "query", "-", "--index", str(idx_100k), "--format", "jsonl"], stdin)
+        for _ in range(3)
+    ]
+
+    med = statistics.median
+    rows = [
+        ("cold query, 100k passages, jsonl (median)", f"{med(ours_100k):.3f} s", "≤ 0.5 s"),
+        ("baseline script, 100k passages (median)", f"{med(base):.3f} s", ""),
+        ("speed-up vs baseline", f"{med(base) / med(ours_100k):.1f}×", "≥ 10×"),
+        (
+            "100 queries via `query -`, 100k (median of 3)",
+            f"{med(batch):.3f} s = cold + {(med(batch) - med(ours_100k)) / 100 * 1000:.1f} ms/query",
+            "≤ cold + 10 ms/query",
+        ),
+        ("cold query, 1k passages (median)", f"{med(ours_1k):.3f} s", ""),
+        ("cold query, 1M passages (median)", f"{med(ours_1m):.3f} s", ""),
+        ("1M index overhead (1M − 1k)", f"{(med(ours_1m) - med(ours_1k)) * 1000:.0f} ms", "≤ 150 ms"),
+    ]
+    cmd = "python bench/query_latency.py " + " ".join(sys.argv[1:])
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    lines = [
+        f"\n### Cold query latency ({time.strftime('%Y-%m-%d')}, {machine})\n",
+        f"Command: `{cmd}` ({args.runs} runs each, interleaved; baseline {args.baseline_runs} runs)\n",
+        "| figure | measured | target |",
+        "|---|---|---|",
+        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        "",
+        "Raw (s): 100k " + " ".join(f"{x:.3f}" for x in ours_100k),
+        "; baseline " + " ".join(f"{x:.2f}" for x in base) + "\n",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        with open(BENCH / "RESULTS.md", "a", encoding="utf-8") as fh:
+            fh.write(text)
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory():
+        main()
