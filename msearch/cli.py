@@ -60,8 +60,16 @@ def fail(msg: str) -> NoReturn:
     raise typer.Exit(EXIT_ERROR)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds like Ctrl-C, so a half-written index folder is removed."""
+    raise KeyboardInterrupt
+
+
 def _run(fn: Callable[[], int]) -> None:
     """Run a command body, mapping library errors and closed pipes to exit codes."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = fn()
     except MsearchError as exc:

@@ -1,0 +1,44 @@
+"""Run build_index with a slow fake embedder, for the kill -9 and lock tests.
+
+Usage: python tests/crash_index.py ROOT INDEX_DIR [SECONDS_PER_BATCH]
+Not a test module: the crash tests start it as a subprocess and kill it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from conftest import FakeEmbedder  # noqa: E402
+
+from msearch.chunk import ChunkSettings  # noqa: E402
+from msearch.indexer import build_index  # noqa: E402
+
+
+class SlowFake(FakeEmbedder):
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def encode(self, texts, batch_size=32):  # type: ignore[no-untyped-def]
+        time.sleep(self.delay)
+        return super().encode(texts, batch_size)
+
+
+if __name__ == "__main__":
+    root, index_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.05
+    import msearch.indexer
+
+    msearch.indexer.WINDOW_PASSAGES = 64  # many small windows: many moments to die in
+    stats = build_index(
+        root,
+        index_dir,
+        SlowFake(delay),
+        chunking=ChunkSettings(max_tokens=24, overlap_tokens=4),
+        notice=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    print(f"done {stats.passages}", flush=True)
