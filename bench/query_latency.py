@@ -55,7 +55,9 @@ def make_corpus(root: Path, files: int) -> list[store.FileRecord]:
     for i in range(files):
         p = root / f"doc{i:05d}.txt"
         if not p.exists():
-            p.write_text("".join(f"line {j} of document {i} about topic {j % 17}\n" for j in range(40)))
+            p.write_text(
+                "".join(f"line {j} of document {i} about topic {j % 17}\n" for j in range(40))
+            )
         data = p.read_bytes()
         st = p.stat()
         recs.append(
@@ -113,7 +115,9 @@ def cold_queries(index_dir: Path, runs: int) -> list[float]:
     times = []
     for i in range(runs):
         q = QUERIES[i % len(QUERIES)]
-        times.append(time_cmd([*msearch_exe(), "query", q, "--index", str(index_dir), "--format", "jsonl"]))
+        times.append(
+            time_cmd([*msearch_exe(), "query", q, "--index", str(index_dir), "--format", "jsonl"])
+        )
     return times
 
 
@@ -137,7 +141,12 @@ def main() -> None:
     for d in (idx_1k, idx_100k, idx_1m):
         cold_queries(d, 2)
     emb_100k = idx_100k / store.read_meta(idx_100k).data / store.EMBEDDINGS_NAME
-    base_cmd = [sys.executable, str(BENCH / "baseline_query.py"), str(bundled_model_path()), str(emb_100k)]
+    base_cmd = [
+        sys.executable,
+        str(BENCH / "baseline_query.py"),
+        str(bundled_model_path()),
+        str(emb_100k),
+    ]
     time_cmd([*base_cmd, QUERIES[0]])
 
     ours_100k, ours_1k, ours_1m, base = [], [], [], []
@@ -151,7 +160,9 @@ def main() -> None:
 
     stdin = "\n".join(QUERIES[i % len(QUERIES)] + f" {i}" for i in range(100)) + "\n"
     batch = [
-        time_cmd([*msearch_exe(), "query", "-", "--index", str(idx_100k), "--format", "jsonl"], stdin)
+        time_cmd(
+            [*msearch_exe(), "query", "-", "--index", str(idx_100k), "--format", "jsonl"], stdin
+        )
         for _ in range(3)
     ]
 
@@ -167,7 +178,11 @@ def main() -> None:
         ),
         ("cold query, 1k passages (median)", f"{med(ours_1k):.3f} s", ""),
         ("cold query, 1M passages (median)", f"{med(ours_1m):.3f} s", ""),
-        ("1M index overhead (1M − 1k)", f"{(med(ours_1m) - med(ours_1k)) * 1000:.0f} ms", "≤ 150 ms"),
+        (
+            "1M index overhead (1M − 1k)",
+            f"{(med(ours_1m) - med(ours_1k)) * 1000:.0f} ms",
+            "≤ 150 ms",
+        ),
     ]
     cmd = "python bench/query_latency.py " + " ".join(sys.argv[1:])
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

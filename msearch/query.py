@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from msearch import store
 from msearch.errors import IndexNotFound, ModelMismatch, UsageError
 from msearch.search import top_k
 from msearch.walk import INDEX_DIR_NAME, NotText, decode
-
-import numpy as np
 
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 QUERY_GROUP = 32

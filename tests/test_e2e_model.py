@@ -144,3 +144,30 @@ def test_unknown_model_is_an_error_not_a_fallback(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "no-such-model-xyz" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "c" / ".msearch" / "meta.json").exists()
+
+
+def test_small_reindex_skips_torch_and_matches_it(tmp_path: Path) -> None:
+    """A re-index after one edit embeds on numpy (no torch import) with the same vectors."""
+    import numpy as np
+
+    corpus = tmp_path / "c"
+    shutil.copytree(SAMPLE, corpus, ignore=shutil.ignore_patterns(".msearch"))
+    assert run_cli("index", str(corpus), "-q").returncode == 0
+    target = corpus / "astronomy" / "eclipses.txt"
+    target.write_text(target.read_text() + "Eclipse glasses protect your eyes.\n")
+    code = (
+        "import sys\n"
+        "from msearch.cli import main\n"
+        f"sys.argv = ['msearch', 'index', {str(corpus)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "print('TORCH', 'torch' in sys.modules, code, file=sys.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "TORCH False 0" in r.stderr and "1 changed" in r.stderr, r.stderr
+    small = store.load_index(corpus / ".msearch")
+    r = run_cli("index", str(tmp_path / "c"), "--full", "-q", "--model", "all-MiniLM-L6-v2")
+    assert r.returncode == 0
+    full = store.load_index(corpus / ".msearch")
+    assert np.array_equal(small.passages, full.passages)
+    cos = (np.asarray(small.embeddings) * np.asarray(full.embeddings)).sum(axis=1)
+    assert cos.min() >= 0.9999
