@@ -188,3 +188,21 @@ def test_passages_pointing_at_unknown_files_force_a_rebuild(tmp_path: Path) -> N
     np.save(path, rows)
     s = build(tmp_path)
     assert s.full_reason == "the previous index was damaged" and s.added == 1
+
+
+def test_texts_are_embedded_window_by_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Indexing streams: the embedder never sees more than one window of texts."""
+    import msearch.indexer
+
+    monkeypatch.setattr(msearch.indexer, "WINDOW_PASSAGES", 10)
+    for i in range(30):
+        write(tmp_path, f"f{i:02d}.txt", para(i, 8))
+    sizes: list[int] = []
+    emb = FakeEmbedder()
+    real = emb.encode
+    emb.encode = lambda texts, batch_size=32: sizes.append(len(texts)) or real(texts)  # type: ignore[method-assign]
+    stats = build(tmp_path, emb)
+    assert len(sizes) > 5 and max(sizes) < 10 + 8  # a window plus at most one file
+    assert sum(sizes) == stats.passages
