@@ -300,7 +300,7 @@ def query(
             if not hits:
                 continue
             any_hits = True
-            _emit(chosen, hits, q if multi else None, null, top, console)
+            _emit(chosen, hits, q, multi, null, top, console)
         out.flush()
         return EXIT_OK if any_hits else EXIT_NO_MATCH
 
@@ -331,20 +331,22 @@ def _read_queries() -> list[str]:
 
 
 def _emit(
-    fmt: Format, hits: list[Any], query: str | None, null: bool, top: int, console: Any
+    fmt: Format, hits: list[Any], query: str, multi: bool, null: bool, top: int, console: Any
 ) -> None:
+    """Write one query's hits; with several queries, each hit names its query."""
     from msearch import output
 
     lines: Iterable[str]
     if fmt == Format.table:
         from msearch.tty import render_table
 
-        render_table(console, hits, query or "", title=query is not None)
+        render_table(console, hits, query, title=multi)
         return
+    tag = query if multi else None
     if fmt == Format.jsonl:
-        lines = output.jsonl(hits, query)
+        lines = output.jsonl(hits, tag)
     elif fmt == Format.tsv:
-        lines = output.tsv(hits, query)
+        lines = output.tsv(hits, tag)
     else:
         lines = list(output.paths(hits, null))[:top]
     sys.stdout.writelines(lines)

@@ -251,3 +251,9 @@ def test_color_never_and_table_format(corpus: Path) -> None:
     assert r.exit_code == 0 and "moon.md" in r.stdout and "\x1b[" not in r.stdout
     r = run("query", "moon", "--index", idx(corpus), "-f", "table", "--color", "always")
     assert "\x1b[" in r.stdout
+
+
+def test_table_highlights_query_words(corpus: Path) -> None:
+    """Regression: a single query's words were not passed to the table."""
+    r = run("query", "bread dough", "--index", idx(corpus), "-f", "table", "--color", "always")
+    assert "\x1b[1;33mbread" in r.stdout

@@ -1,0 +1,333 @@
+"""The lexical side of hybrid search: BM25 over the same passages as the vectors.
+
+Why: a small sentence encoder misses what only exact words carry (names,
+rare terms, codes, abbreviations), and BM25 is strong exactly there; fused
+with the dense scores it lifts retrieval on every test collection we measured
+(bench/eval.py, bench/EVAL_RESULTS.md).
+
+Building uses bm25s (its tokenizer, English stopwords, the Snowball stemmer
+from PyStemmer, Lucene's BM25 with k1=1.5, b=0.75). Querying does *not*
+import bm25s: it pulls in scipy and tqdm, half a second that a cold query
+cannot afford. The index is saved as plain arrays (a CSC matrix of
+precomputed per-term passage scores plus a sorted term table) that are
+memory-mapped and scored here with numpy; the query is tokenized exactly as
+bm25s tokenizes, with PyStemmer alone (a 3 ms import).
+
+Files written into the folder given to :meth:`LexicalIndex.save`:
+
+    lexical.json            parameters, stopwords, counts, format version
+    lexical_data.npy        float32: BM25 score of each (term, passage) pair
+    lexical_indices.npy     int32: the passage of each pair, grouped by term
+    lexical_indptr.npy      int64: where each term's pairs start (terms + 1)
+    lexical_terms.npy       uint8: the terms, UTF-8, sorted bytewise, concatenated
+    lexical_term_offsets.npy int64: where each term starts in lexical_terms.npy
+
+Column ``t`` of the matrix is the ``t``-th term in sorted order, so looking
+a query term up is a binary search over the memory-mapped term table: no
+vocabulary dictionary is parsed at load time, whatever the index size.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# BM25 as measured in bench/EVAL_RESULTS.md (bm25s defaults, Lucene variant).
+K1 = 1.5
+B = 0.75
+METHOD = "lucene"
+STEMMER_LANGUAGE = "english"
+STOPWORDS = "en"  # bm25s's English list (NLTK's); stored in the index, see below
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # bm25s's (and scikit-learn's) default
+
+# Fusion, chosen on seven test collections (bench/EVAL_RESULTS.md): each side
+# min-max normalized over all passages, then a weighted sum.
+FUSION = "minmax"
+LEXICAL_WEIGHT = 0.3  # the dense side gets 1 - LEXICAL_WEIGHT
+
+FORMAT_VERSION = 1
+META_NAME = "lexical.json"
+DATA_NAME = "lexical_data.npy"
+INDICES_NAME = "lexical_indices.npy"
+INDPTR_NAME = "lexical_indptr.npy"
+TERMS_NAME = "lexical_terms.npy"
+TERM_OFFSETS_NAME = "lexical_term_offsets.npy"
+
+
+class LexicalFormatError(ValueError):
+    """The folder does not hold a lexical index this version can read."""
+
+
+class _Stemmer:
+    """PyStemmer's Snowball stemmer, imported on first use (not at module import)."""
+
+    def __init__(self, language: str) -> None:
+        import Stemmer
+
+        self._stemmer = Stemmer.Stemmer(language)
+
+    def stem_words(self, words: list[str]) -> list[str]:
+        return list(self._stemmer.stemWords(words))
+
+
+class _SortedTerms:
+    """A read-only sequence of terms (bytes) over the memory-mapped term table,
+    so that :func:`bisect.bisect_left` can search it without building a dict."""
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray) -> None:
+        self.blob = blob
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return max(len(self.offsets) - 1, 0)
+
+    def __getitem__(self, i: int) -> bytes:
+        return bytes(self.blob[int(self.offsets[i]) : int(self.offsets[i + 1])])
+
+    def find(self, term: str) -> int:
+        """Column of ``term``, or -1 when no passage contains it."""
+        key = term.encode("utf-8")
+        i = bisect.bisect_left(self, key)  # type: ignore[call-overload]
+        return i if i < len(self) and self[i] == key else -1
+
+
+def _stopword_list(stopwords: str | Sequence[str]) -> list[str]:
+    if isinstance(stopwords, str):
+        from bm25s.tokenization import _infer_stopwords
+
+        return list(_infer_stopwords(stopwords))
+    return list(stopwords)
+
+
+@dataclass
+class LexicalIndex:
+    """BM25 scores of every (term, passage) pair, ready for one query at a time.
+
+    Scores are precomputed at build time (bm25s's "eager" BM25), so a query
+    costs one slice-and-add per query term over the passages that contain it.
+    """
+
+    num_passages: int
+    params: dict[str, Any]
+    data: np.ndarray  # float32, pairs grouped by term
+    indices: np.ndarray  # int32 passage of each pair
+    indptr: np.ndarray  # int64, terms + 1
+    terms: np.ndarray  # uint8 UTF-8 blob of sorted terms
+    term_offsets: np.ndarray  # int64, terms + 1
+
+    def __post_init__(self) -> None:
+        self._table = _SortedTerms(self.terms, self.term_offsets)
+        self._stopwords = frozenset(self.params.get("stopwords", []))
+        self._split = re.compile(self.params.get("token_pattern", TOKEN_PATTERN)).findall
+        self._stemmer: _Stemmer | None = None
+
+    @property
+    def num_terms(self) -> int:
+        return len(self._table)
+
+    def query_terms(self, query: str) -> list[str]:
+        """The query's stemmed terms, as bm25s would tokenize it (duplicates kept:
+        bm25s counts a repeated query word twice, and so do we)."""
+        words = [w for w in self._split(query.lower()) if w not in self._stopwords]
+        if not words:
+            return []
+        language = self.params.get("stemmer")
+        if not language:
+            return words
+        if self._stemmer is None:
+            self._stemmer = _Stemmer(language)
+        return self._stemmer.stem_words(words)
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every passage for ``query`` (float32, one per passage;
+        0 where no query term occurs)."""
+        out = np.zeros(self.num_passages, dtype=np.float32)
+        for term in self.query_terms(query):
+            col = self._table.find(term)
+            if col < 0:
+                continue
+            start, end = int(self.indptr[col]), int(self.indptr[col + 1])
+            # Within one term's column every passage appears once, so a
+            # fancy-indexed add is exact (no np.add.at needed).
+            out[self.indices[start:end]] += self.data[start:end]
+        return out
+
+    def save(self, folder: Path) -> None:
+        """Write the index into ``folder`` (created if missing) with plain writes;
+        atomicity is the caller's (write into a fresh folder, then commit)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / DATA_NAME, np.ascontiguousarray(self.data, dtype=np.float32))
+        np.save(folder / INDICES_NAME, np.ascontiguousarray(self.indices, dtype=np.int32))
+        np.save(folder / INDPTR_NAME, np.ascontiguousarray(self.indptr, dtype=np.int64))
+        np.save(folder / TERMS_NAME, np.ascontiguousarray(self.terms, dtype=np.uint8))
+        np.save(folder / TERM_OFFSETS_NAME, np.ascontiguousarray(self.term_offsets, dtype=np.int64))
+        meta = dict(self.params)
+        meta["format_version"] = FORMAT_VERSION
+        meta["num_passages"] = self.num_passages
+        meta["num_terms"] = self.num_terms
+        (folder / META_NAME).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+
+
+def build_lexical(
+    texts: Sequence[str],
+    k1: float = K1,
+    b: float = B,
+    stopwords: str | Sequence[str] = STOPWORDS,
+    stemmer: str | None = STEMMER_LANGUAGE,
+) -> LexicalIndex:
+    """BM25 index of ``texts`` (one per passage, in row order), built with bm25s."""
+    stop = _stopword_list(stopwords)
+    params: dict[str, Any] = {
+        "k1": float(k1),
+        "b": float(b),
+        "method": METHOD,
+        "stemmer": stemmer or "",
+        "stopwords": stop,
+        "token_pattern": TOKEN_PATTERN,
+    }
+    n = len(texts)
+    empty = LexicalIndex(
+        num_passages=n,
+        params=params,
+        data=np.zeros(0, dtype=np.float32),
+        indices=np.zeros(0, dtype=np.int32),
+        indptr=np.zeros(1, dtype=np.int64),
+        terms=np.zeros(0, dtype=np.uint8),
+        term_offsets=np.zeros(1, dtype=np.int64),
+    )
+    if n == 0:
+        return empty
+
+    import bm25s
+
+    stem = _Stemmer(stemmer)._stemmer if stemmer else None
+    tokenized = bm25s.tokenize(
+        list(texts),
+        token_pattern=TOKEN_PATTERN,
+        stopwords=stop,
+        stemmer=stem,
+        show_progress=False,
+    )
+    if not tokenized.vocab:  # nothing but stopwords and one-letter words
+        return empty
+    retriever = bm25s.BM25(k1=k1, b=b, method=METHOD)
+    retriever.index(tokenized, create_empty_token=False, show_progress=False)
+    data = np.asarray(retriever.scores["data"], dtype=np.float32)
+    indices = np.asarray(retriever.scores["indices"], dtype=np.int32)
+    indptr = np.asarray(retriever.scores["indptr"], dtype=np.int64)
+
+    # Reorder the columns so that column t is the t-th term in bytewise order.
+    vocab: dict[str, int] = retriever.vocab_dict
+    encoded = sorted((term.encode("utf-8"), col) for term, col in vocab.items() if term)
+    perm = np.array([col for _, col in encoded], dtype=np.int64)
+    lengths = (indptr[1:] - indptr[:-1])[perm]
+    new_indptr = np.zeros(len(perm) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_indptr[1:])
+    gather = np.repeat(indptr[perm] - new_indptr[:-1], lengths) + np.arange(
+        int(new_indptr[-1]), dtype=np.int64
+    )
+    blob = b"".join(term for term, _ in encoded)
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(term) for term, _ in encoded], out=offsets[1:])
+    return LexicalIndex(
+        num_passages=n,
+        params=params,
+        data=data[gather],
+        indices=indices[gather],
+        indptr=new_indptr,
+        terms=np.frombuffer(blob, dtype=np.uint8).copy(),
+        term_offsets=offsets,
+    )
+
+
+def load_lexical(folder: Path, mmap: bool = True) -> LexicalIndex:
+    """Open an index written by :meth:`LexicalIndex.save`; arrays are memory-mapped
+    by default, so opening costs the same at any size."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise LexicalFormatError(f"{folder / META_NAME}: unreadable ({exc})") from None
+    if not isinstance(meta, dict) or int(meta.get("format_version", -1)) != FORMAT_VERSION:
+        raise LexicalFormatError(f"{folder / META_NAME}: not lexical format {FORMAT_VERSION}")
+    mode = "r" if mmap else None
+
+    def arr(name: str, dtype: type) -> np.ndarray:
+        try:
+            a = np.load(folder / name, mmap_mode=mode, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise LexicalFormatError(f"{folder / name}: damaged ({exc})") from None
+        if a.dtype != dtype or a.ndim != 1:
+            raise LexicalFormatError(f"{folder / name}: {a.dtype} {a.shape}, expected {dtype}")
+        return a
+
+    index = LexicalIndex(
+        num_passages=int(meta.pop("num_passages")),
+        params={k: v for k, v in meta.items() if k not in ("format_version", "num_terms")},
+        data=arr(DATA_NAME, np.float32),
+        indices=arr(INDICES_NAME, np.int32),
+        indptr=arr(INDPTR_NAME, np.int64),
+        terms=arr(TERMS_NAME, np.uint8),
+        term_offsets=arr(TERM_OFFSETS_NAME, np.int64),
+    )
+    if (
+        len(index.indptr) != len(index.term_offsets)
+        or len(index.data) != len(index.indices)
+        or int(index.indptr[-1]) != len(index.data)
+        or int(index.term_offsets[-1]) != len(index.terms)
+    ):
+        raise LexicalFormatError(f"{folder}: lexical arrays do not fit together")
+    return index
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1]; a constant array (e.g. no query word anywhere) becomes all 0."""
+    lo = float(x.min())
+    span = float(x.max()) - lo
+    if not span > 0:  # also catches NaN
+        return np.zeros(x.shape, dtype=np.float32)
+    out = x.astype(np.float32, copy=True)
+    out -= np.float32(lo)
+    out *= np.float32(1.0 / span)
+    return out
+
+
+def fuse(
+    dense: np.ndarray,
+    lexical: np.ndarray,
+    weight: float = LEXICAL_WEIGHT,
+) -> np.ndarray:
+    """One hybrid score per passage from its dense (cosine) and BM25 scores.
+
+    Each side is min-max normalized over *all* passages of the index, then
+    ``(1 - weight) * dense + weight * lexical``. Why this: it beat reciprocal
+    rank fusion and z-score fusion on our seven test collections (see
+    bench/EVAL_RESULTS.md), costs a few vector operations (no sort), and
+    degrades gracefully: when no passage contains a query word the lexical
+    side is all zeros and the ranking is exactly the dense one.
+
+    Monotone in each input: raising one passage's dense or lexical score
+    never lowers it below a passage it was above.
+    """
+    dense = np.asarray(dense, dtype=np.float32)
+    lexical = np.asarray(lexical, dtype=np.float32)
+    if dense.shape != lexical.shape:
+        raise ValueError(f"score arrays differ in shape: {dense.shape} vs {lexical.shape}")
+    if dense.size == 0:
+        return np.zeros(dense.shape, dtype=np.float32)
+    out = _minmax(dense)
+    out *= np.float32(1.0 - weight)
+    lex = _minmax(lexical)
+    lex *= np.float32(weight)
+    out += lex
+    return out
