@@ -164,120 +164,161 @@ def build_index(
         stats.skipped.extend(walked.skipped)
         if old is None:
             old_rows = {}
-        seen_old: set[str] = set()
+        plan = _plan(walked.files, old_rows, wopts.include_noise, stats)
+        stats.removed = len(set(old_rows) - {e.rel for e, _ in plan}) if old is not None else 0
+        files_out = [f for _, f in plan if isinstance(f, store.FileRecord)]
 
-        writer = store.DataWriter(index_dir, record.dim)
-        try:
-            files_out: list[store.FileRecord] = []
-            pending: list[tuple[int, Any]] = []  # (file index, rows to copy | passages)
-            pending_passages = 0
-            pending_bytes = 0  # credited to progress once embedded, so the ETA is honest
-
-            def flush() -> None:
-                nonlocal pending, pending_passages, pending_bytes
-                texts = [p.text for _, item in pending if isinstance(item, list) for p in item]
-                vecs = embedder.encode(texts, batch_size=batch_size) if texts else None
-                pos = 0
-                for file_idx, item in pending:
-                    if isinstance(item, list):
-                        n = len(item)
-                        if n == 0:
-                            continue
-                        assert vecs is not None
-                        rows = np.array(
-                            [(file_idx, p.start_line, p.end_line, p.start, p.end) for p in item],
-                            dtype=np.int32,
-                        )
-                        writer.append(vecs[pos : pos + n], rows)
-                        pos += n
-                        stats.embedded += n
-                        prog.advance(0, 0, n)
-                    else:
-                        assert old is not None
-                        s, e = item
-                        rows = np.array(old.passages[s:e], dtype=np.int32)
-                        rows[:, 0] = file_idx
-                        writer.append(np.asarray(old.embeddings[s:e]), rows)
-                prog.advance(0, pending_bytes, 0)
-                pending = []
-                pending_passages = 0
-                pending_bytes = 0
-
-            todo: list[tuple[FileEntry, tuple[store.FileRecord, int, int] | None]] = []
-            for entry in walked.files:
-                prev = old_rows.get(entry.rel)
-                if prev is not None:
-                    seen_old.add(entry.rel)
-                todo.append((entry, prev))
-            prog.start(
-                len(todo),
-                sum(e.size for e, p in todo if p is None or not _same_stat(e, p[0])),
+        if old is not None and not (stats.added or stats.changed or stats.removed):
+            # Nothing to embed or drop: keep the data folder, refresh the file table.
+            data_name, count = old.meta.data, old.meta.count
+        else:
+            data_name, count = _write_data(
+                index_dir, record.dim, plan, old, embedder, settings, prog, stats, batch_size
             )
+            files_out = [f for _, f in plan if isinstance(f, store.FileRecord)]
 
-            for entry, prev in todo:
-                if prev is not None and _same_stat(entry, prev[0]):
-                    idx = len(files_out)
-                    files_out.append(prev[0])
-                    pending.append((idx, (prev[1], prev[2])))
-                    stats.unchanged += 1
-                    prog.advance(1, 0, 0)
-                    continue
-                try:
-                    data = read_bytes(entry.path)
-                    digest = sha256_bytes(data)
-                    if prev is not None and prev[0].sha256 == digest:
-                        idx = len(files_out)
-                        files_out.append(
-                            store.FileRecord(entry.rel, entry.size, entry.mtime_ns, digest)
-                        )
-                        pending.append((idx, (prev[1], prev[2])))
-                        stats.unchanged += 1
-                        prog.advance(1, entry.size, 0)
-                        continue
-                    text = text_from_bytes(data, wopts.include_noise)
-                except NotText as exc:
-                    stats.skipped.append(Skipped(entry.rel, str(exc)))
-                    prog.advance(1, entry.size, 0)
-                    continue
-                passages = chunk_text(text, embedder.counter, settings)
-                idx = len(files_out)
-                files_out.append(store.FileRecord(entry.rel, entry.size, entry.mtime_ns, digest))
-                pending.append((idx, passages))
-                pending_passages += len(passages)
-                pending_bytes += entry.size
-                if prev is None:
-                    stats.added += 1
-                else:
-                    stats.changed += 1
-                prog.advance(1, 0, 0)
-                if pending_passages >= WINDOW_PASSAGES:
-                    flush()
-            flush()
-            stats.removed = len(set(old_rows) - seen_old) if old is not None else 0
-            name = writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
-
-        created = old.meta.created if old is not None else time.time()
         meta = store.Meta(
             root=str(root),
             model=model_json,
             chunking=chunk_json,
             walk=_walk_json(wopts),
             files=files_out,
-            count=writer.count,
+            count=count,
             dim=record.dim,
-            data=name,
-            created=created,
+            data=data_name,
+            created=old.meta.created if old is not None else time.time(),
             updated=time.time(),
             extra={"skipped": sorted(s.rel for s in stats.skipped)},
         )
         store.commit(index_dir, meta)
         stats.files = len(files_out)
-        stats.passages = writer.count
+        stats.passages = count
         stats.seconds = time.perf_counter() - t0
         return stats
+
+
+@dataclass
+class _Todo:
+    """A file to (re-)embed. Its text is read again when its turn comes, so a
+    large change never holds every text in memory."""
+
+    record: store.FileRecord
+
+
+def _plan(
+    files: list[FileEntry],
+    old_rows: dict[str, tuple[store.FileRecord, int, int]],
+    include_noise: bool,
+    stats: IndexStats,
+) -> list[tuple[FileEntry, Any]]:
+    """Classify every walked file before any work: unchanged (its old record),
+    to embed (a _Todo) or skipped. Size and mtime first, then a content hash,
+    so a touched but unchanged file is never re-embedded."""
+    plan: list[tuple[FileEntry, Any]] = []
+    for entry in files:
+        prev = old_rows.get(entry.rel)
+        if prev is not None and _same_stat(entry, prev[0]):
+            plan.append((entry, prev[0]))
+            stats.unchanged += 1
+            continue
+        try:
+            data = read_bytes(entry.path)
+            digest = sha256_bytes(data)
+            rec = store.FileRecord(entry.rel, entry.size, entry.mtime_ns, digest)
+            if prev is not None and prev[0].sha256 == digest:
+                plan.append((entry, rec))
+                stats.unchanged += 1
+                continue
+            text_from_bytes(data, include_noise)  # binary or undecodable: skip it now
+        except NotText as exc:
+            stats.skipped.append(Skipped(entry.rel, str(exc)))
+            continue
+        plan.append((entry, _Todo(rec)))
+        if prev is None:
+            stats.added += 1
+        else:
+            stats.changed += 1
+    return plan
+
+
+def _write_data(
+    index_dir: Path,
+    dim: int,
+    plan: list[tuple[FileEntry, Any]],
+    old: store.Index | None,
+    embedder: Embedder,
+    settings: ChunkSettings,
+    prog: Progress,
+    stats: IndexStats,
+    batch_size: int,
+) -> tuple[str, int]:
+    """Stream every row of the new generation into a fresh data folder.
+
+    Rows of unchanged files are copied from the old generation; the others
+    are chunked and embedded a window at a time, then written in file order.
+    """
+    old_rows = {f.path: (s, e) for f, s, e in _old_file_rows(old).values()} if old else {}
+    writer = store.DataWriter(index_dir, dim)
+    try:
+        pending: list[tuple[int, Any]] = []  # (file index, old row range | passages)
+        pending_passages = 0
+        pending_bytes = 0  # credited to progress once embedded, so the ETA is honest
+
+        def flush() -> None:
+            nonlocal pending, pending_passages, pending_bytes
+            texts = [p.text for _, item in pending if isinstance(item, list) for p in item]
+            vecs = embedder.encode(texts, batch_size=batch_size) if texts else None
+            pos = 0
+            for file_idx, item in pending:
+                if isinstance(item, list):
+                    n = len(item)
+                    if n == 0:
+                        continue
+                    assert vecs is not None
+                    rows = np.array(
+                        [(file_idx, p.start_line, p.end_line, p.start, p.end) for p in item],
+                        dtype=np.int32,
+                    )
+                    writer.append(vecs[pos : pos + n], rows)
+                    pos += n
+                    stats.embedded += n
+                    prog.advance(0, 0, n)
+                else:
+                    assert old is not None
+                    s, e = item
+                    rows = np.array(old.passages[s:e], dtype=np.int32)
+                    rows[:, 0] = file_idx
+                    writer.append(np.asarray(old.embeddings[s:e]), rows)
+            prog.advance(0, pending_bytes, 0)
+            pending, pending_passages, pending_bytes = [], 0, 0
+
+        prog.start(len(plan), sum(e.size for e, a in plan if isinstance(a, _Todo)))
+        file_idx = 0
+        for i, (entry, action) in enumerate(plan):
+            if isinstance(action, _Todo):
+                try:
+                    text = text_from_bytes(read_bytes(entry.path), True)
+                except NotText as exc:  # vanished or changed under us since planning
+                    stats.skipped.append(Skipped(entry.rel, str(exc)))
+                    plan[i] = (entry, None)
+                    prog.advance(1, entry.size, 0)
+                    continue
+                passages = chunk_text(text, embedder.counter, settings)
+                pending.append((file_idx, passages))
+                pending_passages += len(passages)
+                pending_bytes += entry.size
+                plan[i] = (entry, action.record)
+            else:
+                pending.append((file_idx, old_rows[entry.rel]))
+            file_idx += 1
+            prog.advance(1, 0, 0)
+            if pending_passages >= WINDOW_PASSAGES:
+                flush()
+        flush()
+        return writer.finish(), writer.count
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def _current_data(index_dir: Path) -> str | None:
