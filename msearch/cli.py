@@ -269,6 +269,12 @@ def query(
     device: Annotated[
         Device, typer.Option("--device", help="Where to run the model.")
     ] = Device.auto,
+    dense_only: Annotated[
+        bool, typer.Option("--dense-only", help="Rank by embeddings alone (no BM25).")
+    ] = False,
+    lexical_only: Annotated[
+        bool, typer.Option("--lexical-only", help="Rank by BM25 alone (no model needed).")
+    ] = False,
 ) -> None:
     """Search the index for passages that answer TEXT."""
 
@@ -284,7 +290,10 @@ def query(
         index_dir = find_index(index_path)
         if refresh:
             _refresh(index_dir)
-        searcher = _open_searcher(index_dir, model, device.value)
+        if dense_only and lexical_only:
+            fail("--dense-only and --lexical-only exclude each other")
+        wanted = "dense" if dense_only else "lexical" if lexical_only else "hybrid"
+        searcher = _open_searcher(index_dir, model, device.value, wanted)
         k = top
         if chosen == Format.paths:
             k = max(top * 20, 100)  # enough passages to find `top` distinct files
@@ -352,13 +361,19 @@ def _emit(
     sys.stdout.writelines(lines)
 
 
-def _open_searcher(index_dir: Path, model: str | None, device: str) -> Any:
-    from msearch.query import Searcher, check_model, query_encoder
+def _open_searcher(index_dir: Path, model: str | None, device: str, mode: str) -> Any:
+    from msearch.query import Searcher, check_model, open_lexical, query_encoder
     from msearch.store import load_index
 
     idx = load_index(index_dir)
     check_model(idx, model)
-    return Searcher(idx, query_encoder(idx, device, notice=err))
+    lexical = open_lexical(idx) if mode != "dense" else None
+    if lexical is None and mode != "dense":
+        if mode == "lexical":
+            fail("this index has no lexical side; re-index with `msearch index --full DIR`")
+        mode = "dense"  # an index without a lexical side still answers
+    encode = query_encoder(idx, device, notice=err) if mode != "lexical" else None
+    return Searcher(idx, encode, lexical, mode)
 
 
 def _refresh(index_dir: Path) -> None:

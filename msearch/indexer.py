@@ -264,6 +264,8 @@ def _write_data(
         pending_passages = 0
         pending_bytes = 0  # credited to progress once embedded, so the ETA is honest
 
+        lexical_texts: list[str] = []  # every passage's text, in row order, for BM25
+
         def flush() -> None:
             nonlocal pending, pending_passages, pending_bytes
             texts = [p.text for _, item in pending if isinstance(item, list) for p in item]
@@ -280,15 +282,18 @@ def _write_data(
                         dtype=np.int32,
                     )
                     writer.append(vecs[pos : pos + n], rows)
+                    lexical_texts.extend(texts[pos : pos + n])
                     pos += n
                     stats.embedded += n
                     prog.advance(0, 0, n)
                 else:
                     assert old is not None
-                    s, e = item
+                    s, e, path = item
                     rows = np.array(old.passages[s:e], dtype=np.int32)
                     rows[:, 0] = file_idx
                     writer.append(np.asarray(old.embeddings[s:e]), rows)
+                    if e > s:
+                        lexical_texts.extend(_passage_texts(path, rows))
             prog.advance(0, pending_bytes, 0)
             pending, pending_passages, pending_bytes = [], 0, 0
 
@@ -309,16 +314,32 @@ def _write_data(
                 pending_bytes += entry.size
                 plan[i] = (entry, action.record)
             else:
-                pending.append((file_idx, old_rows[entry.rel]))
+                pending.append((file_idx, (*old_rows[entry.rel], entry.path)))
             file_idx += 1
             prog.advance(1, 0, 0)
             if pending_passages >= WINDOW_PASSAGES:
                 flush()
         flush()
-        return writer.finish(), writer.count
+
+        def save_lexical(folder: Path) -> None:
+            from msearch.lexical import build_lexical
+
+            build_lexical(lexical_texts).save(folder)
+
+        return writer.finish(save_lexical), writer.count
     except BaseException:
         writer.abort()
         raise
+
+
+def _passage_texts(path: Path, rows: np.ndarray) -> list[str]:
+    """An unchanged file's passage texts, for the lexical index: read again and
+    cut at the stored character offsets (no re-chunking, no re-embedding)."""
+    try:
+        text = text_from_bytes(read_bytes(path), include_noise=True)
+    except NotText:
+        return [""] * len(rows)  # vanished since planning: its rows go stale
+    return [text[int(a) : int(b)] for a, b in rows[:, 3:5]]
 
 
 def _current_data(index_dir: Path) -> str | None:

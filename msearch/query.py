@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,8 +22,12 @@ from msearch.errors import IndexNotFound, ModelMismatch, UsageError
 from msearch.search import top_k
 from msearch.walk import INDEX_DIR_NAME, NotText, decode
 
+if TYPE_CHECKING:
+    from msearch.lexical import LexicalIndex
+
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 QUERY_GROUP = 32
+MODES = ("dense", "lexical", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -122,11 +127,30 @@ def check_model(index: store.Index, model: str | None) -> None:
 
 
 class Searcher:
-    """An open index plus a query encoder: answers many queries, loads once."""
+    """An open index plus a query encoder: answers many queries, loads once.
 
-    def __init__(self, index: store.Index, encode: QueryEncoder) -> None:
+    ``mode`` is "dense" (cosine only), "lexical" (BM25 only, no model needed)
+    or "hybrid" (both, fused by :func:`msearch.lexical.fuse`); hybrid and
+    lexical need the index's lexical side (:func:`open_lexical`).
+    """
+
+    def __init__(
+        self,
+        index: store.Index,
+        encode: QueryEncoder | None,
+        lexical: LexicalIndex | None = None,
+        mode: str = "dense",
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        if mode != "dense" and lexical is None:
+            raise UsageError(f"{mode} search needs the index's lexical side")
+        if mode != "lexical" and encode is None:
+            raise ValueError("dense and hybrid search need a query encoder")
         self.index = index
         self.encode = encode
+        self.lexical = lexical
+        self.mode = mode
         self.cwd = os.getcwd()
 
     def query(self, text: str, k: int = 10, min_score: float | None = None) -> list[Hit]:
@@ -142,17 +166,47 @@ class Searcher:
                 raise UsageError("empty query")
         if self.index.meta.count == 0:
             return [[] for _ in texts]
-        vecs = self.encode(list(texts))
         cache = FileCache(self.index)
         out: list[list[Hit]] = []
-        # Score queries in groups: one pass over the matrix serves the whole
-        # group (a matrix-matrix product), instead of one pass per query.
-        for g in range(0, len(vecs), QUERY_GROUP):
-            group = np.asarray(vecs[g : g + QUERY_GROUP], dtype=np.float32)
-            scores = np.asarray(self.index.embeddings @ group.T, dtype=np.float32)
-            for j in range(group.shape[0]):
-                idx, sc = top_k(np.ascontiguousarray(scores[:, j]), k, min_score)
+        for g in range(0, len(texts), QUERY_GROUP):
+            group = list(texts[g : g + QUERY_GROUP])
+            for scores in self._score_group(group):
+                if self.mode == "lexical":
+                    # A passage without any query word is not a lexical hit.
+                    floor = np.nextafter(np.float32(0), np.float32(1))
+                    min_s = floor if min_score is None else max(min_score, float(floor))
+                else:
+                    min_s = min_score
+                idx, sc = top_k(scores, k, min_s)
                 out.append(self._hits(idx, sc, cache))
+        return out
+
+    def _score_group(self, texts: list[str]) -> list[np.ndarray]:
+        """One score per passage for each query.
+
+        Dense scores for a group come from one pass over the matrix (a
+        matrix-matrix product) instead of one pass per query.
+        """
+        dense: np.ndarray | None = None
+        if self.mode != "lexical":
+            assert self.encode is not None
+            vecs = np.asarray(self.encode(texts), dtype=np.float32)
+            dense = np.asarray(self.index.embeddings @ vecs.T, dtype=np.float32)
+        out = []
+        for j, text in enumerate(texts):
+            if self.mode == "dense":
+                assert dense is not None
+                out.append(np.ascontiguousarray(dense[:, j]))
+                continue
+            assert self.lexical is not None
+            lex = self.lexical.scores(text)
+            if self.mode == "lexical":
+                out.append(lex)
+            else:
+                from msearch.lexical import fuse
+
+                assert dense is not None
+                out.append(fuse(np.ascontiguousarray(dense[:, j]), lex))
         return out
 
     def _hits(self, idx: np.ndarray, scores: np.ndarray, cache: FileCache) -> list[Hit]:
@@ -225,3 +279,17 @@ def query_encoder(
         return bert.encode(texts)
 
     return encode
+
+
+def open_lexical(index: store.Index) -> LexicalIndex | None:
+    """The index's BM25 side, memory-mapped; None for an index that has none."""
+    from msearch.lexical import LexicalFormatError, load_lexical
+
+    try:
+        return load_lexical(index.dir / index.meta.data)
+    except FileNotFoundError:
+        return None
+    except LexicalFormatError as exc:
+        from msearch.errors import IndexCorrupt
+
+        raise IndexCorrupt(f"{exc}; {store.FIX_HINT}") from None

@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -285,8 +285,12 @@ class DataWriter:
         self._rows.append(np.asarray(rows, dtype=np.int32).reshape(-1, len(PASSAGE_COLUMNS)))
         self.count += len(vectors)
 
-    def finish(self) -> str:
-        """Flush everything to stable storage; returns the data folder name."""
+    def finish(self, extra: Callable[[Path], None] | None = None) -> str:
+        """Flush everything to stable storage; returns the data folder name.
+
+        ``extra`` may write more files into the folder (the lexical index);
+        they are made durable along with the rest, before any commit.
+        """
         self._fh.seek(0)
         self._fh.write(_npy_header(self.count, self.dim))
         self._fh.flush()
@@ -301,6 +305,15 @@ class DataWriter:
             np.save(fh, rows)
             fh.flush()
             os.fsync(fh.fileno())
+        if extra is not None:
+            extra(self.dir)
+            for entry in os.scandir(self.dir):
+                if entry.name not in (EMBEDDINGS_NAME, PASSAGES_NAME):
+                    fd = os.open(entry.path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
         _fsync_dir(self.dir)
         return self.name
 

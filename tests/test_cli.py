@@ -257,3 +257,24 @@ def test_table_highlights_query_words(corpus: Path) -> None:
     """Regression: a single query's words were not passed to the table."""
     r = run("query", "bread dough", "--index", idx(corpus), "-f", "table", "--color", "always")
     assert "\x1b[1;33mbread" in r.stdout
+
+
+def test_lexical_only_dense_only_and_hybrid(corpus: Path) -> None:
+    r = run("query", "knead", "--index", idx(corpus), "--lexical-only")
+    assert r.exit_code == 0, r.output
+    out = hits(r.stdout)
+    assert len(out) == 1 and str(out[0]["path"]).endswith("bread.txt")  # only exact-word hits
+    r = run("query", "zebra", "--index", idx(corpus), "--lexical-only")
+    assert r.exit_code == 1
+    assert run("query", "knead", "--index", idx(corpus), "--dense-only").exit_code == 0
+    r = run("query", "knead", "--index", idx(corpus), "--dense-only", "--lexical-only")
+    assert r.exit_code == 2 and "exclude each other" in r.stderr
+
+
+def test_index_without_lexical_side(corpus: Path) -> None:
+    data = corpus / ".msearch" / json.loads((corpus / ".msearch" / "meta.json").read_text())["data"]
+    for f in data.glob("lexical*"):
+        f.unlink()
+    assert run("query", "bread", "--index", idx(corpus)).exit_code == 0  # dense still answers
+    r = run("query", "bread", "--index", idx(corpus), "--lexical-only")
+    assert r.exit_code == 2 and "no lexical side" in r.stderr

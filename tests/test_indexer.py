@@ -206,3 +206,23 @@ def test_texts_are_embedded_window_by_window(
     stats = build(tmp_path, emb)
     assert len(sizes) > 5 and max(sizes) < 10 + 8  # a window plus at most one file
     assert sum(sizes) == stats.passages
+
+
+def test_incremental_lexical_side_equals_full_rebuild(tmp_path: Path) -> None:
+    from msearch.lexical import load_lexical
+
+    for i in range(6):
+        write(tmp_path, f"f{i}.txt", para(i))
+    build(tmp_path)
+    write(tmp_path, "f2.txt", para(30))
+    (tmp_path / "f4.txt").unlink()
+    write(tmp_path, "g.txt", para(31))
+    build(tmp_path)
+    fresh = tmp_path.parent / (tmp_path.name + "-fresh")
+    build_index(tmp_path, fresh, FakeEmbedder(), chunking=SMALL, full=True)
+    inc_idx = store.load_index(tmp_path / ".msearch")
+    full_idx = store.load_index(fresh)
+    inc = load_lexical(inc_idx.dir / inc_idx.meta.data)
+    full = load_lexical(full_idx.dir / full_idx.meta.data)
+    for q in ("alpha", "moon bread", "river stones", "delta gamma beta"):
+        assert np.allclose(inc.scores(q), full.scores(q))
