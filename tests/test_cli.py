@@ -278,3 +278,16 @@ def test_index_without_lexical_side(corpus: Path) -> None:
     assert run("query", "bread", "--index", idx(corpus)).exit_code == 0  # dense still answers
     r = run("query", "bread", "--index", idx(corpus), "--lexical-only")
     assert r.exit_code == 2 and "no lexical side" in r.stderr
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom msearch.cli import main\nsys.argv = ['msearch', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print([m for m in ('torch', 'sentence_transformers', 'numpy') if m in sys.modules])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip().endswith("[]"), r.stdout

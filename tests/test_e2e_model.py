@@ -171,3 +171,36 @@ def test_small_reindex_skips_torch_and_matches_it(tmp_path: Path) -> None:
     assert np.array_equal(small.passages, full.passages)
     cos = (np.asarray(small.embeddings) * np.asarray(full.embeddings)).sum(axis=1)
     assert cos.min() >= 0.9999
+
+
+def test_long_query_notice(sample_index: Path) -> None:
+    long = "how do the phases of the moon work " * 60
+    r = run_cli("query", long, "--index", str(sample_index), "-k", "1")
+    assert r.returncode == 0
+    assert "longer than the model's 256 tokens" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def local_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from msearch.embed import bundled_model_path
+
+    dst = tmp_path_factory.mktemp("model") / "minilm"
+    shutil.copytree(bundled_model_path(), dst)
+    return dst
+
+
+def test_changed_weights_are_detected_not_trusted(tmp_path: Path, local_model: Path) -> None:
+    corpus = tmp_path / "c"
+    shutil.copytree(SAMPLE / "astronomy", corpus)
+    r = run_cli("index", str(corpus), "--model", str(local_model), "-q")
+    assert r.returncode == 0, r.stderr
+    weights = local_model / "model.safetensors"
+    os.utime(weights)  # same bytes, new mtime: the fingerprint is re-checked and matches
+    r = run_cli("query", "eclipse", "--index", str(corpus / ".msearch"), "-k", "1")
+    assert r.returncode == 0, r.stderr
+    data = bytearray(weights.read_bytes())
+    data[-1000] ^= 0xFF  # different weights under the same name
+    weights.write_bytes(bytes(data))
+    r = run_cli("query", "eclipse", "--index", str(corpus / ".msearch"), "-k", "1")
+    assert r.returncode == 2
+    assert "not the one that built this index" in r.stderr

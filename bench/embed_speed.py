@@ -1,0 +1,195 @@
+"""Indexing throughput on CPU: candidate encoders against plain sentence-transformers.
+
+Same real passages for every candidate (SciFact and NFCorpus abstracts, title
+first, cut at the model's 256 tokens by each encoder the same way), timed
+interleaved round by round so machine noise hits all candidates alike.
+
+  python bench/embed_speed.py [--passages 256] [--rounds 3] [--write]
+
+Candidates: sentence-transformers encode at batch 32 (the baseline) and 64;
+ONNX Runtime fp32 (plain export; with ORT's BERT fusions); ONNX Runtime int8
+(dynamic quantization, per channel). Reports passages/s, the ratio to the
+baseline and the cosine to the baseline's vectors (min and mean).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+BENCH = Path(__file__).resolve().parent
+EVAL = BENCH.parent.parent / "shared" / "eval"
+
+
+def passages(n: int) -> list[str]:
+    out: list[str] = []
+    for coll in ("scifact", "nfcorpus"):
+        with open(EVAL / coll / "corpus.jsonl", encoding="utf-8") as fh:
+            for i, line in enumerate(fh):
+                if i >= n // 2:
+                    break
+                d = json.loads(line)
+                out.append(f"{d['title']}\n{d['text']}")
+    return out
+
+
+def export_onnx(folder: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(folder)).eval()
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, m: torch.nn.Module) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(
+            self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor
+        ) -> torch.Tensor:
+            h = self.m(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+            m = mask.unsqueeze(-1).to(h.dtype)
+            return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    ids = torch.ones(2, 8, dtype=torch.long)
+    axes = {0: "batch", 1: "seq"}
+    with torch.no_grad():
+        torch.onnx.export(
+            Wrap(model),
+            (ids, ids, torch.zeros_like(ids)),
+            str(out),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["embedding"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+class OrtEncoder:
+    def __init__(self, path: Path, folder: Path) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = os.cpu_count() or 1
+        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tok.no_padding()
+        self.tok.enable_truncation(256)
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        encs = self.tok.encode_batch([t.strip() for t in texts])
+        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
+        out = np.zeros((len(texts), 384), np.float32)
+        for s in range(0, len(order), batch_size):
+            rows = order[s : s + batch_size]
+            n = max(len(encs[i].ids) for i in rows)
+            ids = np.zeros((len(rows), n), np.int64)
+            mask = np.zeros_like(ids)
+            for j, i in enumerate(rows):
+                m = len(encs[i].ids)
+                ids[j, :m] = encs[i].ids
+                mask[j, :m] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            v = self.sess.run(None, feeds)[0]
+            out[rows] = v / np.linalg.norm(v, axis=1, keepdims=True)
+        return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--passages", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+
+    from sentence_transformers import SentenceTransformer
+
+    from msearch.embed import bundled_model_path, quiet_libraries
+
+    quiet_libraries()
+    folder = bundled_model_path()
+    texts = passages(args.passages)
+    st = SentenceTransformer(str(folder), device="cpu")
+    tmp = Path(tempfile.mkdtemp())
+    export_onnx(folder, tmp / "fp32.onnx")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers import optimizer
+
+    opt = optimizer.optimize_model(
+        str(tmp / "fp32.onnx"), model_type="bert", num_heads=12, hidden_size=384
+    )
+    opt.save_model_to_file(str(tmp / "fused.onnx"))
+    quantize_dynamic(
+        str(tmp / "fp32.onnx"),
+        str(tmp / "int8.onnx"),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+    )
+
+    cands = {
+        "sentence-transformers b32 (baseline)": lambda: st.encode(
+            texts, batch_size=32, normalize_embeddings=True
+        ),
+        "sentence-transformers b64": lambda: st.encode(
+            texts, batch_size=64, normalize_embeddings=True
+        ),
+    }
+    for name, path in (
+        ("ORT fp32", "fp32"),
+        ("ORT fp32 fused", "fused"),
+        ("ORT int8 per-channel", "int8"),
+    ):
+        enc = OrtEncoder(tmp / f"{path}.onnx", folder)
+        cands[name] = lambda enc=enc: enc.encode(texts, 32)
+    ref = cands["sentence-transformers b32 (baseline)"]()
+    for f in cands.values():  # warm up
+        f()
+    times: dict[str, list[float]] = {k: [] for k in cands}
+    vecs: dict[str, np.ndarray] = {}
+    for _ in range(args.rounds):
+        for name, f in cands.items():
+            t = time.perf_counter()
+            vecs[name] = f()
+            times[name].append(time.perf_counter() - t)
+    base = statistics.median(times["sentence-transformers b32 (baseline)"])
+    lines = [
+        "| encoder | passages/s | × baseline | cosine min | cosine mean |",
+        "|---|---|---|---|---|",
+    ]
+    for name in cands:
+        t = statistics.median(times[name])
+        cos = (vecs[name] * ref).sum(axis=1)
+        lines.append(
+            f"| {name} | {len(texts) / t:.1f} | {base / t:.2f} | {cos.min():.4f} | {cos.mean():.4f} |"
+        )
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    cmd = "python bench/embed_speed.py " + " ".join(sys.argv[1:])
+    text = "\n".join(
+        [
+            f"\n### CPU indexing throughput ({time.strftime('%Y-%m-%d')}, {machine})\n",
+            f"Command: `{cmd}` ({len(texts)} SciFact+NFCorpus abstracts, bundled all-MiniLM-L6-v2, "
+            f"median of {args.rounds} interleaved rounds)\n",
+            *lines,
+            "",
+        ]
+    )
+    print(text)
+    if args.write:
+        with open(BENCH / "RESULTS.md", "a", encoding="utf-8") as fh:
+            fh.write(text)
+
+
+if __name__ == "__main__":
+    main()
