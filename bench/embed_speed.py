@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _results import report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 BENCH = Path(__file__).resolve().parent
@@ -174,21 +173,13 @@ def main() -> None:
         lines.append(
             f"| {name} | {len(texts) / t:.1f} | {base / t:.2f} | {cos.min():.4f} | {cos.mean():.4f} |"
         )
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    cmd = "python bench/embed_speed.py " + " ".join(sys.argv[1:])
-    text = "\n".join(
-        [
-            f"\n### CPU indexing throughput ({time.strftime('%Y-%m-%d')}, {machine})\n",
-            f"Command: `{cmd}` ({len(texts)} SciFact+NFCorpus abstracts, bundled all-MiniLM-L6-v2, "
-            f"median of {args.rounds} interleaved rounds)\n",
-            *lines,
-            "",
-        ]
+    report(
+        "CPU indexing throughput",
+        f"{len(texts)} SciFact+NFCorpus abstracts, bundled all-MiniLM-L6-v2, "
+        f"median of {args.rounds} interleaved rounds",
+        lines,
+        args.write,
     )
-    print(text)
-    if args.write:
-        with open(BENCH / "RESULTS.md", "a", encoding="utf-8") as fh:
-            fh.write(text)
 
 
 if __name__ == "__main__":

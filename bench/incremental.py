@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _results import report, table
 
 BENCH = Path(__file__).resolve().parent
 EVAL = BENCH.parent.parent / "shared" / "eval"
@@ -74,22 +75,12 @@ def main() -> None:
         ("re-index with no change (median)", f"{med(none):.2f} s", "well under 1 s + start-up"),
         ("  start-up (`msearch --help`, median)", f"{start_up:.2f} s", ""),
     ]
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    cmd = "python bench/incremental.py " + " ".join(sys.argv[1:])
-    text = "\n".join(
-        [
-            f"\n### Incremental re-index ({time.strftime('%Y-%m-%d')}, {machine})\n",
-            f"Command: `{cmd}` (bundled all-MiniLM-L6-v2, CPU)\n",
-            "| figure | measured | target |",
-            "|---|---|---|",
-            *[f"| {a} | {b} | {c} |" for a, b, c in rows],
-            "",
-        ]
+    report(
+        "Incremental re-index",
+        "bundled all-MiniLM-L6-v2, CPU",
+        table(rows),
+        args.write,
     )
-    print(text)
-    if args.write:
-        with open(BENCH / "RESULTS.md", "a", encoding="utf-8") as fh:
-            fh.write(text)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,14 @@ RSS should stay flat as the corpus grows.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from _results import report, table
 
 from msearch.chunk import ChunkSettings, WhitespaceCounter
 from msearch.embed import ModelRecord
@@ -97,26 +95,14 @@ def main() -> None:
     )
     dt = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    cmd = "python bench/memory.py " + " ".join(sys.argv[1:])
-    text = "\n".join(
-        [
-            f"\n### Indexing memory ({time.strftime('%Y-%m-%d')}, {machine})\n",
-            f"Command: `{cmd}` (fake embedder: random vectors, no model)\n",
-            "| figure | measured | target |",
-            "|---|---|---|",
-            f"| passages indexed ({stats.files:,} files) | {stats.passages:,} | |",
-            f"| RSS before indexing | {base:.0f} MB | |",
-            f"| peak RSS during indexing | {peak:.0f} MB | |",
-            f"| peak beyond the start | {peak - base:.0f} MB | < 1,500 MB |",
-            f"| time | {dt:.0f} s ({stats.passages / dt:,.0f} passages/s) | |",
-            "",
-        ]
-    )
-    print(text)
-    if args.write:
-        with open(BENCH / "RESULTS.md", "a", encoding="utf-8") as fh:
-            fh.write(text)
+    rows = [
+        (f"passages indexed ({stats.files:,} files)", f"{stats.passages:,}", ""),
+        ("RSS before indexing", f"{base:.0f} MB", ""),
+        ("peak RSS during indexing", f"{peak:.0f} MB", ""),
+        ("peak beyond the start", f"{peak - base:.0f} MB", "< 1,500 MB"),
+        ("time", f"{dt:.0f} s ({stats.passages / dt:,.0f} passages/s)", ""),
+    ]
+    report("Indexing memory", "fake embedder: random vectors, no model", table(rows), args.write)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ table to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -26,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import report, table
 
 from msearch import store
 from msearch.embed import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
@@ -184,23 +183,14 @@ def main() -> None:
             "≤ 150 ms",
         ),
     ]
-    cmd = "python bench/query_latency.py " + " ".join(sys.argv[1:])
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
-        f"\n### Cold query latency ({time.strftime('%Y-%m-%d')}, {machine})\n",
-        f"Command: `{cmd}` ({args.runs} runs each, interleaved; baseline {args.baseline_runs} runs)\n",
-        "| figure | measured | target |",
-        "|---|---|---|",
-        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        *table(rows),
         "",
         "Raw (s): 100k " + " ".join(f"{x:.3f}" for x in ours_100k),
-        "; baseline " + " ".join(f"{x:.2f}" for x in base) + "\n",
+        "; baseline " + " ".join(f"{x:.2f}" for x in base),
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        with open(BENCH / "RESULTS.md", "a", encoding="utf-8") as fh:
-            fh.write(text)
+    note = f"{args.runs} runs each, interleaved; baseline {args.baseline_runs} runs"
+    report("Cold query latency", note, lines, args.write)
 
 
 if __name__ == "__main__":
