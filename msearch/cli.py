@@ -182,7 +182,7 @@ def index(
         index_dir = index_path or directory / INDEX_DIR_NAME
         notice = (lambda _m: None) if quiet else (lambda m: print(m, file=sys.stderr))
         emb: Any = None
-        if model is None and not full:
+        if model is None:
             # Re-indexing keeps the index's model unless another is asked for.
             try:
                 rec = ModelRecord.from_json(read_meta(Path(index_dir)).model)

@@ -35,7 +35,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -260,7 +260,7 @@ def load_lexical(folder: Path, mmap: bool = True) -> LexicalIndex:
         raise LexicalFormatError(f"{folder / META_NAME}: unreadable ({exc})") from None
     if not isinstance(meta, dict) or int(meta.get("format_version", -1)) != FORMAT_VERSION:
         raise LexicalFormatError(f"{folder / META_NAME}: not lexical format {FORMAT_VERSION}")
-    mode = "r" if mmap else None
+    mode: Literal["r"] | None = "r" if mmap else None
 
     def arr(name: str, dtype: type) -> np.ndarray:
         try:
