@@ -107,13 +107,21 @@ def chunk_text(text: str, counter: TokenCounter, settings: ChunkSettings) -> lis
     for i in content:
         n = counts[i]
         if n > budget:
-            if current:
-                emit(current[0], current[-1])
-            current, used = [], 0
             line = lines[i].rstrip("\r\n")
-            for a, b in counter.split(line, budget):
-                s = offsets[i] + a
-                e = offsets[i] + b
+            taken = 0  # characters of the line already placed
+            if current and used >= budget:
+                emit(current[0], current[-1])
+            elif current:
+                # Fill the open passage with the line's beginning: a title or
+                # heading then shares a passage with the text it introduces.
+                a, b = counter.split(line, budget - used)[0]
+                s, e = offsets[current[0]], offsets[i] + b
+                passages.append(Passage(current[0] + 1, i + 1, s, e, text[s:e]))
+                taken = b
+            current, used = [], 0
+            for a, b in counter.split(line[taken:], budget):
+                s = offsets[i] + taken + a
+                e = offsets[i] + taken + b
                 passages.append(Passage(i + 1, i + 1, s, e, text[s:e]))
             continue
         if current and used + n > budget:

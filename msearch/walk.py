@@ -60,6 +60,7 @@ NOISE_FILES = frozenset(
 NOISE_GLOBS = ("*.min.js", "*.min.css", "*.map")
 # A line this long is minified code or data, not prose.
 MINIFIED_LINE_LENGTH = 5000
+MINIFIED_SPACE_SHARE = 0.05
 BINARY_SNIFF_BYTES = 8192
 
 
@@ -255,10 +256,23 @@ def decode(data: bytes) -> str:
     return text
 
 
+def looks_minified(line: str) -> bool:
+    """A very long line with almost no spaces: minified code or packed data.
+
+    Length alone is not enough: a paragraph kept on one line (common in
+    Markdown and in exported abstracts) is long too, but a sixth of prose
+    is whitespace.
+    """
+    if len(line) <= MINIFIED_LINE_LENGTH:
+        return False
+    sample = line[:MINIFIED_LINE_LENGTH]
+    return sum(ch.isspace() for ch in sample) < MINIFIED_SPACE_SHARE * len(sample)
+
+
 def text_from_bytes(data: bytes, include_noise: bool = False) -> str:
     """Decode a file's bytes, or raise :class:`NotText` with the reason."""
     text = decode(data)
-    if not include_noise and any(len(line) > MINIFIED_LINE_LENGTH for line in text.splitlines()):
+    if not include_noise and any(looks_minified(line) for line in text.split("\n")):
         raise NotText(f"minified or data file (a line over {MINIFIED_LINE_LENGTH:,} characters)")
     return text
 

@@ -47,10 +47,12 @@ def test_overlap_repeats_trailing_lines() -> None:
 def test_one_huge_line_is_split_within_the_line() -> None:
     text = "intro\n" + " ".join(f"w{i}" for i in range(1000)) + "\noutro\n"
     ps = chunk_text(text, COUNTER, ChunkSettings(max_tokens=50, overlap_tokens=0))
+    # "intro" plus the first 47 words, then 48 words a passage on line 2 alone
+    assert (ps[0].start_line, ps[0].end_line) == (1, 2) and len(ps[0].text.split()) == 48
     middle = [p for p in ps if p.start_line == 2]
-    assert len(middle) == 21  # 1000 words / 48 per passage
-    assert all(p.end_line == 2 for p in middle)
-    assert " ".join(p.text for p in middle) == text.splitlines()[1]
+    assert len(middle) == 20  # the other 953 words
+    assert all(p.end_line == 2 and len(p.text.split()) <= 48 for p in middle)
+    assert " ".join(p.text for p in ps[:-1]) == "intro\n" + text.splitlines()[1]
 
 
 line_text = st.text(
@@ -90,3 +92,13 @@ def test_line_numbers_count_newlines_only() -> None:
     text = "one\x0ctwo\nthree\u2028four\nfive\n"
     ps = chunk_text(text, COUNTER, ChunkSettings(max_tokens=4, overlap_tokens=0))
     assert [(p.start_line, p.end_line) for p in ps] == [(1, 1), (2, 2), (3, 3)]
+
+
+def test_title_shares_a_passage_with_a_long_paragraph() -> None:
+    """Regression (eval): a title before a one-line abstract became a passage of its own."""
+    text = "A Title Line\n" + " ".join(f"w{i}" for i in range(100)) + "\n"
+    ps = chunk_text(text, COUNTER, ChunkSettings(max_tokens=42, overlap_tokens=0))
+    assert ps[0].text.startswith("A Title Line\nw0 w1")
+    assert (ps[0].start_line, ps[0].end_line) == (1, 2)
+    assert len(ps[0].text.split()) == 40
+    assert " ".join(p.text for p in ps).split() == text.split()

@@ -99,3 +99,13 @@ def test_decode_utf8_bom_and_fallback() -> None:
         decode(b"\x00\x01\x02binary")
     with pytest.raises(NotText, match="binary"):
         decode(bytes(range(1, 32)) * 20)
+
+
+def test_long_prose_line_is_not_minified() -> None:
+    """Regression (eval): a paragraph on one line over 5,000 characters was skipped."""
+    from msearch.walk import text_from_bytes
+
+    prose = ("Word after word makes a long paragraph. " * 200).encode()
+    assert text_from_bytes(prose).startswith("Word after")
+    with pytest.raises(NotText, match="minified"):
+        text_from_bytes(b"a=1;b=2;" * 1000)
