@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _results import report, table
@@ -65,6 +66,21 @@ def make_corpus(root: Path, files: int) -> list[store.FileRecord]:
     return recs
 
 
+def synthetic_lexical(rows: int, seed: int) -> Any:
+    """A BM25 side for the synthetic rows: 30 words a passage drawn from a
+    Zipf distribution over 50,000 terms, with the benchmark queries' words
+    among them, so postings lists have realistic lengths."""
+    from msearch.lexical import build_lexical
+
+    rng = np.random.default_rng(seed + 1)
+    query_words = sorted({w for q in QUERIES for w in q.split()})
+    vocab = np.array(query_words + [f"term{i}" for i in range(50_000 - len(query_words))])
+    perm = rng.permutation(len(vocab))  # query words land at random ranks
+    ranks = np.minimum(rng.zipf(1.2, size=(rows, 30)) - 1, len(vocab) - 1)
+    words = vocab[perm[ranks]]
+    return build_lexical([" ".join(r) for r in words])
+
+
 def make_index(index_dir: Path, corpus: Path, rows: int, record: dict, seed: int = 0) -> Path:
     if (index_dir / store.META_NAME).exists():
         return index_dir
@@ -86,7 +102,7 @@ def make_index(index_dir: Path, corpus: Path, rows: int, record: dict, seed: int
         r = np.stack([file_idx, line, line + 2, start, start + 100], axis=1).astype(np.int32)
         w.append(v, r)
         done += n
-    name = w.finish()
+    name = w.finish(lambda folder: synthetic_lexical(rows, seed).save(folder))
     meta = store.Meta(
         root=str(corpus.resolve()),
         model=record,
