@@ -4,12 +4,17 @@ Same real passages for every candidate (SciFact and NFCorpus abstracts, title
 first, cut at the model's 256 tokens by each encoder the same way), timed
 interleaved round by round so machine noise hits all candidates alike.
 
-  python bench/embed_speed.py [--passages 256] [--rounds 3] [--write]
+  python bench/embed_speed.py [--passages 256] [--rounds 3] [--onnx] [--write]
 
-Candidates: sentence-transformers encode at batch 32 (the baseline) and 64;
-ONNX Runtime fp32 (plain export; with ORT's BERT fusions); ONNX Runtime int8
-(dynamic quantization, per channel). Reports passages/s, the ratio to the
-baseline and the cosine to the baseline's vectors (min and mean).
+Candidates: plain ``SentenceTransformer.encode`` at its default batch 32 (the
+baseline); msearch's own indexing encoder as `msearch index` runs it
+(``SentenceTransformerEmbedder``: length-sorted batches of at most 2,048
+tokens), in float32 (the default) and in bfloat16 (``--fast``, torch
+autocast; only where the CPU has bfloat16). With --onnx (needs
+``pip install -e '.[bench]'``): ONNX Runtime fp32 (plain export; with ORT's
+BERT fusions) and int8 (dynamic quantization, per channel). Reports
+passages/s, the ratio to the baseline and the cosine to the baseline's
+vectors (min and mean).
 """
 
 from __future__ import annotations
@@ -106,26 +111,12 @@ class OrtEncoder:
         return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--passages", type=int, default=256)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--write", action="store_true")
-    args = ap.parse_args()
-
-    from sentence_transformers import SentenceTransformer
-
-    from msearch.embed import bundled_model_path, quiet_libraries
-
-    quiet_libraries()
-    folder = bundled_model_path()
-    texts = passages(args.passages)
-    st = SentenceTransformer(str(folder), device="cpu")
-    tmp = Path(tempfile.mkdtemp())
-    export_onnx(folder, tmp / "fp32.onnx")
+def add_onnx(cands: dict, folder: Path, texts: list[str]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers import optimizer
 
+    tmp = Path(tempfile.mkdtemp())
+    export_onnx(folder, tmp / "fp32.onnx")
     opt = optimizer.optimize_model(
         str(tmp / "fp32.onnx"), model_type="bert", num_heads=12, hidden_size=384
     )
@@ -136,15 +127,6 @@ def main() -> None:
         per_channel=True,
         weight_type=QuantType.QInt8,
     )
-
-    cands = {
-        "sentence-transformers b32 (baseline)": lambda: st.encode(
-            texts, batch_size=32, normalize_embeddings=True
-        ),
-        "sentence-transformers b64": lambda: st.encode(
-            texts, batch_size=64, normalize_embeddings=True
-        ),
-    }
     for name, path in (
         ("ORT fp32", "fp32"),
         ("ORT fp32 fused", "fused"),
@@ -152,6 +134,44 @@ def main() -> None:
     ):
         enc = OrtEncoder(tmp / f"{path}.onnx", folder)
         cands[name] = lambda enc=enc: enc.encode(texts, 32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--passages", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--onnx", action="store_true", help="also ONNX Runtime candidates")
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+
+    from sentence_transformers import SentenceTransformer
+
+    from msearch.embed import (
+        BUNDLED_MODEL,
+        BUNDLED_SOURCE,
+        Model,
+        bundled_model_path,
+        cpu_has_bfloat16,
+        quiet_libraries,
+    )
+
+    quiet_libraries()
+    folder = bundled_model_path()
+    texts = passages(args.passages)
+    st = SentenceTransformer(str(folder), device="cpu")
+
+    cands = {
+        "sentence-transformers b32 (baseline)": lambda: st.encode(
+            texts, batch_size=32, normalize_embeddings=True
+        ),
+    }
+    precisions = ["float32"] + (["bfloat16"] if cpu_has_bfloat16() else [])
+    for prec in precisions:
+        ours = Model(BUNDLED_MODEL, BUNDLED_SOURCE, folder, "cpu", prec).embedder
+        label = "default" if prec == "float32" else "--fast"
+        cands[f"msearch {prec} ({label})"] = lambda ours=ours: ours.encode(texts, 32)
+    if args.onnx:
+        add_onnx(cands, folder, texts)
     ref = cands["sentence-transformers b32 (baseline)"]()
     for f in cands.values():  # warm up
         f()
@@ -171,12 +191,13 @@ def main() -> None:
         t = statistics.median(times[name])
         cos = (vecs[name] * ref).sum(axis=1)
         lines.append(
-            f"| {name} | {len(texts) / t:.1f} | {base / t:.2f} | {cos.min():.4f} | {cos.mean():.4f} |"
+            f"| {name} | {len(texts) / t:.1f} | {base / t:.2f} | {cos.min():.5f} | {cos.mean():.5f} |"
         )
     report(
         "CPU indexing throughput",
         f"{len(texts)} SciFact+NFCorpus abstracts, bundled all-MiniLM-L6-v2, "
-        f"median of {args.rounds} interleaved rounds",
+        f"median of {args.rounds} interleaved rounds; CPU bfloat16: "
+        f"{'yes' if cpu_has_bfloat16() else 'no'}",
         lines,
         args.write,
     )

@@ -239,7 +239,8 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "# Retrieval quality (bench/eval.py)",
         "",
         f"Model: `{meta['model']}` (the bundled all-MiniLM-L6-v2, fingerprint "
-        f"`{meta['fingerprint'][:16]}`), chunking {meta['chunking']} tokens, "
+        f"`{meta['fingerprint'][:16]}`, {meta.get('precision', 'float32')}), "
+        f"chunking {meta['chunking']} tokens, "
         "msearch's numpy query encoder. BM25: bm25s "
         f"{meta['versions'].get('bm25s', '?')} (k1=1.5, b=0.75, Lucene IDF, English "
         "stopwords, Snowball stemmer via PyStemmer). Metrics: ir-measures "
@@ -514,6 +515,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also time the lexical side + fusion per query on a 100,000-passage index",
     )
     p.add_argument("--cache-dir", default=str(L.CACHE_DIR))
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="index (and so query) in this precision, as `msearch index --precision` does",
+    )
     p.add_argument("--write", action="store_true", help="write bench/EVAL_RESULTS.md")
     p.add_argument("--out", default=str(L.BENCH / "EVAL_RESULTS.md"))
     args = p.parse_args(argv)
@@ -528,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     args.extras = [e for e in args.extras.split(",") if e]
 
     t0 = time.perf_counter()
-    emb = L.load_embedder(Path(args.cache_dir))
+    emb = L.load_embedder(Path(args.cache_dir), args.precision)
     cache_before = len(emb.cache)
     results = [eval_collection(n, args, emb) for n in names]
     lat = None
@@ -541,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": lat,
         "model": emb.record.name,
         "fingerprint": emb.record.fingerprint,
+        "precision": emb.record.precision,
         "chunking": f"{args.chunk_tokens}/{args.overlap_tokens}",
         "versions": versions(),
         "command": "python bench/eval.py " + " ".join(argv if argv is not None else sys.argv[1:]),

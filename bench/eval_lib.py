@@ -246,6 +246,8 @@ class CachedEmbedder:
         tok.enable_truncation(max_length=self.record.max_seq_length)
         self.tok = tok
         folder = cache_dir / f"vectors-{self.record.fingerprint[:16]}-{self.record.max_seq_length}"
+        if self.record.precision != "float32":
+            folder = folder.with_name(f"{folder.name}-{self.record.precision}")
         self.cache = EmbeddingCache(folder, self.record.dim)
         self.stats = EmbedStats()
 
@@ -294,11 +296,11 @@ class CachedEmbedder:
         return out
 
 
-def load_embedder(cache_dir: Path = CACHE_DIR) -> CachedEmbedder:
+def load_embedder(cache_dir: Path = CACHE_DIR, precision: str = "float32") -> CachedEmbedder:
     os.environ["HF_HUB_OFFLINE"] = "1"
     from msearch.embed import load_model
 
-    model = load_model(MODEL, device="cpu", notice=say)
+    model = load_model(MODEL, device="cpu", notice=say, precision=precision)
     return CachedEmbedder(model, cache_dir)
 
 

@@ -103,6 +103,25 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return erf.astype(np.float32, copy=False)
 
 
+def to_bfloat16(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to bfloat16 (nearest, ties to even) and held as float32.
+
+    Why: an index made in bfloat16 (``--fast``) must get its queries in the
+    same precision, and numpy has no bfloat16. torch's CPU autocast rounds
+    the inputs and outputs of every matrix product to bfloat16 and
+    accumulates in float32; rounding the same tensors here reproduces it.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    u = x.view(np.uint32)
+    rounded = (u + (np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1)))) & np.uint32(0xFFFF0000)
+    out = rounded.view(np.float32)
+    return np.where(np.isfinite(x), out, x)
+
+
+def _same(x: np.ndarray) -> np.ndarray:
+    return x
+
+
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
@@ -112,8 +131,17 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
 class NumpyBert:
     """Sentence embeddings from a sentence-transformers BERT folder, numpy only."""
 
-    def __init__(self, folder: Path, max_seq_length: int | None = None) -> None:
-        from msearch.embed import read_model_config
+    def __init__(
+        self, folder: Path, max_seq_length: int | None = None, precision: str = "float32"
+    ) -> None:
+        from msearch.embed import PRECISIONS, read_model_config
+
+        if precision not in PRECISIONS:
+            raise Unsupported(f"precision {precision!r}")
+        self.precision = precision
+        # bfloat16: what torch.autocast does on the CPU, see to_bfloat16.
+        self._round = to_bfloat16 if precision == "bfloat16" else _same
+        self._rounded: dict[str, np.ndarray] = {}
 
         self.folder = Path(folder)
         try:
@@ -196,14 +224,15 @@ class NumpyBert:
         # Padding keys get a large negative bias: they receive ~0 attention,
         # exactly as in the reference implementation.
         bias = np.where(mask[:, None, None, :], 0.0, np.finfo(np.float32).min).astype(np.float32)
+        r = self._round
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
 
             def lin(name: str, inp: np.ndarray, p: str = p) -> np.ndarray:
                 # 2-D so that numpy hands the whole batch to one BLAS call.
-                flat = inp.reshape(b * n, inp.shape[-1])
-                out = flat @ w[p + name + ".weight"].T + w[p + name + ".bias"]
-                return out.reshape(b, n, -1)
+                flat = r(inp.reshape(b * n, inp.shape[-1]))
+                out = flat @ self._weight(p + name + ".weight").T + self._weight(p + name + ".bias")
+                return r(out).reshape(b, n, -1)
 
             q = lin("attention.self.query", x).reshape(b, n, h, d).transpose(0, 2, 1, 3)
             k = lin("attention.self.key", x).reshape(b, n, h, d).transpose(0, 2, 3, 1)
@@ -212,14 +241,14 @@ class NumpyBert:
             scores -= scores.max(-1, keepdims=True)
             probs = np.exp(scores)
             probs /= probs.sum(-1, keepdims=True)
-            ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(b, n, self.dim)
+            ctx = r(r(probs) @ v).transpose(0, 2, 1, 3).reshape(b, n, self.dim)
             x = _layer_norm(
                 x + lin("attention.output.dense", ctx),
                 w[p + "attention.output.LayerNorm.weight"],
                 w[p + "attention.output.LayerNorm.bias"],
                 self.eps,
             )
-            inter = _gelu(lin("intermediate.dense", x))
+            inter = r(_gelu(lin("intermediate.dense", x)))
             x = _layer_norm(
                 x + lin("output.dense", inter),
                 w[p + "output.LayerNorm.weight"],
@@ -227,6 +256,15 @@ class NumpyBert:
                 self.eps,
             )
         return np.asarray(x, dtype=np.float32)
+
+    def _weight(self, name: str) -> np.ndarray:
+        """A weight in the precision of the matrix products (rounded once)."""
+        if self._round is _same:
+            return self.w[name]
+        got = self._rounded.get(name)
+        if got is None:
+            got = self._rounded[name] = self._round(self.w[name])
+        return got
 
     def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         m = mask[:, :, None]

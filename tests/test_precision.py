@@ -1,0 +1,242 @@
+"""Token-budget batching and the bfloat16 fast mode (issue 6).
+
+The unit tests need no model; the ones marked ``model`` index sample_corpus
+with the bundled model in both precisions. bfloat16 support is forced on
+where a test needs the bfloat16 path, so they run the same on CPUs without
+it (torch then emulates bfloat16: slower, same rounding).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import msearch.embed
+from conftest import SAMPLE
+from msearch import store
+from msearch.bert import to_bfloat16
+from msearch.cli import app
+from msearch.embed import cpu_has_bfloat16, resolve_precision, token_batches
+from msearch.errors import UsageError
+
+# ------------------------------------------------------------------ batching
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=300), max_size=200),
+    st.integers(min_value=1, max_value=64),
+    st.integers(min_value=1, max_value=4096),
+)
+def test_token_batches_cover_every_text_once_within_limits(
+    lengths: list[int], max_batch: int, max_tokens: int
+) -> None:
+    batches = token_batches(lengths, max_batch, max_tokens)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert all(b for b in batches)
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)  # longest first
+    for b in batches:
+        assert len(b) <= max_batch
+        padded = len(b) * max(lengths[i] for i in b)
+        assert len(b) == 1 or padded <= max_tokens
+
+
+def test_token_batches_put_short_texts_in_big_batches() -> None:
+    lengths = [256] * 16 + [16] * 64
+    sizes = [len(b) for b in token_batches(lengths, 32, 2048)]
+    assert sizes == [8, 8, 32, 32]
+
+
+# ------------------------------------------------------------ bfloat16 maths
+
+
+def test_to_bfloat16_rounds_to_nearest_even() -> None:
+    ulp = 2.0**-7  # bfloat16 keeps 7 fraction bits
+    x = np.array(
+        [1.0, 1 + ulp / 2, 1 + 3 * ulp / 2, 1 + ulp * 0.49, -2.5, 0.0, math.inf, -math.inf],
+        dtype=np.float32,
+    )
+    got = to_bfloat16(x)
+    want = [1.0, 1.0, 1 + 2 * ulp, 1.0, -2.5, 0.0, math.inf, -math.inf]
+    assert got.tolist() == want
+    assert math.isnan(float(to_bfloat16(np.array([math.nan], dtype=np.float32))[0]))
+
+
+@given(
+    st.lists(
+        st.floats(
+            min_value=-(2.0**100),
+            max_value=2.0**100,
+            allow_nan=False,
+            allow_subnormal=False,
+            width=32,
+        ),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_to_bfloat16_is_within_half_an_ulp(values: list[float]) -> None:
+    x = np.array(values, dtype=np.float32)
+    got = to_bfloat16(x)
+    assert not (got.view(np.uint32) & 0xFFFF).any()  # representable in bfloat16
+    assert np.all(np.abs(got - x) <= np.abs(x) * 2.0**-8 + 1e-38)
+
+
+# ------------------------------------------------------------ hardware checks
+
+
+def test_cpu_has_bfloat16_reads_the_flags(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor : 0\nflags : fpu sse2 avx512f avx512_vnni\n")
+    assert not cpu_has_bfloat16(str(info))
+    info.write_text("processor : 0\nflags : fpu sse2 avx512f avx512_bf16\n")
+    assert cpu_has_bfloat16(str(info))
+    info.write_text("flags : fpu amx_bf16 amx_tile\n")
+    assert cpu_has_bfloat16(str(info))
+    assert not cpu_has_bfloat16(str(tmp_path / "missing"))
+
+
+def test_resolve_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    said: list[str] = []
+    assert resolve_precision("float32", "cpu", said.append) == "float32"
+    monkeypatch.setattr(msearch.embed, "cpu_has_bfloat16", lambda: True)
+    assert resolve_precision("bfloat16", "cpu", said.append) == "bfloat16"
+    assert said == []
+    monkeypatch.setattr(msearch.embed, "cpu_has_bfloat16", lambda: False)
+    assert resolve_precision("bfloat16", "cpu", said.append) == "float32"
+    assert len(said) == 1 and "bfloat16" in said[0] and "float32" in said[0]
+    with pytest.raises(UsageError):
+        resolve_precision("float8", "cpu", said.append)
+
+
+def test_fast_and_another_precision_is_a_usage_error(tmp_path: Path, use_fake) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "a.txt").write_text("hello\n")
+    r = CliRunner().invoke(app, ["index", str(tmp_path / "c"), "--fast", "--precision", "float32"])
+    assert r.exit_code == 2
+    assert "--fast" in r.output and "Traceback" not in r.output
+
+
+# ------------------------------------------------------- with the real model
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dst = tmp_path_factory.mktemp("prec") / "c"
+    shutil.copytree(SAMPLE, dst, ignore=shutil.ignore_patterns(".msearch"))
+    return dst
+
+
+def _index(*args: str) -> str:
+    r = CliRunner().invoke(app, ["index", *args])
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+@pytest.mark.model
+def test_token_batched_encode_equals_sentence_transformers() -> None:
+    """The default path's vectors are sentence-transformers' own (batch 32)."""
+    from sentence_transformers import SentenceTransformer
+
+    from msearch.embed import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
+
+    texts = [
+        p.read_text(encoding="utf-8")[: 200 + 60 * i]
+        for i, p in enumerate(sorted(SAMPLE.rglob("*.md")) + sorted(SAMPLE.rglob("*.txt")))
+    ]
+    texts += ["", "one word", "ünïcode ✓ 日本語"]
+    ours = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu").embedder.encode(texts)
+    st_model = SentenceTransformer(str(bundled_model_path()), device="cpu")
+    ref = st_model.encode(texts, batch_size=32, normalize_embeddings=True)
+    cos = (ours * ref).sum(axis=1)
+    assert cos.min() >= 0.99999
+
+
+@pytest.mark.model
+def test_fast_index_records_bfloat16_and_queries_in_it(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(msearch.embed, "cpu_has_bfloat16", lambda: True)
+    _index(str(corpus), "--full", "-q")
+    fp32 = store.load_index(corpus / ".msearch")
+    v32 = np.array(fp32.embeddings)
+    assert fp32.meta.model["precision"] == "float32"
+
+    out = _index(str(corpus), "--fast")
+    assert "precision changed" in out  # a full rebuild, announced
+    bf = store.load_index(corpus / ".msearch")
+    assert bf.meta.model["precision"] == "bfloat16"
+    assert np.array_equal(bf.passages, fp32.passages)
+    vbf = np.array(bf.embeddings)
+    cos = (v32 * vbf).sum(axis=1)
+    assert 0.9999 <= cos.min() and not np.array_equal(v32, vbf)
+
+    # Re-indexing without a flag keeps bfloat16 (nothing to redo).
+    out = _index(str(corpus))
+    assert "30 unchanged" in out and "0 embedded" in out
+    assert store.load_index(corpus / ".msearch").meta.model["precision"] == "bfloat16"
+
+    # A small re-index (numpy, no torch) embeds in bfloat16 too.
+    target = corpus / "astronomy" / "eclipses.txt"
+    target.write_text(target.read_text() + "Eclipse glasses protect your eyes.\n")
+    _index(str(corpus), "-q")
+    small = store.load_index(corpus / ".msearch")
+    _index(str(corpus), "--full", "-q")
+    full = store.load_index(corpus / ".msearch")
+    assert full.meta.model["precision"] == "bfloat16"
+    cos = (np.array(small.embeddings) * np.array(full.embeddings)).sum(axis=1)
+    assert cos.min() >= 0.9999
+
+    r = CliRunner().invoke(app, ["status", "--index", str(corpus / ".msearch")])
+    assert "bfloat16" in r.output
+    r = CliRunner().invoke(
+        app,
+        ["query", "when is the next solar eclipse", "--index", str(corpus / ".msearch")]
+        + ["--format", "jsonl", "-k", "1"],
+    )
+    assert r.exit_code == 0, r.output
+    assert "eclipses" in json.loads(r.output.splitlines()[0])["path"]
+
+
+@pytest.mark.model
+def test_fast_without_hardware_support_stays_float32(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(msearch.embed, "cpu_has_bfloat16", lambda: False)
+    small = tmp_path / "c"
+    shutil.copytree(corpus / "astronomy", small)
+    out = _index(str(small), "--fast")
+    assert "no native bfloat16" in out
+    assert store.load_index(small / ".msearch").meta.model["precision"] == "float32"
+
+
+@pytest.mark.model
+def test_numpy_bfloat16_queries_match_torch_autocast() -> None:
+    """Queries on a bfloat16 index are embedded as torch's autocast would."""
+    from msearch.bert import NumpyBert
+    from msearch.embed import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
+
+    folder = bundled_model_path()
+    queries = [
+        ln.strip()
+        for p in sorted(SAMPLE.rglob("*.md"))
+        for ln in p.read_text(encoding="utf-8").splitlines()
+        if ln.strip()
+    ][:150]
+    queries += ["", "?", "ünïcode ✓ 日本語", "why " * 300]
+    torch_bf = Model(BUNDLED_MODEL, BUNDLED_SOURCE, folder, "cpu", "bfloat16").embedder
+    ref = torch_bf.encode(queries)
+    np_bf = NumpyBert(folder, precision="bfloat16").encode(queries)
+    np_32 = NumpyBert(folder).encode(queries)
+    same = (np_bf * ref).sum(axis=1)
+    other = (np_32 * ref).sum(axis=1)
+    assert same.min() >= 0.9999
+    assert same.mean() > other.mean()  # closer to autocast than float32 is
