@@ -113,9 +113,16 @@ def to_bfloat16(x: np.ndarray) -> np.ndarray:
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     u = x.view(np.uint32)
-    rounded = (u + (np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1)))) & np.uint32(0xFFFF0000)
-    out = rounded.view(np.float32)
-    return np.where(np.isfinite(x), out, x)
+    r = u >> 16  # in place from here: a query rounds ~22M weights once
+    r &= np.uint32(1)
+    r += np.uint32(0x7FFF)
+    r += u
+    r &= np.uint32(0xFFFF0000)
+    out = r.view(np.float32)
+    nan = np.isnan(x)  # rounding may carry a NaN's payload into the sign bit
+    if nan.any():
+        out[nan] = np.nan
+    return out
 
 
 def _same(x: np.ndarray) -> np.ndarray:

@@ -264,9 +264,7 @@ def query_encoder(
     if device == "cuda":
         return torch_encoder(index, device)
     try:
-        bert = NumpyBert(
-            folder, max_seq_length=record.max_seq_length, precision=record.precision
-        )
+        bert = NumpyBert(folder, max_seq_length=record.max_seq_length, precision=record.precision)
     except Unsupported as exc:
         say(f"fast query path unavailable for this model ({exc}); using sentence-transformers")
         return torch_encoder(index, device)

@@ -177,7 +177,7 @@ def test_fast_index_records_bfloat16_and_queries_in_it(
     assert np.array_equal(bf.passages, fp32.passages)
     vbf = np.array(bf.embeddings)
     cos = (v32 * vbf).sum(axis=1)
-    assert 0.9999 <= cos.min() and not np.array_equal(v32, vbf)
+    assert cos.min() >= 0.9999 and not np.array_equal(v32, vbf)
 
     # Re-indexing without a flag keeps bfloat16 (nothing to redo).
     out = _index(str(corpus))
