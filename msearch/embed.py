@@ -432,11 +432,19 @@ class SentenceTransformerEmbedder:
         try:
             import warnings
 
+            import torch
             from sentence_transformers import SentenceTransformer
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self.model = SentenceTransformer(str(folder), device=pick_device(device))
+                # float32 whatever the checkpoint stores: transformers 5 would keep
+                # float16 weights as they are, which the CPU cannot run mixed
+                # with float32 (bfloat16 comes from autocast, see encode).
+                self.model = SentenceTransformer(
+                    str(folder),
+                    device=pick_device(device),
+                    model_kwargs={"dtype": torch.float32},
+                )
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelUnavailable(f"could not load model {name!r}: {exc}") from None
         self.folder = folder

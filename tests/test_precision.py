@@ -240,3 +240,25 @@ def test_numpy_bfloat16_queries_match_torch_autocast() -> None:
     other = (np_32 * ref).sum(axis=1)
     assert same.min() >= 0.9999
     assert same.mean() > other.mean()  # closer to autocast than float32 is
+
+
+@pytest.mark.model
+def test_float16_checkpoint_embeds_in_float32(tmp_path: Path) -> None:
+    """Regression: transformers 5 kept a float16 checkpoint's dtype, and
+    sentence-transformers on the CPU then failed in LayerNorm ("mixed dtype")."""
+    from safetensors.numpy import load_file, save_file
+
+    from msearch.bert import NumpyBert
+    from msearch.embed import Model, bundled_model_path
+
+    src = bundled_model_path()
+    folder = tmp_path / "minilm-fp16"
+    shutil.copytree(src, folder, ignore=shutil.ignore_patterns("model.safetensors"))
+    weights = load_file(str(src / "model.safetensors"))
+    save_file(
+        {k: v.astype(np.float16) for k, v in weights.items()}, str(folder / "model.safetensors")
+    )
+    texts = [p.read_text(encoding="utf-8")[:600] for p in sorted(SAMPLE.rglob("*.md"))]
+    got = Model("fp16 copy", "path", folder, "cpu").embedder.encode(texts)
+    want = NumpyBert(folder).encode(texts)  # float16 weights read as float32
+    assert ((got * want).sum(axis=1)).min() >= 0.9999
