@@ -390,12 +390,14 @@ def resolve_precision(requested: str, device: str, notice: Notice = _stderr) -> 
         raise UsageError(f"unknown precision {requested!r} (use {' or '.join(PRECISIONS)})")
     if requested == "float32":
         return requested
-    if device == "cuda":
-        import torch
+    if device in ("auto", "cuda"):
+        import torch  # only asked for bfloat16, a big job: the import is paid anyway
 
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return requested
-    elif cpu_has_bfloat16():
+        if torch.cuda.is_available():
+            if torch.cuda.is_bf16_supported():
+                return requested
+            device = "cuda"
+    if device != "cuda" and cpu_has_bfloat16():
         return requested
     notice(
         "msearch: this machine has no native bfloat16 (AVX-512 BF16, AMX or a recent GPU); "

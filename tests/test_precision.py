@@ -109,6 +109,7 @@ def test_resolve_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_precision("float32", "cpu", said.append) == "float32"
     monkeypatch.setattr(msearch.embed, "cpu_has_bfloat16", lambda: True)
     assert resolve_precision("bfloat16", "cpu", said.append) == "bfloat16"
+    assert resolve_precision("bfloat16", "auto", said.append) == "bfloat16"  # no GPU here
     assert said == []
     monkeypatch.setattr(msearch.embed, "cpu_has_bfloat16", lambda: False)
     assert resolve_precision("bfloat16", "cpu", said.append) == "float32"
