@@ -590,7 +590,7 @@ def chunk_packed(
 
     Returns passage texts only (the bench needs no line numbers for this).
     """
-    from msearch.chunk import SPECIAL_TOKENS, front_matter_lines, split_lines
+    from msearch.chunk import SPECIAL_TOKENS, carry_overlap, front_matter_lines, split_lines
 
     full = max_tokens - SPECIAL_TOKENS
     lines = split_lines(text)
@@ -635,16 +635,7 @@ def chunk_packed(
             continue
         if current and used + n > budget():
             emit(joined(current))
-            carried: list[int] = []
-            carried_tokens = 0
-            for j in reversed(current[1:]):
-                if carried_tokens + counts[j] > overlap_tokens:
-                    break
-                if carried_tokens + counts[j] + n > budget():
-                    break
-                carried.insert(0, j)
-                carried_tokens += counts[j]
-            current, used = carried, carried_tokens
+            current, used = carry_overlap(current, counts, overlap_tokens, budget() - n)
         current.append(i)
         used += n
     if current:

@@ -8,7 +8,7 @@ sized in characters or words either wastes capacity or loses its tail.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -126,22 +126,28 @@ def chunk_text(text: str, counter: TokenCounter, settings: ChunkSettings) -> lis
             continue
         if current and used + n > budget:
             emit(current[0], current[-1])
-            # Carry trailing lines into the next passage, never all of them.
-            carried: list[int] = []
-            carried_tokens = 0
-            for j in reversed(current[1:]):
-                if carried_tokens + counts[j] > settings.overlap_tokens:
-                    break
-                if carried_tokens + counts[j] + n > budget:
-                    break
-                carried.insert(0, j)
-                carried_tokens += counts[j]
-            current, used = carried, carried_tokens
+            current, used = carry_overlap(current, counts, settings.overlap_tokens, budget - n)
         current.append(i)
         used += n
     if current:
         emit(current[0], current[-1])
     return passages
+
+
+def carry_overlap(
+    current: Sequence[int], counts: Mapping[int, int], overlap_tokens: int, room: int
+) -> tuple[list[int], int]:
+    """The trailing lines of a closed passage that open the next one, and their
+    tokens: as many as fit in ``overlap_tokens`` and leave the next line its
+    ``room``, never all of the passage's lines (the chunker must advance)."""
+    carried: list[int] = []
+    tokens = 0
+    for j in reversed(current[1:]):
+        if tokens + counts[j] > overlap_tokens or tokens + counts[j] > room:
+            break
+        carried.insert(0, j)
+        tokens += counts[j]
+    return carried, tokens
 
 
 class WhitespaceCounter:

@@ -384,10 +384,14 @@ def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r} (use {' or '.join(PRECISIONS)})")
+
+
 def resolve_precision(requested: str, device: str, notice: Notice = _stderr) -> str:
     """The precision to index in: bfloat16 only where the hardware has it."""
-    if requested not in PRECISIONS:
-        raise UsageError(f"unknown precision {requested!r} (use {' or '.join(PRECISIONS)})")
+    check_precision(requested)
     if requested == "float32":
         return requested
     if device in ("auto", "cuda"):
@@ -516,8 +520,7 @@ class Model:
         device: str = "auto",
         precision: str = "float32",
     ) -> None:
-        if precision not in PRECISIONS:
-            raise UsageError(f"unknown precision {precision!r} (use {' or '.join(PRECISIONS)})")
+        check_precision(precision)
         self.name = name
         self.source = source
         self.folder = folder
