@@ -230,8 +230,8 @@ class CachedEmbedder:
     its own truncation), under a folder named by the model fingerprint and
     maximum length. So "title text" (the reference) and "title\\ntext"
     (msearch's passage of a short file) are one vector, embedded once. Misses
-    are embedded by sentence-transformers (``Model.embedder``): the same
-    reference path ``msearch index`` uses for big jobs.
+    are embedded by ``Model.embedder`` (msearch.torch_bert for BERT models):
+    the same path ``msearch index`` uses for big jobs.
     """
 
     def __init__(self, model: Any, cache_dir: Path = CACHE_DIR) -> None:

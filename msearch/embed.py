@@ -505,6 +505,29 @@ class SentenceTransformerEmbedder:
         return out
 
 
+class TorchBertEmbedder:
+    """BERT-architecture models through ``msearch.torch_bert``: the same
+    vectors as sentence-transformers with less work around the matrix
+    products, and a GPU pipeline that does not wait on the host."""
+
+    def __init__(self, spec: Any, record: ModelRecord, counter: TokenCounter, device: str) -> None:
+        from msearch.torch_bert import TorchBert, keep_freed_memory
+
+        self.record = record
+        self.counter = counter
+        self.device = pick_device(device)
+        if self.device == "cpu":
+            keep_freed_memory()
+        self.impl = TorchBert(spec, self.device, record.precision)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Length-sorted batches: at most BATCH_TOKENS tokens on CPU (a cache
+        effect), whole batches of ``batch_size`` on a GPU."""
+        whole = batch_size * self.record.max_seq_length
+        budget = BATCH_TOKENS if self.device == "cpu" else whole
+        return self.impl.encode(texts, lambda lengths: token_batches(lengths, batch_size, budget))
+
+
 class Model:
     """A resolved model folder: cheap facts now, the network (torch) on first use.
 
@@ -532,7 +555,7 @@ class Model:
         except Exception as exc:
             raise ModelUnavailable(f"model {name!r} has no usable tokenizer.json: {exc}") from None
         self._record: ModelRecord | None = None
-        self._impl: SentenceTransformerEmbedder | None = None
+        self._impl: TorchBertEmbedder | SentenceTransformerEmbedder | None = None
         self._numpy: Any = None  # NumpyBert, False when unsupported, None before trying
 
     @property
@@ -540,7 +563,8 @@ class Model:
         if self._record is None:
             dim = self.config["pooling"].get("word_embedding_dimension")
             if not dim or self.config["has_dense"]:
-                dim = self.embedder.record.dim
+                spec = None if self.config["has_dense"] else self._numpy_encoder()
+                dim = spec.dim if spec is not None else self.embedder.record.dim
             self._record = ModelRecord(
                 name=self.name,
                 source=self.source,
@@ -555,12 +579,18 @@ class Model:
         return self._record
 
     @property
-    def embedder(self) -> SentenceTransformerEmbedder:
+    def embedder(self) -> TorchBertEmbedder | SentenceTransformerEmbedder:
+        """torch_bert for the BERT models the numpy encoder reads, else
+        sentence-transformers (other architectures, a Dense layer, ...)."""
         if self._impl is None:
-            fp = self._record.fingerprint if self._record else None
-            self._impl = SentenceTransformerEmbedder(
-                self.name, self.source, self.folder, self.device, fp, self.precision
-            )
+            spec = self._numpy_encoder()
+            if spec is not None:
+                self._impl = TorchBertEmbedder(spec, self.record, self.counter, self.device)
+            else:
+                fp = self._record.fingerprint if self._record else None
+                self._impl = SentenceTransformerEmbedder(
+                    self.name, self.source, self.folder, self.device, fp, self.precision
+                )
         return self._impl
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
@@ -583,7 +613,7 @@ class Model:
             try:
                 self._numpy = NumpyBert(
                     self.folder,
-                    max_seq_length=self.record.max_seq_length,
+                    max_seq_length=int(self.config["max_seq_length"]),
                     precision=self.precision,
                 )
             except Unsupported:

@@ -1,0 +1,174 @@
+"""Indexing encoder: the BERT forward pass in torch, written out by hand.
+
+Why not ``SentenceTransformer.encode``: on these 2-core machines its matrix
+products already run at the CPU's peak, so the time to win is around them.
+Here the query, key and value projections are one matrix product instead of
+three, attention reads them in place, the weights are cast to bfloat16 once
+(``--fast``) instead of at every product, and nothing is moved or checked
+per batch that does not need to be. Measured side by side in
+bench/embed_speed.py. Vectors equal sentence-transformers' to cosine >=
+0.99999 in float32, and its bfloat16-autocast ones to >= 0.9999 (tested).
+
+Model facts (config, weights, tokenizer, pooling) come from ``NumpyBert``,
+the query-time encoder, so both paths read a model folder the same way and
+accept the same models; anything else stays on sentence-transformers.
+
+bfloat16 follows torch's autocast rule exactly, which is what the numpy
+query encoder reproduces (``bert.to_bfloat16``): matrix products and
+attention take bfloat16 inputs and accumulate in float32; the residual
+stream, LayerNorm, embeddings and pooling stay float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from msearch.bert import NumpyBert
+
+if TYPE_CHECKING:
+    import torch
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks instead of unmapping them.
+
+    Why: every layer of a CPU batch allocates activations of a few MB to a
+    few tens of MB; above glibc's mmap threshold each one is a fresh mapping
+    whose pages fault in one by one, and freeing it hands them back. Keeping
+    them made float32 indexing ~5% faster here (bench/embed_speed.py). Peak
+    memory is unchanged: what is kept is what a batch needs anyway. Only for
+    processes that index; returns False where the C library is not glibc.
+    """
+    import ctypes
+
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30)
+    except (OSError, AttributeError):
+        return False
+    return bool(ok)
+
+
+def _tensor(arr: np.ndarray, device: str, dtype: Any = None) -> torch.Tensor:
+    import torch
+
+    # np.array: the weights are a read-only memmap, torch wants its own copy.
+    t = torch.from_numpy(np.array(arr, dtype=np.float32))
+    return t.to(device=device, dtype=dtype or torch.float32)
+
+
+class TorchBert:
+    """Normalized sentence vectors from a BERT folder, batched for throughput."""
+
+    def __init__(self, spec: NumpyBert, device: str = "cpu", precision: str = "float32") -> None:
+        import torch
+
+        self.spec = spec
+        self.device = device
+        self.low = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        w = spec.w
+
+        def lin(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+            return (
+                _tensor(w[name + ".weight"], device, self.low),
+                _tensor(w[name + ".bias"], device, self.low),
+            )
+
+        def norm(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+            return _tensor(w[name + ".weight"], device), _tensor(w[name + ".bias"], device)
+
+        self.word = _tensor(w["embeddings.word_embeddings.weight"], device)
+        self.position = _tensor(w["embeddings.position_embeddings.weight"], device)
+        # Single texts only: every token has type 0.
+        self.token_type = _tensor(w["embeddings.token_type_embeddings.weight"][0], device)
+        self.embed_norm = norm("embeddings.LayerNorm")
+        self.layers: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
+        for i in range(spec.layers):
+            p = f"encoder.layer.{i}."
+            q, k, v = (lin(p + f"attention.self.{n}") for n in ("query", "key", "value"))
+            self.layers.append(
+                {
+                    "qkv": (torch.cat([q[0], k[0], v[0]]), torch.cat([q[1], k[1], v[1]])),
+                    "attn_out": lin(p + "attention.output.dense"),
+                    "attn_norm": norm(p + "attention.output.LayerNorm"),
+                    "inter": lin(p + "intermediate.dense"),
+                    "out": lin(p + "output.dense"),
+                    "out_norm": norm(p + "output.LayerNorm"),
+                }
+            )
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, padded: bool = True) -> torch.Tensor:
+        """Pooled, normalized float32 vectors for padded ``ids`` (batch, length).
+
+        ``padded`` is known on the host; asking the mask would wait for the GPU.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        b, n = ids.shape
+        dim = self.word.shape[1]
+        heads = self.spec.heads
+        eps = self.spec.eps
+        low = self.low
+        x = self.word[ids] + self.position[:n] + self.token_type
+        x = F.layer_norm(x, (dim,), *self.embed_norm, eps)
+        bias = None
+        if padded:
+            # Padding keys get the most negative bias: ~0 attention, as in transformers.
+            bias = torch.zeros((b, 1, 1, n), dtype=low, device=ids.device)
+            bias.masked_fill_(~mask[:, None, None, :], torch.finfo(low).min)
+        for p in self.layers:
+            qkv = F.linear(x.to(low), *p["qkv"]).view(b, n, 3, heads, dim // heads)
+            qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, batch, heads, length, head dim), a view
+            ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
+            ctx = ctx.transpose(1, 2).reshape(b, n, dim)
+            x = F.layer_norm(x + F.linear(ctx, *p["attn_out"]), (dim,), *p["attn_norm"], eps)
+            inter = F.gelu(F.linear(x.to(low), *p["inter"]))
+            x = F.layer_norm(x + F.linear(inter, *p["out"]), (dim,), *p["out_norm"], eps)
+        m = mask[:, :, None]
+        pooling = self.spec.pooling
+        if pooling == "pooling_mode_cls_token":
+            vecs = x[:, 0]
+        elif pooling == "pooling_mode_max_tokens":
+            vecs = x.masked_fill(~m, -1e9).amax(1)
+        else:
+            vecs = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return F.normalize(vecs, dim=-1)
+
+    def encode(self, texts: Sequence[str], batches: Any) -> np.ndarray:
+        """One normalized row per text; ``batches(lengths)`` groups row indices.
+
+        On a GPU the host side runs ahead: each batch is padded in pinned
+        memory and copied asynchronously while earlier batches compute, and
+        the vectors come back in one copy at the end, the only point where
+        the host waits for the device.
+        """
+        import torch
+
+        spec = self.spec
+        encs = spec.tokenizer.encode_batch([spec._prep(t) for t in texts])
+        lengths = [len(e.ids) for e in encs]
+        gpu = self.device != "cpu"
+        out = torch.zeros((len(texts), self.word.shape[1]), device=self.device)
+        with torch.inference_mode():
+            for rows in batches(lengths):
+                n = lengths[rows[0]]  # longest first
+                # One host buffer per batch: token ids, then each row's length
+                # and its place in the output.
+                host = np.zeros((len(rows), n + 2), dtype=np.int64)
+                for j, i in enumerate(rows):
+                    host[j, : lengths[i]] = encs[i].ids
+                    host[j, n] = lengths[i]
+                    host[j, n + 1] = i
+                t = torch.from_numpy(host)
+                if self.device == "cuda":
+                    t = t.pin_memory()
+                t = t.to(self.device, non_blocking=gpu)
+                mask = torch.arange(n, device=self.device)[None, :] < t[:, n, None]
+                padded = lengths[rows[-1]] < n
+                out.index_copy_(0, t[:, n + 1], self.forward(t[:, :n], mask, padded))
+        return out.cpu().numpy() if gpu else out.numpy()
