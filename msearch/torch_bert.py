@@ -156,7 +156,7 @@ class TorchBert:
         out = torch.zeros((len(texts), self.word.shape[1]), device=self.device)
         with torch.inference_mode():
             for rows in batches(lengths):
-                n = lengths[rows[0]]  # longest first
+                n = max(lengths[i] for i in rows)
                 # One host buffer per batch: token ids, then each row's length
                 # and its place in the output.
                 host = np.zeros((len(rows), n + 2), dtype=np.int64)
@@ -169,6 +169,6 @@ class TorchBert:
                     t = t.pin_memory()
                 t = t.to(self.device, non_blocking=gpu)
                 mask = torch.arange(n, device=self.device)[None, :] < t[:, n, None]
-                padded = lengths[rows[-1]] < n
+                padded = min(lengths[i] for i in rows) < n
                 out.index_copy_(0, t[:, n + 1], self.forward(t[:, :n], mask, padded))
         return out.cpu().numpy() if gpu else out.numpy()

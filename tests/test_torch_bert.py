@@ -98,6 +98,22 @@ def test_batch_size_does_not_change_vectors() -> None:
     assert emb.encode([]).shape == (0, emb.record.dim)
 
 
+def test_batches_in_any_order_and_mix_of_lengths_give_the_same_vectors() -> None:
+    """Regression guard: a batch is padded to its longest text wherever that
+    text sits, not assumed to come first."""
+    emb = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu").embedder
+    assert isinstance(emb, TorchBertEmbedder)
+    texts = _texts()
+    want = emb.encode(texts)
+    got = emb.impl.encode(
+        texts,
+        lambda lengths: [
+            list(range(i, min(i + 3, len(lengths)))) for i in range(0, len(lengths), 3)
+        ],
+    )
+    assert (got * want).sum(axis=1).min() >= 0.99999
+
+
 def test_models_with_a_dense_layer_stay_on_sentence_transformers(tmp_path: Path) -> None:
     """torch_bert covers BERT + pooling (+ normalize); anything more is
     sentence-transformers' job, with its vectors."""
