@@ -366,6 +366,15 @@ def token_batches(lengths: Sequence[int], max_batch: int, max_tokens: int) -> li
     return out
 
 
+def device_batches(
+    lengths: Sequence[int], device: str, batch_size: int, max_len: int
+) -> list[list[int]]:
+    """``token_batches`` with the budget for ``device``: BATCH_TOKENS on CPU,
+    where it is a cache effect; whole batches of ``batch_size`` on a GPU."""
+    budget = BATCH_TOKENS if device == "cpu" else batch_size * max_len
+    return token_batches(lengths, batch_size, budget)
+
+
 def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX).
 
@@ -471,7 +480,6 @@ class SentenceTransformerEmbedder:
             precision=precision,
         )
         self.counter: TokenCounter = HFTokenCounter.from_folder(folder)
-        self.max_len = max_len
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Vectors equal to ``SentenceTransformer.encode``'s (float32), or to
@@ -483,17 +491,16 @@ class SentenceTransformerEmbedder:
         out = np.zeros((len(texts), self.record.dim), dtype=np.float32)
         if not texts:
             return out
-        lengths = [min(n + 2, self.max_len) for n in self.counter.count(texts)]
+        max_len = self.record.max_seq_length
+        lengths = [min(n + 2, max_len) for n in self.counter.count(texts)]
         device = str(self.model.device).split(":")[0]
         autocast = torch.autocast(
             device_type=device,
             dtype=torch.bfloat16,
             enabled=self.record.precision == "bfloat16",
         )
-        # The token budget is a CPU cache effect; a GPU gets whole batches.
-        budget = BATCH_TOKENS if device == "cpu" else batch_size * self.max_len
         with autocast:
-            for rows in token_batches(lengths, batch_size, budget):
+            for rows in device_batches(lengths, device, batch_size, max_len):
                 vecs = self.model.encode(
                     [texts[i] for i in rows],
                     batch_size=len(rows),
@@ -521,11 +528,11 @@ class TorchBertEmbedder:
         self.impl = TorchBert(spec, self.device, record.precision)
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Length-sorted batches: at most BATCH_TOKENS tokens on CPU (a cache
-        effect), whole batches of ``batch_size`` on a GPU."""
-        whole = batch_size * self.record.max_seq_length
-        budget = BATCH_TOKENS if self.device == "cpu" else whole
-        return self.impl.encode(texts, lambda lengths: token_batches(lengths, batch_size, budget))
+        """Length-sorted batches, see device_batches."""
+        max_len = self.record.max_seq_length
+        return self.impl.encode(
+            texts, lambda lengths: device_batches(lengths, self.device, batch_size, max_len)
+        )
 
 
 class Model:
@@ -563,7 +570,7 @@ class Model:
         if self._record is None:
             dim = self.config["pooling"].get("word_embedding_dimension")
             if not dim or self.config["has_dense"]:
-                spec = None if self.config["has_dense"] else self._numpy_encoder()
+                spec = self._numpy_encoder()  # None for a Dense layer (Unsupported)
                 dim = spec.dim if spec is not None else self.embedder.record.dim
             self._record = ModelRecord(
                 name=self.name,

@@ -24,7 +24,7 @@ from conftest import SAMPLE
 from msearch import store
 from msearch.bert import to_bfloat16
 from msearch.cli import app
-from msearch.embed import cpu_has_bfloat16, resolve_precision, token_batches
+from msearch.embed import cpu_has_bfloat16, device_batches, resolve_precision, token_batches
 from msearch.errors import UsageError
 
 # ------------------------------------------------------------------ batching
@@ -53,6 +53,12 @@ def test_token_batches_put_short_texts_in_big_batches() -> None:
     lengths = [256] * 16 + [16] * 64
     sizes = [len(b) for b in token_batches(lengths, 32, 2048)]
     assert sizes == [8, 8, 32, 32]
+
+
+def test_device_batches_cap_tokens_on_cpu_only() -> None:
+    lengths = [256] * 64
+    assert [len(b) for b in device_batches(lengths, "cpu", 32, 256)] == [8] * 8
+    assert [len(b) for b in device_batches(lengths, "cuda", 32, 256)] == [32, 32]
 
 
 # ------------------------------------------------------------ bfloat16 maths
