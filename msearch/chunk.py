@@ -23,8 +23,10 @@ class TokenCounter(Protocol):
         """Tokens in each text, without special tokens."""
         ...
 
-    def split(self, text: str, max_tokens: int) -> list[tuple[int, int]]:
-        """Character spans of ``text``, in order, each at most ``max_tokens`` tokens."""
+    def split(self, text: str, max_tokens: int, first: int | None = None) -> list[tuple[int, int]]:
+        """Character spans of ``text``, in order, each at most ``max_tokens``
+        tokens; the first at most ``first`` if given, and empty where a
+        word would have to be cut to fit."""
         ...
 
 
@@ -82,19 +84,48 @@ def chunk_text(text: str, counter: TokenCounter, settings: ChunkSettings) -> lis
     at least once). A single line too long for one passage is cut at token
     boundaries into several passages on that same line.
     """
-    budget = settings.max_tokens - SPECIAL_TOKENS
-    if budget < 1:
+    return chunk_texts([text], counter, settings)[0]
+
+
+def chunk_texts(
+    texts: Sequence[str], counter: TokenCounter, settings: ChunkSettings
+) -> list[list[Passage]]:
+    """``chunk_text`` for several files at once, the same passages.
+
+    Why: the lines of all of them are counted in one tokenizer call, which
+    a fast tokenizer spreads over every core; one file at a time, a folder
+    of short files is tokenized on one.
+    """
+    if settings.max_tokens - SPECIAL_TOKENS < 1:
         raise ValueError("max_tokens leaves no room for text")
+    files = [_content_lines(text) for text in texts]
+    counts = iter(counter.count([lines[i] for lines, content in files for i in content]))
+    return [
+        _pack(text, lines, {i: next(counts) for i in content}, counter, settings)
+        for text, (lines, content) in zip(texts, files, strict=True)
+    ]
+
+
+def _content_lines(text: str) -> tuple[list[str], list[int]]:
+    """The file's lines, and the indices of those to embed (not blank, not
+    front matter)."""
     lines = split_lines(text)
+    skip = front_matter_lines(lines)
+    return lines, [i for i in range(skip, len(lines)) if lines[i].strip()]
+
+
+def _pack(
+    text: str,
+    lines: list[str],
+    counts: dict[int, int],
+    counter: TokenCounter,
+    settings: ChunkSettings,
+) -> list[Passage]:
+    """Passages from counted lines (``counts``: content line -> tokens)."""
+    budget = settings.max_tokens - SPECIAL_TOKENS
     offsets = [0]
     for line in lines:
         offsets.append(offsets[-1] + len(line))
-    skip = front_matter_lines(lines)
-    content = [i for i in range(skip, len(lines)) if lines[i].strip()]
-    if not content:
-        return []
-    counts = dict(zip(content, counter.count([lines[i] for i in content]), strict=True))
-
     passages: list[Passage] = []
 
     def emit(first: int, last: int) -> None:
@@ -104,25 +135,28 @@ def chunk_text(text: str, counter: TokenCounter, settings: ChunkSettings) -> lis
 
     current: list[int] = []  # indices into ``lines`` of the non-blank lines in the passage
     used = 0
-    for i in content:
-        n = counts[i]
+    for i, n in counts.items():
         if n > budget:
-            line = lines[i].rstrip("\r\n")
-            taken = 0  # characters of the line already placed
-            if current and used >= budget:
-                emit(current[0], current[-1])
+            width = len(lines[i].rstrip("\r\n"))
+            # The line exactly as counted: the counter may still hold its tokens.
+            # Fill the open passage with the line's beginning: a title or
+            # heading then shares a passage with the text it introduces.
+            fill = bool(current) and used < budget
+            spans = counter.split(lines[i], budget, first=budget - used if fill else None)
+            if fill:
+                (a, b), spans = spans[0], spans[1:]
+                if b > a:
+                    s, e = offsets[current[0]], offsets[i] + min(b, width)
+                    passages.append(Passage(current[0] + 1, i + 1, s, e, text[s:e]))
+                else:  # not one whole word fits: the passage closes as it is
+                    emit(current[0], current[-1])
             elif current:
-                # Fill the open passage with the line's beginning: a title or
-                # heading then shares a passage with the text it introduces.
-                a, b = counter.split(line, budget - used)[0]
-                s, e = offsets[current[0]], offsets[i] + b
-                passages.append(Passage(current[0] + 1, i + 1, s, e, text[s:e]))
-                taken = b
+                emit(current[0], current[-1])
             current, used = [], 0
-            for a, b in counter.split(line[taken:], budget):
-                s = offsets[i] + taken + a
-                e = offsets[i] + taken + b
-                passages.append(Passage(i + 1, i + 1, s, e, text[s:e]))
+            for a, b in spans:
+                s, e = offsets[i] + a, offsets[i] + min(b, width)
+                if e > s:
+                    passages.append(Passage(i + 1, i + 1, s, e, text[s:e]))
             continue
         if current and used + n > budget:
             emit(current[0], current[-1])
@@ -160,7 +194,7 @@ class WhitespaceCounter:
     def count(self, texts: Sequence[str]) -> list[int]:
         return [len(t.split()) for t in texts]
 
-    def split(self, text: str, max_tokens: int) -> list[tuple[int, int]]:
+    def split(self, text: str, max_tokens: int, first: int | None = None) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
         words: list[tuple[int, int]] = []
         pos = 0
@@ -168,7 +202,9 @@ class WhitespaceCounter:
             start = text.index(word, pos)
             pos = start + len(word)
             words.append((start, pos))
-        for k in range(0, len(words), max_tokens):
-            group = words[k : k + max_tokens]
+        k = 0
+        while k < len(words):
+            group = words[k : k + (first if first is not None and not spans else max_tokens)]
             spans.append((group[0][0], group[-1][1]))
+            k += len(group)
         return spans

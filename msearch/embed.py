@@ -86,6 +86,24 @@ class Embedder(Protocol):
         ...
 
 
+# Vectors on their way: calling it waits for them (see embed_async).
+Pending = Callable[[], "np.ndarray"]
+
+
+def embed_async(embedder: Embedder, texts: Sequence[str], batch_size: int = 32) -> Pending:
+    """Start embedding ``texts``; call the result for the vectors.
+
+    Why: on a GPU the indexer reads and chunks the next files while the
+    device works on this window. Embedders that can run ahead of the host
+    have a ``submit`` of their own; any other embeds now.
+    """
+    start = getattr(embedder, "submit", None)
+    if start is not None:
+        return start(texts, batch_size)  # type: ignore[no-any-return]
+    vecs = embedder.encode(texts, batch_size)
+    return lambda: vecs
+
+
 # ---------------------------------------------------------------- resolution
 
 
@@ -284,11 +302,17 @@ def read_model_config(folder: Path) -> dict[str, Any]:
 class HFTokenCounter:
     """A ``TokenCounter`` over a Hugging Face fast tokenizer (``tokenizer.json``)."""
 
+    # Lines at least this long keep their tokens from ``count`` until the
+    # next call, for ``split``: at the default passage size only such lines
+    # are split, and tokenizing them twice was a third of chunking's time.
+    KEEP_TOKENS = 128
+
     def __init__(self, tokenizer: Any) -> None:
         tok = tokenizer
         tok.no_truncation()
         tok.no_padding()
         self.tok = tok
+        self._kept: dict[str, Any] = {}
 
     @classmethod
     def from_folder(cls, folder: Path) -> HFTokenCounter:
@@ -298,24 +322,34 @@ class HFTokenCounter:
 
     def count(self, texts: Sequence[str]) -> list[int]:
         encs = self.tok.encode_batch(list(texts), add_special_tokens=False)
+        self._kept = {
+            t: e for t, e in zip(texts, encs, strict=True) if len(e.ids) >= self.KEEP_TOKENS
+        }
         return [len(e.ids) for e in encs]
 
-    def split(self, text: str, max_tokens: int) -> list[tuple[int, int]]:
-        enc = self.tok.encode(text, add_special_tokens=False)
+    def split(self, text: str, max_tokens: int, first: int | None = None) -> list[tuple[int, int]]:
+        enc = self._kept.get(text)
+        if enc is None:
+            enc = self.tok.encode(text, add_special_tokens=False)
         offsets = enc.offsets
         words = enc.word_ids
         spans: list[tuple[int, int]] = []
         i = 0
         n = len(offsets)
         while i < n:
-            j = min(i + max_tokens, n)
-            if j < n:
+            j = min(i + (first if first is not None and not spans else max_tokens), n)
+            if j < n and words[j] is not None and words[j] == words[j - 1]:
                 # Back off to a word boundary so no word is cut in two.
                 k = j
                 while k > i + 1 and words[k] is not None and words[k] == words[k - 1]:
                     k -= 1
                 if k > i + 1:
                     j = k
+                elif first is not None and not spans:
+                    # Not even the first word fits in ``first``: an empty
+                    # first span rather than half a word.
+                    spans.append((offsets[0][0], offsets[0][0]))
+                    continue
             spans.append((offsets[i][0], offsets[j - 1][1]))
             i = j
         return spans
@@ -527,12 +561,16 @@ class TorchBertEmbedder:
             keep_freed_memory()
         self.impl = TorchBert(spec, self.device, record.precision)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Length-sorted batches, see device_batches."""
+    def submit(self, texts: Sequence[str], batch_size: int = 32) -> Pending:
+        """Length-sorted batches (see device_batches); returns before the
+        vectors are ready on a GPU."""
         max_len = self.record.max_seq_length
-        return self.impl.encode(
+        return self.impl.submit(
             texts, lambda lengths: device_batches(lengths, self.device, batch_size, max_len)
         )
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        return self.submit(texts, batch_size)()
 
 
 class Model:
@@ -607,11 +645,17 @@ class Model:
         with numpy ~0.1 s more than with torch; below SMALL_JOB passages the
         numpy encoder (same vectors to cosine >= 0.9999) finishes first.
         """
+        return self.submit(texts, batch_size)()
+
+    def submit(self, texts: Sequence[str], batch_size: int = 32) -> Pending:
+        """``encode``, returning before the vectors are ready where the
+        embedder can (see embed_async)."""
         if self._impl is None and len(texts) <= SMALL_JOB and self.device in ("auto", "cpu"):
             small = self._numpy_encoder()
             if small is not None:
-                return small.encode(texts, batch_size)
-        return self.embedder.encode(texts, batch_size)
+                vecs = small.encode(texts, batch_size)
+                return lambda: vecs
+        return embed_async(self.embedder, texts, batch_size)
 
     def _numpy_encoder(self) -> Any:
         if self._numpy is None:

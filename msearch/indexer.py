@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from msearch import store
-from msearch.chunk import ChunkSettings, chunk_text
-from msearch.embed import Embedder
+from msearch.chunk import ChunkSettings, chunk_texts
+from msearch.embed import Embedder, Pending, embed_async
 from msearch.errors import IndexCorrupt, IndexNotFound, UsageError
 from msearch.walk import (
     FileEntry,
@@ -33,6 +33,9 @@ from msearch.walk import (
 # Passages embedded together: large enough for efficient length-sorted
 # batches, small enough that texts never pile up in memory.
 WINDOW_PASSAGES = 1024
+# Characters of file text chunked together (see chunk.chunk_texts): enough
+# lines for a tokenizer to spread over the cores, a bounded amount of text.
+CHUNK_BATCH_CHARS = 256 * 1024
 
 
 class Progress(Protocol):
@@ -263,15 +266,17 @@ def _write_data(
         pending: list[tuple[int, Any]] = []  # (file index, old row range | passages)
         pending_passages = 0
         pending_bytes = 0  # credited to progress once embedded, so the ETA is honest
+        # The window whose vectors are on their way: written once the next
+        # window is submitted, so a GPU computes while this thread reads and
+        # chunks (see embed.embed_async). Rows are still written in order.
+        inflight: _Window | None = None
 
         lexical_texts: list[str] = []  # every passage's text, in row order, for BM25
 
-        def flush() -> None:
-            nonlocal pending, pending_passages, pending_bytes
-            texts = [p.text for _, item in pending if isinstance(item, list) for p in item]
-            vecs = embedder.encode(texts, batch_size=batch_size) if texts else None
+        def write(window: _Window) -> None:
+            vecs = window.vectors() if window.vectors is not None else None
             pos = 0
-            for file_idx, item in pending:
+            for file_idx, item in window.items:
                 if isinstance(item, list):
                     n = len(item)
                     if n == 0:
@@ -282,7 +287,7 @@ def _write_data(
                         dtype=np.int32,
                     )
                     writer.append(vecs[pos : pos + n], rows)
-                    lexical_texts.extend(texts[pos : pos + n])
+                    lexical_texts.extend(p.text for p in item)
                     pos += n
                     stats.embedded += n
                     prog.advance(0, 0, n)
@@ -294,8 +299,35 @@ def _write_data(
                     writer.append(np.asarray(old.embeddings[s:e]), rows)
                     if e > s:
                         lexical_texts.extend(_passage_texts(path, rows))
-            prog.advance(0, pending_bytes, 0)
+            prog.advance(0, window.nbytes, 0)
+
+        def flush() -> None:
+            nonlocal pending, pending_passages, pending_bytes, inflight
+            texts = [p.text for _, item in pending if isinstance(item, list) for p in item]
+            job = embed_async(embedder, texts, batch_size) if texts else None
+            if inflight is not None:
+                write(inflight)
+            inflight = _Window(pending, job, pending_bytes)
             pending, pending_passages, pending_bytes = [], 0, 0
+
+        # Files read but not yet chunked: (file index, text, size). Chunked
+        # together, so that their lines are tokenized in one call.
+        batch: list[tuple[int, str, int]] = []
+        batch_bytes = 0
+
+        def chunk_batch() -> None:
+            nonlocal batch, batch_bytes, pending_passages, pending_bytes
+            if not batch:
+                return
+            texts = [text for _, text, _ in batch]
+            chunked = chunk_texts(texts, embedder.counter, settings)
+            for (idx, _, size), passages in zip(batch, chunked, strict=True):
+                pending.append((idx, passages))
+                pending_passages += len(passages)
+                pending_bytes += size
+                if pending_passages >= WINDOW_PASSAGES:
+                    flush()
+            batch, batch_bytes = [], 0
 
         prog.start(len(plan), sum(e.size for e, a in plan if isinstance(a, _Todo)))
         file_idx = 0
@@ -308,18 +340,20 @@ def _write_data(
                     plan[i] = (entry, None)
                     prog.advance(1, entry.size, 0)
                     continue
-                passages = chunk_text(text, embedder.counter, settings)
-                pending.append((file_idx, passages))
-                pending_passages += len(passages)
-                pending_bytes += entry.size
+                batch.append((file_idx, text, entry.size))
+                batch_bytes += len(text)
                 plan[i] = (entry, action.record)
+                if batch_bytes >= CHUNK_BATCH_CHARS:
+                    chunk_batch()
             else:
+                chunk_batch()  # rows stay in file order
                 pending.append((file_idx, (*old_rows[entry.rel], entry.path)))
             file_idx += 1
             prog.advance(1, 0, 0)
-            if pending_passages >= WINDOW_PASSAGES:
-                flush()
+        chunk_batch()
         flush()
+        if inflight is not None:
+            write(inflight)
 
         def save_lexical(folder: Path) -> None:
             from msearch.lexical import build_lexical
@@ -330,6 +364,16 @@ def _write_data(
     except BaseException:
         writer.abort()
         raise
+
+
+@dataclass
+class _Window:
+    """Files submitted together: their passages (or old row ranges), the
+    vectors on their way and the bytes to credit to progress once written."""
+
+    items: list[tuple[int, Any]]
+    vectors: Pending | None
+    nbytes: int
 
 
 def _passage_texts(path: Path, rows: np.ndarray) -> list[str]:

@@ -21,7 +21,7 @@ stream, LayerNorm, embeddings and pooling stay float32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -139,13 +139,15 @@ class TorchBert:
             vecs = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
         return F.normalize(vecs, dim=-1)
 
-    def encode(self, texts: Sequence[str], batches: Any) -> np.ndarray:
-        """One normalized row per text; ``batches(lengths)`` groups row indices.
+    def submit(self, texts: Sequence[str], batches: Any) -> Callable[[], np.ndarray]:
+        """Start embedding ``texts``; the returned function gives one
+        normalized row per text. ``batches(lengths)`` groups row indices.
 
-        On a GPU the host side runs ahead: each batch is padded in pinned
-        memory and copied asynchronously while earlier batches compute, and
-        the vectors come back in one copy at the end, the only point where
-        the host waits for the device.
+        On a GPU nothing here waits for the device: each batch is padded in
+        pinned memory and copied asynchronously while earlier batches
+        compute, and the vectors come back in one asynchronous copy, so the
+        caller can read and chunk the next files meanwhile. On the CPU the
+        work is done before this returns.
         """
         import torch
 
@@ -171,4 +173,20 @@ class TorchBert:
                 mask = torch.arange(n, device=self.device)[None, :] < t[:, n, None]
                 padded = min(lengths[i] for i in rows) < n
                 out.index_copy_(0, t[:, n + 1], self.forward(t[:, :n], mask, padded))
-        return out.cpu().numpy() if gpu else out.numpy()
+        if self.device != "cuda":
+            vecs = out.cpu().numpy()
+            return lambda: vecs
+        back = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        back.copy_(out, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+
+        def result() -> np.ndarray:
+            done.synchronize()
+            return back.numpy()
+
+        return result
+
+    def encode(self, texts: Sequence[str], batches: Any) -> np.ndarray:
+        """``submit`` and wait."""
+        return self.submit(texts, batches)()

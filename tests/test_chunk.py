@@ -3,7 +3,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from msearch.chunk import SPECIAL_TOKENS, ChunkSettings, WhitespaceCounter, chunk_text
+from msearch.chunk import (
+    SPECIAL_TOKENS,
+    ChunkSettings,
+    WhitespaceCounter,
+    chunk_text,
+    chunk_texts,
+)
 
 COUNTER = WhitespaceCounter()
 
@@ -102,3 +108,54 @@ def test_title_shares_a_passage_with_a_long_paragraph() -> None:
     assert (ps[0].start_line, ps[0].end_line) == (1, 2)
     assert len(ps[0].text.split()) == 40
     assert " ".join(p.text for p in ps).split() == text.split()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    files=st.lists(st.lists(line_text, max_size=20).map("\n".join), max_size=6),
+    max_tokens=st.integers(min_value=3, max_value=30),
+    overlap=st.integers(min_value=0, max_value=8),
+)
+def test_chunking_files_together_changes_nothing(
+    files: list[str], max_tokens: int, overlap: int
+) -> None:
+    cfg = ChunkSettings(max_tokens=max_tokens, overlap_tokens=overlap)
+    assert chunk_texts(files, COUNTER, cfg) == [chunk_text(f, COUNTER, cfg) for f in files]
+
+
+def _hf_counter():  # type: ignore[no-untyped-def]
+    from msearch.embed import HFTokenCounter, bundled_model_path
+
+    return HFTokenCounter.from_folder(bundled_model_path())
+
+
+def test_filling_a_passage_never_cuts_a_word() -> None:
+    """Regression: when the open passage had room for less than the long
+    line's first word, it was filled with part of that word ("... cells\nTe"
+    and "tetraploid" began the next passage)."""
+    hf = _hf_counter()
+    title = "Common variants are strongly associated with risk in the study group\n"
+    body = "Hypospadias is a common congenital malformation. " * 10 + "\n"
+    budget = hf.count([title])[0] + 1  # room for one token after the title
+    assert hf.count(["Hypospadias"])[0] > 1
+    ps = chunk_text(title + body, hf, ChunkSettings(max_tokens=budget + SPECIAL_TOKENS))
+    assert ps[0].text == title.rstrip("\n") and (ps[0].start_line, ps[0].end_line) == (1, 1)
+    assert ps[1].text.startswith("Hypospadias is")
+    # With room for whole words, the title still shares its passage.
+    ps = chunk_text(title + body, hf, ChunkSettings(max_tokens=budget + 8 + SPECIAL_TOKENS))
+    assert ps[0].text.startswith(title + "Hypospadias is")
+
+
+def test_hf_split_reuses_counted_tokens_and_matches_a_fresh_tokenizer() -> None:
+    hf, fresh = _hf_counter(), _hf_counter()
+    line = "Tetraploid arrest is dependent on p53 and beta-galactosidase activity. " * 12
+    (n,) = hf.count([line])
+    assert n >= hf.KEEP_TOKENS and line in hf._kept
+    for first in (None, 1, 3, 40):
+        spans = hf.split(line, 50, first=first)
+        assert spans == fresh.split(line, 50, first=first)
+        assert " ".join(line[a:b] for a, b in spans).split() == line.split()  # no word cut
+        for k, (a, b) in enumerate(spans):
+            limit = first if (k == 0 and first is not None) else 50
+            assert fresh.count([line[a:b]])[0] <= limit
+    assert hf.split(line, 50, first=1)[0] == (0, 0)  # "Tetraploid" is more than one token

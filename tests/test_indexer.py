@@ -208,6 +208,54 @@ def test_texts_are_embedded_window_by_window(
     assert sum(sizes) == stats.passages
 
 
+class AsyncFake(FakeEmbedder):
+    """An embedder that runs ahead of the host, as torch_bert does on a GPU:
+    ``submit`` returns at once and the vectors are asked for later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, int]] = []
+
+    def submit(self, texts, batch_size=32):  # type: ignore[no-untyped-def]
+        k = len([e for e in self.log if e[0] == "submit"])
+        self.log.append(("submit", k))
+        vecs = self.encode(texts, batch_size)
+
+        def result() -> np.ndarray:
+            self.log.append(("result", k))
+            return vecs
+
+        return result
+
+
+def test_one_window_in_flight_rows_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window's vectors are asked for only after the next window was
+    submitted (the device works while the host chunks), and the index is the
+    same as one built window by window, including kept rows of unchanged files."""
+    import msearch.indexer
+
+    monkeypatch.setattr(msearch.indexer, "WINDOW_PASSAGES", 10)
+    for i in range(30):
+        write(tmp_path, f"f{i:02d}.txt", para(i, 8))
+    plain = tmp_path.parent / (tmp_path.name + "-plain")
+    for rnd in range(2):  # a full build, then an update that keeps most rows
+        if rnd:
+            for i in range(0, 30, 3):
+                write(tmp_path, f"f{i:02d}.txt", para(40 + i, 8))
+        emb = AsyncFake()
+        build(tmp_path, emb)
+        build_index(tmp_path, plain, FakeEmbedder(), chunking=SMALL)
+        windows = len(emb.log) // 2
+        assert windows >= (2 if rnd else 5)
+        expected = [("submit", 0)]
+        for k in range(1, windows):
+            expected += [("submit", k), ("result", k - 1)]
+        assert emb.log == expected + [("result", windows - 1)]
+        assert rows_by_file(tmp_path / ".msearch") == rows_by_file(plain)
+
+
 def test_incremental_lexical_side_equals_full_rebuild(tmp_path: Path) -> None:
     from msearch.lexical import load_lexical
 

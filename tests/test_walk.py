@@ -101,6 +101,16 @@ def test_decode_utf8_bom_and_fallback() -> None:
         decode(bytes(range(1, 32)) * 20)
 
 
+def test_decode_control_share_threshold() -> None:
+    """Up to 5% stray control characters is still text; whitespace controls never count."""
+    assert decode(b"\x01" * 5 + b"a" * 95)  # exactly 5%
+    with pytest.raises(NotText, match="binary"):
+        decode(b"\x01" * 6 + b"a" * 94)
+    assert decode(b"\t\n\r\f\v" * 100 + b"x")
+    # Only the first BINARY_SNIFF_BYTES characters are looked at.
+    assert decode(b"a" * 8192 + b"\x02" * 1000)
+
+
 def test_long_prose_line_is_not_minified() -> None:
     """Regression (eval): a paragraph on one line over 5,000 characters was skipped."""
     from msearch.walk import text_from_bytes
