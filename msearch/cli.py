@@ -179,7 +179,7 @@ def index(
         bool,
         typer.Option(
             "--fast",
-            help="Same as --precision bfloat16: about 1.6x faster where the CPU or GPU "
+            help="Same as --precision bfloat16: about 1.5x faster where the CPU or GPU "
             "has bfloat16, vectors within cosine 0.9999.",
         ),
     ] = False,

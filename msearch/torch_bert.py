@@ -4,8 +4,9 @@ Why not ``SentenceTransformer.encode``: on these 2-core machines its matrix
 products already run at the CPU's peak, so the time to win is around them.
 Here the query, key and value projections are one matrix product instead of
 three, attention reads them in place, the weights are cast to bfloat16 once
-(``--fast``) instead of at every product, and nothing is moved or checked
-per batch that does not need to be. Measured side by side in
+(``--fast``) instead of at every product and, on CPU, packed once into
+oneDNN's layout with GELU fused into its linear layer, and nothing is moved
+or checked per batch that does not need to be. Measured side by side in
 bench/embed_speed.py. Vectors equal sentence-transformers' to cosine >=
 0.99999 in float32, and its bfloat16-autocast ones to >= 0.9999 (tested).
 
@@ -13,10 +14,11 @@ Model facts (config, weights, tokenizer, pooling) come from ``NumpyBert``,
 the query-time encoder, so both paths read a model folder the same way and
 accept the same models; anything else stays on sentence-transformers.
 
-bfloat16 follows torch's autocast rule exactly, which is what the numpy
-query encoder reproduces (``bert.to_bfloat16``): matrix products and
-attention take bfloat16 inputs and accumulate in float32; the residual
-stream, LayerNorm, embeddings and pooling stay float32.
+bfloat16 follows torch's autocast rule, which is what the numpy query
+encoder reproduces (``bert.to_bfloat16``): matrix products and attention
+take bfloat16 inputs and accumulate in float32; the residual stream,
+LayerNorm, embeddings and pooling stay float32. (The fused GELU reads the
+float32 accumulator where autocast rounds it to bfloat16 first.)
 """
 
 from __future__ import annotations
@@ -61,22 +63,51 @@ def _tensor(arr: np.ndarray, device: str, dtype: Any = None) -> torch.Tensor:
     return t.to(device=device, dtype=dtype or torch.float32)
 
 
+def onednn_linear_available() -> bool:
+    """Whether this torch has oneDNN's CPU linear with prepacked weights and
+    fused activations (the operator torch.compile's CPU backend emits)."""
+    import torch
+
+    try:
+        w = torch.ops.mkldnn._reorder_linear_weight(torch.zeros(2, 2), None)
+        torch.ops.mkldnn._linear_pointwise(torch.zeros(1, 2), w, torch.zeros(2), "gelu", [], "none")
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
 class TorchBert:
     """Normalized sentence vectors from a BERT folder, batched for throughput."""
 
-    def __init__(self, spec: NumpyBert, device: str = "cpu", precision: str = "float32") -> None:
+    def __init__(
+        self,
+        spec: NumpyBert,
+        device: str = "cpu",
+        precision: str = "float32",
+        onednn: bool | None = None,
+    ) -> None:
+        """``onednn`` (default: on CPU, where torch has it): linear layers
+        through oneDNN with weights packed once into its blocked layout and
+        GELU applied to the accumulator. Measured here against ``F.linear``
+        (MKL) on 2,048-token batches: 11% faster in float32, 3-5% in
+        bfloat16, where it also drops a rounding before GELU."""
         import torch
 
         self.spec = spec
         self.device = device
         self.low = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        if onednn is None:
+            onednn = device == "cpu" and onednn_linear_available()
+        self.onednn = onednn
         w = spec.w
 
-        def lin(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-            return (
-                _tensor(w[name + ".weight"], device, self.low),
-                _tensor(w[name + ".bias"], device, self.low),
-            )
+        def lin(*names: str) -> tuple[torch.Tensor, torch.Tensor]:
+            """One linear layer from one or more stacked along the output."""
+            weight = _tensor(np.concatenate([w[n + ".weight"] for n in names]), device, self.low)
+            if onednn:
+                weight = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+            bias = np.concatenate([w[n + ".bias"] for n in names])
+            return weight, _tensor(bias, device, self.low)
 
         def norm(name: str) -> tuple[torch.Tensor, torch.Tensor]:
             return _tensor(w[name + ".weight"], device), _tensor(w[name + ".bias"], device)
@@ -89,10 +120,9 @@ class TorchBert:
         self.layers: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
         for i in range(spec.layers):
             p = f"encoder.layer.{i}."
-            q, k, v = (lin(p + f"attention.self.{n}") for n in ("query", "key", "value"))
             self.layers.append(
                 {
-                    "qkv": (torch.cat([q[0], k[0], v[0]]), torch.cat([q[1], k[1], v[1]])),
+                    "qkv": lin(*(f"{p}attention.self.{n}" for n in ("query", "key", "value"))),
                     "attn_out": lin(p + "attention.output.dense"),
                     "attn_norm": norm(p + "attention.output.LayerNorm"),
                     "inter": lin(p + "intermediate.dense"),
@@ -100,6 +130,18 @@ class TorchBert:
                     "out_norm": norm(p + "output.LayerNorm"),
                 }
             )
+
+    def _linear(
+        self, x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], gelu: bool = False
+    ) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
+        if self.onednn:
+            act, algorithm = ("gelu", "none") if gelu else ("none", "")
+            return torch.ops.mkldnn._linear_pointwise(x, *wb, act, [], algorithm)
+        y = F.linear(x, *wb)
+        return F.gelu(y) if gelu else y
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, padded: bool = True) -> torch.Tensor:
         """Pooled, normalized float32 vectors for padded ``ids`` (batch, length).
@@ -121,14 +163,15 @@ class TorchBert:
             # Padding keys get the most negative bias: ~0 attention, as in transformers.
             bias = torch.zeros((b, 1, 1, n), dtype=low, device=ids.device)
             bias.masked_fill_(~mask[:, None, None, :], torch.finfo(low).min)
+        lin = self._linear
         for p in self.layers:
-            qkv = F.linear(x.to(low), *p["qkv"]).view(b, n, 3, heads, dim // heads)
+            qkv = lin(x.to(low), p["qkv"]).view(b, n, 3, heads, dim // heads)
             qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, batch, heads, length, head dim), a view
             ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
             ctx = ctx.transpose(1, 2).reshape(b, n, dim)
-            x = F.layer_norm(x + F.linear(ctx, *p["attn_out"]), (dim,), *p["attn_norm"], eps)
-            inter = F.gelu(F.linear(x.to(low), *p["inter"]))
-            x = F.layer_norm(x + F.linear(inter, *p["out"]), (dim,), *p["out_norm"], eps)
+            x = F.layer_norm(x + lin(ctx, p["attn_out"]), (dim,), *p["attn_norm"], eps)
+            inter = lin(x.to(low), p["inter"], gelu=True)
+            x = F.layer_norm(x + lin(inter, p["out"]), (dim,), *p["out_norm"], eps)
         m = mask[:, :, None]
         pooling = self.spec.pooling
         if pooling == "pooling_mode_cls_token":

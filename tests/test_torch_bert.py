@@ -114,6 +114,27 @@ def test_batches_in_any_order_and_mix_of_lengths_give_the_same_vectors() -> None
     assert (got * want).sum(axis=1).min() >= 0.99999
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_onednn_linears_equal_plain_torch_linears(precision: str) -> None:
+    """The CPU default (oneDNN, packed weights, GELU fused) against the
+    F.linear path that GPUs and torch builds without oneDNN take."""
+    from msearch.torch_bert import TorchBert, onednn_linear_available
+
+    if not onednn_linear_available():
+        pytest.skip("this torch has no oneDNN linear")
+    emb = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu", precision).embedder
+    assert isinstance(emb, TorchBertEmbedder) and emb.impl.onednn
+    texts = _texts()
+    plain = TorchBert(emb.impl.spec, "cpu", precision, onednn=False)
+    assert not plain.onednn
+
+    def batches(lengths: list[int]) -> list[list[int]]:
+        return [list(range(len(lengths)))]
+
+    got, want = emb.impl.encode(texts, batches), plain.encode(texts, batches)
+    assert (got * want).sum(axis=1).min() >= (0.99999 if precision == "float32" else 0.9999)
+
+
 def test_models_with_a_dense_layer_stay_on_sentence_transformers(tmp_path: Path) -> None:
     """torch_bert covers BERT + pooling (+ normalize); anything more is
     sentence-transformers' job, with its vectors."""
