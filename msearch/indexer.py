@@ -20,6 +20,7 @@ from msearch import store
 from msearch.chunk import ChunkSettings, chunk_texts
 from msearch.embed import Embedder, Pending, embed_async
 from msearch.errors import IndexCorrupt, IndexNotFound, UsageError
+from msearch.lexical import LexicalBuilder
 from msearch.walk import (
     FileEntry,
     NotText,
@@ -271,10 +272,13 @@ def _write_data(
         # chunks (see embed.embed_async). Rows are still written in order.
         inflight: _Window | None = None
 
-        lexical_texts: list[str] = []  # every passage's text, in row order, for BM25
+        # The BM25 side, fed window by window in row order: passage texts are
+        # never all held at once.
+        lexical = LexicalBuilder()
 
         def write(window: _Window) -> None:
             vecs = window.vectors() if window.vectors is not None else None
+            texts: list[str] = []  # the window's passages in row order, for BM25
             pos = 0
             for file_idx, item in window.items:
                 if isinstance(item, list):
@@ -287,7 +291,7 @@ def _write_data(
                         dtype=np.int32,
                     )
                     writer.append(vecs[pos : pos + n], rows)
-                    lexical_texts.extend(p.text for p in item)
+                    texts.extend(p.text for p in item)
                     pos += n
                     stats.embedded += n
                     prog.advance(0, 0, n)
@@ -298,7 +302,8 @@ def _write_data(
                     rows[:, 0] = file_idx
                     writer.append(np.asarray(old.embeddings[s:e]), rows)
                     if e > s:
-                        lexical_texts.extend(_passage_texts(path, rows))
+                        texts.extend(_passage_texts(path, rows))
+            lexical.add(texts)
             prog.advance(0, window.nbytes, 0)
 
         def flush() -> None:
@@ -313,10 +318,10 @@ def _write_data(
         # Files read but not yet chunked: (file index, text, size). Chunked
         # together, so that their lines are tokenized in one call.
         batch: list[tuple[int, str, int]] = []
-        batch_bytes = 0
+        batch_chars = 0
 
         def chunk_batch() -> None:
-            nonlocal batch, batch_bytes, pending_passages, pending_bytes
+            nonlocal batch, batch_chars, pending_passages, pending_bytes
             if not batch:
                 return
             texts = [text for _, text, _ in batch]
@@ -327,7 +332,7 @@ def _write_data(
                 pending_bytes += size
                 if pending_passages >= WINDOW_PASSAGES:
                     flush()
-            batch, batch_bytes = [], 0
+            batch, batch_chars = [], 0
 
         prog.start(len(plan), sum(e.size for e, a in plan if isinstance(a, _Todo)))
         file_idx = 0
@@ -341,9 +346,9 @@ def _write_data(
                     prog.advance(1, entry.size, 0)
                     continue
                 batch.append((file_idx, text, entry.size))
-                batch_bytes += len(text)
+                batch_chars += len(text)
                 plan[i] = (entry, action.record)
-                if batch_bytes >= CHUNK_BATCH_CHARS:
+                if batch_chars >= CHUNK_BATCH_CHARS:
                     chunk_batch()
             else:
                 chunk_batch()  # rows stay in file order
@@ -356,9 +361,7 @@ def _write_data(
             write(inflight)
 
         def save_lexical(folder: Path) -> None:
-            from msearch.lexical import build_lexical
-
-            build_lexical(lexical_texts).save(folder)
+            lexical.finish().save(folder)
 
         return writer.finish(save_lexical), writer.count
     except BaseException:

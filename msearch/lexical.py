@@ -6,10 +6,12 @@ with the dense scores it lifts mean nDCG@10 over seven public test
 collections from 47.3 to 54.1 and loses nothing that matters on any of them
 (bench/eval.py, bench/EVAL_RESULTS.md).
 
-Building uses bm25s (its tokenizer, English stopwords, the Snowball stemmer
-from PyStemmer, Lucene's BM25 with k1=1.5, b=0.75). Querying does *not*
-import bm25s: it pulls in scipy and tqdm, half a second that a cold query
-cannot afford. The index is saved as plain arrays (a CSC matrix of
+The index is bm25s's (its tokenization, English stopwords, the Snowball
+stemmer from PyStemmer, Lucene's BM25 with k1=1.5, b=0.75), bit for bit
+(tested), but built here a window of passages at a time
+(:class:`LexicalBuilder`): bm25s wants every text at once. Querying does
+*not* import bm25s: it pulls in scipy and tqdm, half a second that a cold
+query cannot afford. The index is saved as plain arrays (a CSC matrix of
 precomputed per-term passage scores plus a sorted term table) that are
 memory-mapped and scored here with numpy; the query is tokenized exactly as
 bm25s tokenizes, with PyStemmer alone (a 3 ms import).
@@ -187,69 +189,142 @@ def build_lexical(
     stopwords: str | Sequence[str] = STOPWORDS,
     stemmer: str | None = STEMMER_LANGUAGE,
 ) -> LexicalIndex:
-    """BM25 index of ``texts`` (one per passage, in row order), built with bm25s."""
-    stop = _stopword_list(stopwords)
-    params: dict[str, Any] = {
-        "k1": float(k1),
-        "b": float(b),
-        "method": METHOD,
-        "stemmer": stemmer or "",
-        "stopwords": stop,
-        "token_pattern": TOKEN_PATTERN,
-    }
-    n = len(texts)
-    empty = LexicalIndex(
-        num_passages=n,
-        params=params,
-        data=np.zeros(0, dtype=np.float32),
-        indices=np.zeros(0, dtype=np.int32),
-        indptr=np.zeros(1, dtype=np.int64),
-        terms=np.zeros(0, dtype=np.uint8),
-        term_offsets=np.zeros(1, dtype=np.int64),
-    )
-    if n == 0:
-        return empty
+    """BM25 index of ``texts`` (one per passage, in row order)."""
+    builder = LexicalBuilder(k1, b, stopwords, stemmer)
+    builder.add(texts)
+    return builder.finish()
 
-    import bm25s
 
-    stem = _Stemmer(stemmer)._stemmer if stemmer else None
-    tokenized = bm25s.tokenize(
-        list(texts),
-        token_pattern=TOKEN_PATTERN,
-        stopwords=stop,
-        stemmer=stem,
-        show_progress=False,
-    )
-    if not tokenized.vocab:  # nothing but stopwords and one-letter words
-        return empty
-    retriever = bm25s.BM25(k1=k1, b=b, method=METHOD)
-    retriever.index(tokenized, create_empty_token=False, show_progress=False)
-    data = np.asarray(retriever.scores["data"], dtype=np.float32)
-    indices = np.asarray(retriever.scores["indices"], dtype=np.int32)
-    indptr = np.asarray(retriever.scores["indptr"], dtype=np.int64)
+class LexicalBuilder:
+    """BM25 built a window of passages at a time, with bm25s's scores.
 
-    # Reorder the columns so that column t is the t-th term in bytewise order.
-    vocab: dict[str, int] = retriever.vocab_dict
-    encoded = sorted((term.encode("utf-8"), col) for term, col in vocab.items() if term)
-    perm = np.array([col for _, col in encoded], dtype=np.int64)
-    lengths = (indptr[1:] - indptr[:-1])[perm]
-    new_indptr = np.zeros(len(perm) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=new_indptr[1:])
-    gather = np.repeat(indptr[perm] - new_indptr[:-1], lengths) + np.arange(
-        int(new_indptr[-1]), dtype=np.int64
-    )
-    blob = b"".join(term for term, _ in encoded)
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(term) for term, _ in encoded], out=offsets[1:])
-    return LexicalIndex(
-        num_passages=n,
-        params=params,
-        data=data[gather],
-        indices=indices[gather],
-        indptr=new_indptr,
-        terms=np.frombuffer(blob, dtype=np.uint8).copy(),
-        term_offsets=offsets,
-    )
+    Why not bm25s itself: it wants every text at once and holds every
+    token of them as Python lists; on 1,000,000 short passages that was
+    ~770 MB and 17 s (bench/memory.py). Here each window is tokenized
+    exactly as bm25s tokenizes (lowercase, its token pattern, stopwords,
+    then the Snowball stemmer) and only each passage's distinct terms and
+    their counts are kept, as int32 arrays; ``finish`` scores them with
+    bm25s's Lucene formula in the same float64-then-float32 arithmetic
+    (tests compare the scores with bm25s's).
+    """
+
+    SCORE_SLICE = 1 << 20  # pairs scored at a time, bounding float64 temporaries
+
+    def __init__(
+        self,
+        k1: float = K1,
+        b: float = B,
+        stopwords: str | Sequence[str] = STOPWORDS,
+        stemmer: str | None = STEMMER_LANGUAGE,
+    ) -> None:
+        self.k1, self.b = float(k1), float(b)
+        self.stop_list = _stopword_list(stopwords)
+        self.stop = frozenset(self.stop_list)
+        self.stemmer_name = stemmer or ""
+        self.stemmer = _Stemmer(stemmer) if stemmer else None
+        self.split = re.compile(TOKEN_PATTERN).findall
+        self.word_term: dict[str, int] = {}  # word as written (lowercased) -> term id
+        self.term_id: dict[str, int] = {}  # term (stemmed) -> id, in order of first sight
+        self.terms: list[np.ndarray] = []  # per window: term of each (passage, term) pair
+        self.counts: list[np.ndarray] = []  # per window: occurrences of each pair
+        self.pairs: list[np.ndarray] = []  # per window: pairs of each passage
+        self.lengths: list[np.ndarray] = []  # per window: tokens of each passage
+        self.num_passages = 0
+
+    def add(self, texts: Sequence[str]) -> None:
+        """Passages, in row order after those already added."""
+        if not texts:
+            return
+        docs = [[w for w in self.split(t.lower()) if w not in self.stop] for t in texts]
+        new = list({w: None for d in docs for w in d if w not in self.word_term})
+        if new:
+            stems = self.stemmer.stem_words(new) if self.stemmer else new
+            for word, term in zip(new, stems, strict=True):
+                self.word_term[word] = self.term_id.setdefault(term, len(self.term_id))
+        lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+        ids = np.fromiter(
+            (self.word_term[w] for d in docs for w in d), dtype=np.int64, count=int(lengths.sum())
+        )
+        passage = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
+        # Sorted by passage, then term: each passage's distinct terms and counts.
+        keys, counts = np.unique((passage << 32) | ids, return_counts=True)
+        self.terms.append((keys & 0xFFFFFFFF).astype(np.int32))
+        self.counts.append(counts.astype(np.int32))
+        self.pairs.append(np.bincount(keys >> 32, minlength=len(docs)).astype(np.int32))
+        self.lengths.append(lengths.astype(np.int32))
+        self.num_passages += len(docs)
+
+    def finish(self) -> LexicalIndex:
+        """The index of every passage added, columns in bytewise term order."""
+        n = self.num_passages
+        params: dict[str, Any] = {
+            "k1": self.k1,
+            "b": self.b,
+            "method": METHOD,
+            "stemmer": self.stemmer_name,
+            "stopwords": self.stop_list,
+            "token_pattern": TOKEN_PATTERN,
+        }
+        words = [t.encode("utf-8") for t in self.term_id]
+        terms = np.concatenate(self.terms) if self.terms else np.zeros(0, np.int32)
+        if not len(terms):  # nothing but stopwords and one-letter words
+            return LexicalIndex(
+                num_passages=n,
+                params=params,
+                data=np.zeros(0, dtype=np.float32),
+                indices=np.zeros(0, dtype=np.int32),
+                indptr=np.zeros(1, dtype=np.int64),
+                terms=np.zeros(0, dtype=np.uint8),
+                term_offsets=np.zeros(1, dtype=np.int64),
+            )
+        self.terms = []
+        counts = np.concatenate(self.counts)
+        self.counts = []
+        passage = np.repeat(np.arange(n, dtype=np.int32), np.concatenate(self.pairs))
+        lengths = np.concatenate(self.lengths)
+        # bm25s: idf as float32, the rest in float64, the score stored as float32.
+        df = np.bincount(terms, minlength=len(words))
+        idf = np.log(1 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        avg = lengths.astype(np.float64).mean()
+        k1, b = self.k1, self.b
+        data = np.empty(len(terms), dtype=np.float32)
+        for s in range(0, len(terms), self.SCORE_SLICE):
+            sl = slice(s, s + self.SCORE_SLICE)
+            tf = counts[sl].astype(np.float64)
+            tfc = tf / (k1 * ((1 - b) + b * lengths[passage[sl]] / avg) + tf)
+            data[sl] = idf[terms[sl]] * tfc
+        del counts
+
+        # Column t is the t-th term in bytewise order (no empty term: the
+        # token pattern needs two characters; a stemmer's empty result is dropped).
+        order = sorted((w, i) for i, w in enumerate(words) if w)
+        rank = np.full(len(words), -1, dtype=np.int32)
+        rank[[i for _, i in order]] = np.arange(len(order), dtype=np.int32)
+        col = rank[terms]
+        del terms
+        keep = col >= 0
+        if not keep.all():
+            col, data, passage = col[keep], data[keep], passage[keep]
+        del keep
+        indptr = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(col, minlength=len(order)), out=indptr[1:])
+        by_term = np.argsort(col, kind="stable")  # passages stay ascending in a column
+        del col
+        data = data[by_term]
+        passage = passage[by_term]
+        del by_term
+        blob = b"".join(w for w, _ in order)
+        offsets = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum([len(w) for w, _ in order], out=offsets[1:])
+        return LexicalIndex(
+            num_passages=n,
+            params=params,
+            data=data,
+            indices=passage,
+            indptr=indptr,
+            terms=np.frombuffer(blob, dtype=np.uint8).copy(),
+            term_offsets=offsets,
+        )
 
 
 def load_lexical(folder: Path, mmap: bool = True) -> LexicalIndex:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from msearch.lexical import (
     LEXICAL_WEIGHT,
     META_NAME,
+    LexicalBuilder,
     LexicalFormatError,
     build_lexical,
     fuse,
@@ -94,6 +95,61 @@ def test_matches_bm25s() -> None:
         ids = ref.get_tokens_ids(index.query_terms(q))
         want = ref.get_scores_from_ids(ids) if ids else np.zeros(len(texts))
         assert np.allclose(index.scores(q), want, rtol=1e-6, atol=1e-6)
+
+
+def _bm25s_arrays(texts: list[str]) -> tuple[np.ndarray, ...]:
+    """bm25s's own index of ``texts``, columns reordered bytewise as msearch stores them."""
+    import bm25s
+    import Stemmer
+
+    tok = bm25s.tokenize(
+        texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False
+    )
+    ref = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    ref.index(tok, create_empty_token=False, show_progress=False)
+    data, indices, indptr = (np.asarray(ref.scores[k]) for k in ("data", "indices", "indptr"))
+    cols = sorted((t.encode(), c) for t, c in ref.vocab_dict.items() if t)
+    parts = [(data[indptr[c] : indptr[c + 1]], indices[indptr[c] : indptr[c + 1]]) for _, c in cols]
+    return (
+        np.concatenate([d for d, _ in parts]),
+        np.concatenate([i for _, i in parts]),
+        np.cumsum([0] + [len(d) for d, _ in parts]),
+        b"".join(t for t, _ in cols),
+    )
+
+
+def test_same_arrays_as_bm25s_bit_for_bit() -> None:
+    """msearch scores BM25 itself (streaming, see LexicalBuilder): the stored
+    arrays are bm25s's, to the last bit, on real text and edge cases."""
+    texts = sample_texts() + TEXTS + ["", "Ünïcödé wörds straße ÄÖ", "don't 123 4567 x1"]
+    got = build_lexical(texts)
+    data, indices, indptr, terms = _bm25s_arrays(texts)
+    assert np.array_equal(got.data, data) and got.data.dtype == np.float32
+    assert np.array_equal(got.indices, indices)
+    assert np.array_equal(got.indptr, indptr)
+    assert got.terms.tobytes() == terms
+
+
+words = st.sampled_from(["moon", "moons", "river", "the", "a", "stone", "cafés", "x9", "rain"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    texts=st.lists(st.lists(words, max_size=12).map(" ".join), max_size=30),
+    cuts=st.lists(st.integers(min_value=0, max_value=30), max_size=5),
+)
+def test_built_window_by_window_equals_built_at_once(texts: list[str], cuts: list[int]) -> None:
+    """The indexer feeds BM25 a window at a time: any split gives the same index."""
+    builder = LexicalBuilder()
+    bounds = sorted({0, len(texts), *(c for c in cuts if c <= len(texts))})
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        builder.add(texts[a:b])
+    got, want = builder.finish(), build_lexical(texts)
+    assert got.num_passages == want.num_passages == len(texts)
+    for name in ("data", "indices", "indptr", "terms", "term_offsets"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+    if texts and any(want.indptr):
+        assert np.array_equal(want.data, _bm25s_arrays(texts)[0])
 
 
 def test_empty_corpus(tmp_path: Path) -> None:
