@@ -165,8 +165,13 @@ def index(
         Device, typer.Option("--device", help="Where to run the model.")
     ] = Device.auto,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", help="At most this many passages per batch.")
-    ] = 32,
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help="At most this many passages per batch (default: 32 on CPU, 1024 on a GPU).",
+            show_default=False,
+        ),
+    ] = None,
     precision: Annotated[
         Precision | None,
         typer.Option(
@@ -206,7 +211,7 @@ def index(
             fail(f"{directory}: not a folder")
         if chunk_tokens < 8 or overlap_tokens < 0 or overlap_tokens >= chunk_tokens:
             fail("--chunk-tokens must be at least 8 and --overlap-tokens below it")
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             fail("--batch-size must be at least 1")
         if fast and precision not in (None, Precision.bfloat16):
             fail("--fast means --precision bfloat16; give one or the other")

@@ -39,6 +39,11 @@ PRECISIONS = ("float32", "bfloat16")
 # activations in cache: 2,048 tokens ran 1.15x faster than sentence-
 # transformers' 32 x 256 on these machines (bench/embed_speed.py).
 BATCH_TOKENS = 2048
+# Texts per batch when none is asked for. On a GPU, batches of 1,024
+# length-sorted passages are where a bare forward pass reaches its rate (the
+# issue's measurement on an H200); 32 leaves most of the device idle.
+CPU_BATCH = 32
+GPU_BATCH = 1024
 
 Notice = Callable[[str], None]
 
@@ -81,7 +86,7 @@ class Embedder(Protocol):
     @property
     def counter(self) -> TokenCounter: ...
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Normalized float32 vectors, one row per text."""
         ...
 
@@ -90,7 +95,7 @@ class Embedder(Protocol):
 Pending = Callable[[], "np.ndarray"]
 
 
-def embed_async(embedder: Embedder, texts: Sequence[str], batch_size: int = 32) -> Pending:
+def embed_async(embedder: Embedder, texts: Sequence[str], batch_size: int | None = None) -> Pending:
     """Start embedding ``texts``; call the result for the vectors.
 
     Why: on a GPU the indexer reads and chunks the next files while the
@@ -401,10 +406,13 @@ def token_batches(lengths: Sequence[int], max_batch: int, max_tokens: int) -> li
 
 
 def device_batches(
-    lengths: Sequence[int], device: str, batch_size: int, max_len: int
+    lengths: Sequence[int], device: str, batch_size: int | None, max_len: int
 ) -> list[list[int]]:
     """``token_batches`` with the budget for ``device``: BATCH_TOKENS on CPU,
-    where it is a cache effect; whole batches of ``batch_size`` on a GPU."""
+    where it is a cache effect; whole batches of ``batch_size`` on a GPU.
+    Without a ``batch_size``, CPU_BATCH or GPU_BATCH."""
+    if batch_size is None:
+        batch_size = CPU_BATCH if device == "cpu" else GPU_BATCH
     budget = BATCH_TOKENS if device == "cpu" else batch_size * max_len
     return token_batches(lengths, batch_size, budget)
 
@@ -515,7 +523,7 @@ class SentenceTransformerEmbedder:
         )
         self.counter: TokenCounter = HFTokenCounter.from_folder(folder)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Vectors equal to ``SentenceTransformer.encode``'s (float32), or to
         the same model under torch's bfloat16 autocast; batched by tokens
         (see BATCH_TOKENS), at most ``batch_size`` texts a batch."""
@@ -561,7 +569,7 @@ class TorchBertEmbedder:
             keep_freed_memory()
         self.impl = TorchBert(spec, self.device, record.precision)
 
-    def submit(self, texts: Sequence[str], batch_size: int = 32) -> Pending:
+    def submit(self, texts: Sequence[str], batch_size: int | None = None) -> Pending:
         """Length-sorted batches (see device_batches); returns before the
         vectors are ready on a GPU."""
         max_len = self.record.max_seq_length
@@ -569,7 +577,7 @@ class TorchBertEmbedder:
             texts, lambda lengths: device_batches(lengths, self.device, batch_size, max_len)
         )
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         return self.submit(texts, batch_size)()
 
 
@@ -638,7 +646,7 @@ class Model:
                 )
         return self._impl
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Small jobs (a re-index after a few edits) skip the torch import.
 
         Loading sentence-transformers costs ~10 s here, embedding one passage
@@ -647,13 +655,13 @@ class Model:
         """
         return self.submit(texts, batch_size)()
 
-    def submit(self, texts: Sequence[str], batch_size: int = 32) -> Pending:
+    def submit(self, texts: Sequence[str], batch_size: int | None = None) -> Pending:
         """``encode``, returning before the vectors are ready where the
         embedder can (see embed_async)."""
         if self._impl is None and len(texts) <= SMALL_JOB and self.device in ("auto", "cpu"):
             small = self._numpy_encoder()
             if small is not None:
-                vecs = small.encode(texts, batch_size)
+                vecs = small.encode(texts, batch_size or CPU_BATCH)
                 return lambda: vecs
         return embed_async(self.embedder, texts, batch_size)
 

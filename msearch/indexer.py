@@ -116,7 +116,7 @@ def build_index(
     full: bool = False,
     progress: Progress | None = None,
     notice: Callable[[str], None] | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> IndexStats:
     """Create or update the index of ``root`` in ``index_dir``.
 
@@ -254,7 +254,7 @@ def _write_data(
     settings: ChunkSettings,
     prog: Progress,
     stats: IndexStats,
-    batch_size: int,
+    batch_size: int | None,
 ) -> tuple[str, int]:
     """Stream every row of the new generation into a fresh data folder.
 

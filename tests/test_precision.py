@@ -24,7 +24,14 @@ from conftest import SAMPLE
 from msearch import store
 from msearch.bert import to_bfloat16
 from msearch.cli import app
-from msearch.embed import cpu_has_bfloat16, device_batches, resolve_precision, token_batches
+from msearch.embed import (
+    CPU_BATCH,
+    GPU_BATCH,
+    cpu_has_bfloat16,
+    device_batches,
+    resolve_precision,
+    token_batches,
+)
 from msearch.errors import UsageError
 
 # ------------------------------------------------------------------ batching
@@ -59,6 +66,15 @@ def test_device_batches_cap_tokens_on_cpu_only() -> None:
     lengths = [256] * 64
     assert [len(b) for b in device_batches(lengths, "cpu", 32, 256)] == [8] * 8
     assert [len(b) for b in device_batches(lengths, "cuda", 32, 256)] == [32, 32]
+
+
+def test_batch_size_defaults_by_device() -> None:
+    """No --batch-size: 32 passages at most on CPU, 1,024 on a GPU (where 32
+    leaves the device mostly idle)."""
+    short = [20] * 3000
+    assert max(len(b) for b in device_batches(short, "cpu", None, 256)) == CPU_BATCH == 32
+    assert [len(b) for b in device_batches(short, "cuda", None, 256)] == [1024, 1024, 952]
+    assert GPU_BATCH == 1024
 
 
 # ------------------------------------------------------------ bfloat16 maths
