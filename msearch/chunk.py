@@ -205,6 +205,9 @@ class WhitespaceCounter:
         k = 0
         while k < len(words):
             group = words[k : k + (first if first is not None and not spans else max_tokens)]
+            if not group:  # first < 1
+                spans.append((words[0][0], words[0][0]))
+                continue
             spans.append((group[0][0], group[-1][1]))
             k += len(group)
         return spans

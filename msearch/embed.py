@@ -342,7 +342,11 @@ class HFTokenCounter:
         i = 0
         n = len(offsets)
         while i < n:
-            j = min(i + (first if first is not None and not spans else max_tokens), n)
+            limit = first if first is not None and not spans else max_tokens
+            if limit < 1:
+                spans.append((offsets[0][0], offsets[0][0]))
+                continue
+            j = min(i + limit, n)
             if j < n and words[j] is not None and words[j] == words[j - 1]:
                 # Back off to a word boundary so no word is cut in two.
                 k = j

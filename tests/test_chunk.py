@@ -159,3 +159,6 @@ def test_hf_split_reuses_counted_tokens_and_matches_a_fresh_tokenizer() -> None:
             limit = first if (k == 0 and first is not None) else 50
             assert fresh.count([line[a:b]])[0] <= limit
     assert hf.split(line, 50, first=1)[0] == (0, 0)  # "Tetraploid" is more than one token
+    for counter in (hf, COUNTER):
+        assert counter.split(line, 50, first=0)[0] == (0, 0)
+        assert counter.split(line, 50, first=0)[1:] == counter.split(line, 50)
