@@ -17,7 +17,6 @@ machine's host side can feed any accelerator.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import tempfile
@@ -28,22 +27,16 @@ from typing import Any
 
 import numpy as np
 from _results import report, table
+from embed_speed import passages
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval"
 
 
 def write_corpus(folder: Path, files: int) -> None:
-    """``files`` abstracts, half SciFact, half NFCorpus, one file each."""
-    n = 0
-    for coll in ("scifact", "nfcorpus"):
-        with open(EVAL / coll / "corpus.jsonl", encoding="utf-8") as fh:
-            for i, line in enumerate(fh):
-                if i >= files // 2:
-                    break
-                d = json.loads(line)
-                (folder / f"{coll}-{i}.txt").write_text(f"{d['title']}\n{d['text']}\n")
-                n += 1
+    """``files`` abstracts (embed_speed's passages: half SciFact, half
+    NFCorpus, title first), one file each."""
+    for i, text in enumerate(passages(files)):
+        (folder / f"doc-{i}.txt").write_text(text + "\n")
 
 
 class Timed:

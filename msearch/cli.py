@@ -217,8 +217,8 @@ def index(
             fail("--fast means --precision bfloat16; give one or the other")
         wanted = Precision.bfloat16.value if fast else precision.value if precision else None
         index_dir = index_path or directory / INDEX_DIR_NAME
-        notice = (lambda _m: None) if quiet else (lambda m: print(m, file=sys.stderr))
         say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+        notice = (lambda _m: None) if quiet else say
         emb: Any = None
         rec: ModelRecord | None = None
         try:

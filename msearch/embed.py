@@ -342,23 +342,20 @@ class HFTokenCounter:
         i = 0
         n = len(offsets)
         while i < n:
-            limit = first if first is not None and not spans else max_tokens
-            if limit < 1:
-                spans.append((offsets[0][0], offsets[0][0]))
-                continue
-            j = min(i + limit, n)
-            if j < n and words[j] is not None and words[j] == words[j - 1]:
+            is_first = first is not None and not spans
+            j = min(i + (first if first is not None and is_first else max_tokens), n)
+            if i < j < n and words[j] is not None and words[j] == words[j - 1]:
                 # Back off to a word boundary so no word is cut in two.
                 k = j
                 while k > i + 1 and words[k] is not None and words[k] == words[k - 1]:
                     k -= 1
                 if k > i + 1:
                     j = k
-                elif first is not None and not spans:
-                    # Not even the first word fits in ``first``: an empty
-                    # first span rather than half a word.
-                    spans.append((offsets[0][0], offsets[0][0]))
-                    continue
+                elif is_first:
+                    j = i  # not even the first word fits in ``first``
+            if j <= i:  # an empty first span rather than half a word
+                spans.append((offsets[0][0], offsets[0][0]))
+                continue
             spans.append((offsets[i][0], offsets[j - 1][1]))
             i = j
         return spans
