@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,8 +42,13 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """
     try:
         with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
             (n,) = struct.unpack("<Q", fh.read(8))
+            if n > size - 8:
+                raise ValueError("header longer than the file")
             header = json.loads(fh.read(n))
+            if not isinstance(header, dict):
+                raise ValueError("header is not an object")
     except (OSError, ValueError, struct.error) as exc:
         raise ModelUnavailable(f"{path}: unreadable weights ({exc})") from None
     raw = np.memmap(path, dtype=np.uint8, mode="r")
@@ -51,11 +57,20 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = _DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise Unsupported(f"tensor dtype {info['dtype']}")
-        start, end = info["data_offsets"]
-        arr = raw[base + start : base + end].view(dtype).reshape(info["shape"])
+        try:
+            dtype = _DTYPES.get(info["dtype"])
+            if dtype is None:
+                raise Unsupported(f"tensor dtype {info['dtype']}")
+            start, end = (int(v) for v in info["data_offsets"])
+            shape = [int(v) for v in info["shape"]]
+            # A truncated or damaged file must be an error, not a reshape
+            # traceback or a tensor read from the wrong bytes.
+            expected = math.prod(shape) * np.dtype(dtype).itemsize
+            if not 0 <= start <= end <= len(raw) - base or end - start != expected:
+                raise ValueError(f"tensor {name} does not fit the file (truncated?)")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelUnavailable(f"{path}: damaged weights ({exc})") from None
+        arr = raw[base + start : base + end].view(dtype).reshape(shape)
         if info["dtype"] == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
         elif info["dtype"] == "F16":

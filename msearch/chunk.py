@@ -14,6 +14,13 @@ from typing import Protocol
 
 # Room for the [CLS] and [SEP] tokens that every BERT-style encoder adds.
 SPECIAL_TOKENS = 2
+# Lines longer than this go through the tokenizer in pieces cut at
+# whitespace: one call on a 50 MB line held gigabytes of token objects and
+# could not be interrupted (Ctrl-C waits for a tokenizer call to return).
+PIECE_CHARS = 16 * 1024
+# Characters of lines counted per tokenizer call: memory stays bounded
+# whatever the file, and Ctrl-C acts between calls.
+COUNT_GROUP_CHARS = 1 << 20
 
 
 class TokenCounter(Protocol):
@@ -99,11 +106,87 @@ def chunk_texts(
     if settings.max_tokens - SPECIAL_TOKENS < 1:
         raise ValueError("max_tokens leaves no room for text")
     files = [_content_lines(text) for text in texts]
-    counts = iter(counter.count([lines[i] for lines, content in files for i in content]))
+    counts = iter(count_lines(counter, [lines[i] for lines, content in files for i in content]))
     return [
         _pack(text, lines, {i: next(counts) for i in content}, counter, settings)
         for text, (lines, content) in zip(texts, files, strict=True)
     ]
+
+
+def _pieces(text: str) -> list[tuple[int, int]]:
+    """``text`` cut into spans of at most PIECE_CHARS characters, each cut
+    at whitespace where there is any in the second half of the piece, so
+    that no word is split and token counts add up."""
+    out: list[tuple[int, int]] = []
+    pos, n = 0, len(text)
+    while pos < n:
+        end = min(pos + PIECE_CHARS, n)
+        if end < n:
+            k = end
+            while k > pos + PIECE_CHARS // 2 and not text[k].isspace():
+                k -= 1
+            if k > pos + PIECE_CHARS // 2:
+                end = k
+        out.append((pos, end))
+        pos = end
+    return out
+
+
+def count_lines(counter: TokenCounter, lines: Sequence[str]) -> list[int]:
+    """``counter.count(lines)``, a bounded amount of text per call; a line
+    longer than PIECE_CHARS counts as the sum of its pieces (tokenizers
+    split words at whitespace, so counts add up)."""
+    out: list[int] = []
+    group: list[str] = []
+    owners: list[int] = []  # the line each text in ``group`` belongs to
+    size = 0
+
+    def run() -> None:
+        nonlocal group, owners, size
+        for line, n in zip(owners, counter.count(group), strict=True):
+            out[line] += n
+        group, owners, size = [], [], 0
+
+    for i, line in enumerate(lines):
+        out.append(0)
+        spans = _pieces(line) if len(line) > PIECE_CHARS else [(0, len(line))]
+        for a, b in spans:
+            group.append(line if (a, b) == (0, len(line)) else line[a:b])
+            owners.append(i)
+            size += b - a
+            if size >= COUNT_GROUP_CHARS:
+                run()
+    if group:
+        run()
+    return out
+
+
+def split_line(
+    counter: TokenCounter, text: str, max_tokens: int, first: int | None = None
+) -> list[tuple[int, int]]:
+    """``counter.split``, a piece at a time for a very long line.
+
+    A piece's last span may end where it does only because the piece ends;
+    the next piece starts where that span started, so the spans are the
+    ones a single call on the whole line would give.
+    """
+    if len(text) <= PIECE_CHARS:
+        return counter.split(text, max_tokens, first)
+    spans: list[tuple[int, int]] = []
+    pos, n = 0, len(text)
+    while pos < n:
+        end = _pieces(text[pos : pos + PIECE_CHARS + 1])[0][1] + pos
+        got = [
+            (a + pos, b + pos)
+            for a, b in counter.split(text[pos:end], max_tokens, None if spans else first)
+        ]
+        if end < n and len(got) > 1 and got[-1][0] > pos:
+            spans.extend(got[:-1])
+            pos = got[-1][0]
+        else:
+            spans.extend(got)
+            pos = end
+    return spans
 
 
 def _content_lines(text: str) -> tuple[list[str], list[int]]:
@@ -142,7 +225,7 @@ def _pack(
             # Fill the open passage with the line's beginning: a title or
             # heading then shares a passage with the text it introduces.
             fill = bool(current) and used < budget
-            spans = counter.split(lines[i], budget, first=budget - used if fill else None)
+            spans = split_line(counter, lines[i], budget, first=budget - used if fill else None)
             if fill:
                 (a, b), spans = spans[0], spans[1:]
                 if b > a:

@@ -56,8 +56,16 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+def say(msg: str) -> None:
+    """A line on stderr, with control characters and undecodable name bytes
+    escaped: a file name must not drive the terminal."""
+    from msearch.output import escape_controls
+
+    print(escape_controls(msg, keep=""), file=sys.stderr)
+
+
 def err(msg: str) -> None:
-    print(f"msearch: {msg}", file=sys.stderr)
+    say(f"msearch: {msg}")
 
 
 def fail(msg: str) -> NoReturn:
@@ -71,7 +79,11 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def _run(fn: Callable[[], int]) -> None:
-    """Run a command body, mapping library errors and closed pipes to exit codes."""
+    """Run a command body, mapping library errors and closed pipes to exit codes.
+
+    Anything else is a bug: one line and exit 2 (never 1, which means "no
+    hits" to a script); ``MSEARCH_DEBUG=1`` shows the traceback.
+    """
     import signal
 
     signal.signal(signal.SIGTERM, _terminate)
@@ -85,7 +97,24 @@ def _run(fn: Callable[[], int]) -> None:
     except KeyboardInterrupt:
         err("interrupted")
         raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        internal_error(exc)
     raise typer.Exit(code)
+
+
+def internal_error(exc: BaseException) -> NoReturn:
+    if os.environ.get("MSEARCH_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc)
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    err(
+        f"internal error: {type(exc).__name__}{': ' + detail if detail else ''} "
+        "(please report it; MSEARCH_DEBUG=1 shows the traceback)"
+    )
+    raise typer.Exit(EXIT_ERROR)
 
 
 def _quiet_pipe() -> None:
@@ -95,17 +124,32 @@ def _quiet_pipe() -> None:
 
 
 def parse_size(text: str) -> int:
+    """A size such as 500k or 4M, in bytes: a finite number, at least one byte."""
+    import math
+
     units = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3}
+    units |= {"gb": 1024**3, "t": 1024**4, "tb": 1024**4}
     t = text.strip().lower().replace("ib", "b")
-    num = t.rstrip("kmgb")
+    num = t.rstrip("kmgtb")
     unit = t[len(num) :]
     try:
         value = float(num)
     except ValueError:
         fail(f"invalid size {text!r} (use e.g. 500k, 4M)")
-    if unit not in units or value <= 0:
+    if unit not in units or not math.isfinite(value) or value <= 0:
         fail(f"invalid size {text!r} (use e.g. 500k, 4M)")
-    return int(value * units[unit])
+    size = value * units[unit]
+    if size < 1:
+        fail(f"invalid size {text!r}: less than one byte")
+    if size > 1 << 50:
+        fail(f"invalid size {text!r}: too large")
+    return int(size)
+
+
+def query_text(arg: str) -> str:
+    """A query from the command line: bytes that are not UTF-8 (which Python
+    keeps as lone surrogates) become U+FFFD, as when reading stdin."""
+    return arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 IndexOpt = Annotated[
@@ -195,19 +239,19 @@ def index(
     def body() -> int:
         from msearch.chunk import ChunkSettings
         from msearch.embed import (
-            Model,
             ModelRecord,
+            check_device,
             load_model,
             load_recorded,
             resolve_precision,
         )
         from msearch.indexer import build_index
-        from msearch.store import read_meta
-        from msearch.walk import INDEX_DIR_NAME, WalkOptions
+        from msearch.store import INDEX_DIR_NAME, read_meta
+        from msearch.walk import WalkOptions, check_globs
 
-        if not directory.exists():
+        if not os.path.exists(directory):
             fail(f"{directory}: no such folder")
-        if not directory.is_dir():
+        if not os.path.isdir(directory):
             fail(f"{directory}: not a folder")
         if chunk_tokens < 8 or overlap_tokens < 0 or overlap_tokens >= chunk_tokens:
             fail("--chunk-tokens must be at least 8 and --overlap-tokens below it")
@@ -215,9 +259,12 @@ def index(
             fail("--batch-size must be at least 1")
         if fast and precision not in (None, Precision.bfloat16):
             fail("--fast means --precision bfloat16; give one or the other")
+        max_bytes = parse_size(max_file_size)
+        check_globs(include or (), "--include")
+        check_globs(exclude or (), "--exclude")
+        check_device(device.value)
         wanted = Precision.bfloat16.value if fast else precision.value if precision else None
         index_dir = index_path or directory / INDEX_DIR_NAME
-        say = lambda m: print(m, file=sys.stderr)  # noqa: E731
         notice = (lambda _m: None) if quiet else say
         emb: Any = None
         rec: ModelRecord | None = None
@@ -234,7 +281,7 @@ def index(
             if emb is not None and wanted is not None:
                 got = resolve_precision(wanted, device.value, notice=say)
                 if got != emb.precision:
-                    emb = Model(emb.name, emb.source, emb.folder, device.value, got)
+                    emb = emb.with_precision(got)
         if emb is None:
             keep = rec.precision if rec is not None else "float32"
             emb = load_model(model, device.value, notice=say, precision=wanted or keep)
@@ -243,7 +290,7 @@ def index(
             follow_symlinks=follow,
             use_ignore_files=not no_ignore,
             include_noise=include_noise,
-            max_file_size=parse_size(max_file_size),
+            max_file_size=max_bytes,
             include=tuple(include or ()),
             exclude=tuple(exclude or ()),
         )
@@ -261,10 +308,12 @@ def index(
                 directory, Path(index_dir), emb, wopts, settings, full, None, notice, batch_size
             )
         if not quiet:
+            from msearch.output import _escape
+
             for s in stats.skipped:
                 if not s.reason.startswith(("noise", "binary")):
-                    print(f"msearch: skipped {s.rel}: {s.reason}", file=sys.stderr)
-            print(summary_line(stats), file=sys.stderr)
+                    say(f"msearch: skipped {_escape(s.rel)}: {s.reason}")
+            say(summary_line(stats))
         return EXIT_OK
 
     _run(body)
@@ -326,14 +375,22 @@ def query(
     """Search the index for passages that answer TEXT."""
 
     def body() -> int:
+        import math
+
         from msearch.query import find_index
 
         if top < 1:
             fail(f"-k/--top must be at least 1 (got {top})")
+        if min_score is not None and not math.isfinite(min_score):
+            fail(f"--min-score must be a number (got {min_score})")
         if text != "-" and not text.strip():
             fail("empty query")
+        if device == Device.cuda:
+            from msearch.embed import check_device
+
+            check_device(device.value)
         chosen = _choose_format(fmt, as_json, files_with_matches, null)
-        queries = _read_queries() if text == "-" else [text]
+        queries = _read_queries() if text == "-" else [query_text(text)]
         index_dir = find_index(index_path)
         if refresh:
             _refresh(index_dir)
@@ -380,7 +437,10 @@ def _color_mode(color: Color) -> str:
 
 
 def _read_queries() -> list[str]:
-    queries = [line.strip() for line in sys.stdin if line.strip()]
+    """Queries from stdin, one per line, as UTF-8 (invalid bytes become U+FFFD)."""
+    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    text = raw.decode("utf-8", "replace")
+    queries = [line.strip() for line in text.split("\n") if line.strip()]
     if not queries:
         fail("no queries on standard input")
     return queries
@@ -405,7 +465,13 @@ def _emit(
         lines = output.tsv(hits, tag)
     else:
         lines = list(output.paths(hits, null))[:top]
-    sys.stdout.writelines(lines)
+    out = sys.stdout
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:  # a text-only stream (tests): names that are not UTF-8 escaped
+        out.writelines(line.encode("utf-8", "backslashreplace").decode() for line in lines)
+        return
+    out.flush()
+    buffer.write(b"".join(output.to_bytes(line) for line in lines))
 
 
 def _open_searcher(index_dir: Path, model: str | None, device: str, mode: str) -> Any:
@@ -424,20 +490,25 @@ def _open_searcher(index_dir: Path, model: str | None, device: str, mode: str) -
 
 
 def _refresh(index_dir: Path) -> None:
+    from msearch.chunk import ChunkSettings
     from msearch.embed import ModelRecord, load_recorded
+    from msearch.errors import IndexCorrupt
     from msearch.indexer import build_index, walk_options_from_json
-    from msearch.store import read_meta
+    from msearch.store import read_meta, resolve_root
 
     meta = read_meta(index_dir)
-    from msearch.chunk import ChunkSettings
-
+    root = resolve_root(index_dir, meta.root)
     emb = load_recorded(ModelRecord.from_json(meta.model))
+    chunking = meta.chunking
+    if set(chunking) != {"max_tokens", "overlap_tokens"} or not all(
+        type(v) is int for v in chunking.values()
+    ):
+        raise IndexCorrupt(
+            "the index's chunking settings are malformed; "
+            "rebuild it with `msearch index --full DIR`"
+        )
     stats = build_index(
-        Path(meta.root),
-        index_dir,
-        emb,
-        walk_options_from_json(meta.walk),
-        ChunkSettings(**meta.chunking),
+        root, index_dir, emb, walk_options_from_json(meta.walk), ChunkSettings(**chunking)
     )
     err(summary_line(stats).removeprefix("msearch: "))
 
@@ -453,17 +524,18 @@ def status(
         import json
         import time
 
+        from msearch.output import _escape, lossy
         from msearch.query import find_index
         from msearch.status import index_status
 
         st = index_status(find_index(index_path))
         if as_json:
-            print(json.dumps(st.to_json(), ensure_ascii=False))
+            print(json.dumps(lossy(st.to_json()), ensure_ascii=False))
             return EXIT_OK
         built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.updated))
-        print(f"index:     {st.index_dir}")
-        print(f"root:      {st.root}")
-        print(f"model:     {st.model} ({st.dim} dims, {st.precision})")
+        print(f"index:     {_escape(st.index_dir)}")
+        print(f"root:      {_escape(st.root)}")
+        print(f"model:     {_escape(st.model)} ({st.dim} dims, {st.precision})")
         print(f"files:     {st.files}")
         print(f"passages:  {st.passages}")
         print(f"size:      {st.size_bytes / 1e6:.1f} MB")
@@ -474,15 +546,47 @@ def status(
         )
         for label, items in (("changed", st.changed), ("added", st.added), ("deleted", st.deleted)):
             for p in items:
-                print(f"  {label}: {p}")
+                print(f"  {label}: {_escape(p)}")
         return EXIT_OK
 
     _run(body)
 
 
-def main() -> None:
+def _usage_error_type() -> type[Exception]:
+    """click's UsageError, whether typer vendors click or imports it."""
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == "UsageError":
+            return cls
+    return typer.BadParameter
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: usage errors are one line with a hint (not typer's
+    box), and nothing escapes as a traceback."""
+    usage_error = _usage_error_type()
     try:
-        app()
+        code = app(args=argv, prog_name="msearch", standalone_mode=False)
     except BrokenPipeError:
         _quiet_pipe()
-        sys.exit(EXIT_OK)
+        code = EXIT_OK
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except usage_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            code = EXIT_ERROR
+        else:
+            where = ctx.command_path if ctx is not None else "msearch"
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            err(f"{message.strip().rstrip('.')} (see {where} --help)")
+            code = EXIT_ERROR
+    except (KeyboardInterrupt, typer.Abort):
+        err("interrupted")
+        code = 130
+    except Exception as exc:
+        try:
+            internal_error(exc)
+        except typer.Exit as done:
+            code = done.exit_code
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
+from msearch import safefs
 from msearch.chunk import TokenCounter
 from msearch.errors import ModelUnavailable, UsageError
 
@@ -71,6 +72,48 @@ class ModelRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelRecord:
+        """The record from an index's ``meta.json``, type-checked: the index
+        may come from anywhere, and a malformed record is damage
+        (``IndexCorrupt``), not a crash."""
+        from msearch.errors import IndexCorrupt
+
+        types: dict[str, type] = {
+            "name": str,
+            "source": str,
+            "dim": int,
+            "max_seq_length": int,
+            "normalized": bool,
+            "fingerprint": str,
+            "precision": str,
+            "path": str,
+        }
+        required = ("name", "source", "dim", "max_seq_length", "normalized", "fingerprint")
+        problem = None
+        if not isinstance(data, dict):
+            problem = "it is not an object"
+        else:
+            missing = [k for k in required if k not in data]
+            wrong = [k for k, t in types.items() if k in data and type(data[k]) is not t]
+            stat = data.get("weights_stat", [0, 0])
+            if missing:
+                problem = f"missing {', '.join(missing)}"
+            elif wrong:
+                problem = f"{', '.join(wrong)} of the wrong type"
+            elif not (
+                isinstance(stat, list | tuple)
+                and len(stat) == 2
+                and all(type(v) is int for v in stat)
+            ):
+                problem = "weights_stat is not two integers"
+            elif not 0 < data["dim"] <= 1 << 16 or not 2 < data["max_seq_length"] <= 1 << 20:
+                problem = "dimension or maximum length out of range"
+            elif data.get("precision", "float32") not in PRECISIONS:
+                problem = f"unknown precision {data.get('precision')!r}"
+        if problem is not None:
+            raise IndexCorrupt(
+                f"the index's model record is malformed ({problem}); "
+                "rebuild it with `msearch index --full DIR`"
+            )
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         if "weights_stat" in fields:
             fields["weights_stat"] = tuple(fields["weights_stat"])
@@ -235,10 +278,14 @@ def weights_file(folder: Path) -> Path | None:
 
 
 def weights_stat(folder: Path) -> tuple[int, int]:
+    import stat
+
     path = weights_file(folder)
     if path is None:
         return (0, 0)
     st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        return (0, 0)
     return (st.st_size, st.st_mtime_ns)
 
 
@@ -268,8 +315,12 @@ def fingerprint(folder: Path) -> str:
         if not p.exists():
             continue
         h.update(rel.encode() + b"\0")
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
+        try:
+            fh, _ = safefs.open_regular(p)  # never a FIFO or a device: no hang
+        except OSError as exc:
+            raise ModelUnavailable(f"{p}: cannot read ({exc.strerror or exc})") from None
+        with fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023
                 h.update(block)
     return h.hexdigest()
 
@@ -465,13 +516,28 @@ def resolve_precision(requested: str, device: str, notice: Notice = _stderr) -> 
 def pick_device(device: str) -> str:
     if device not in ("auto", "cpu", "cuda", "mps"):
         raise UsageError(f"unknown device {device!r} (use auto, cpu or cuda)")
-    if device != "auto":
+    if device == "cpu":
         return device
     import torch
 
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
+    return device
+
+
+def check_device(device: str) -> None:
+    """A device that was asked for by name must exist: one line, not torch's
+    assertion deep inside the first batch."""
+    if device not in ("cuda", "mps"):
+        return
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device"
+        raise UsageError(f"--device cuda: {why}; use --device cpu or auto")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: not available here; use --device cpu or auto")
 
 
 class SentenceTransformerEmbedder:
@@ -503,8 +569,11 @@ class SentenceTransformerEmbedder:
                     device=pick_device(device),
                     model_kwargs={"dtype": torch.float32},
                 )
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ModelUnavailable(f"could not load model {name!r}: {exc}") from None
+        except UsageError:
+            raise
+        except Exception as exc:  # safetensors, transformers: any failure to load is the model's
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelUnavailable(f"could not load model {name!r}: {first}") from None
         self.folder = folder
         cfg = read_model_config(folder)
         get_dim = (
@@ -611,6 +680,10 @@ class Model:
         self._record: ModelRecord | None = None
         self._impl: TorchBertEmbedder | SentenceTransformerEmbedder | None = None
         self._numpy: Any = None  # NumpyBert, False when unsupported, None before trying
+
+    def with_precision(self, precision: str) -> Model:
+        """The same model folder, computing in ``precision``."""
+        return Model(self.name, self.source, self.folder, self.device, precision)
 
     @property
     def record(self) -> ModelRecord:

@@ -1,7 +1,8 @@
 """Typed errors raised by the core library.
 
 The CLI maps every subclass of :class:`MsearchError` to a one-line message on
-stderr and exit status 2; anything else is a bug and may show a traceback.
+stderr and exit status 2; anything else is a bug, reported as a one-line
+"internal error" (exit 2; ``MSEARCH_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -37,3 +38,13 @@ class ModelUnavailable(MsearchError):
 
 class IndexLocked(MsearchError):
     """Another msearch process is writing the same index."""
+
+
+class IndexRefused(MsearchError):
+    """msearch will not write into this folder: it is not an index msearch
+    made (a folder of the user's), or part of it is a link or not a file."""
+
+
+class IndexWriteError(MsearchError):
+    """The operating system refused a write (disk full, read-only, file size
+    limit, permissions); the previous index is left as it was."""

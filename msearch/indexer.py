@@ -8,6 +8,7 @@ rebuild of the same folder, which is what the tests compare.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from msearch.walk import (
     NotText,
     Skipped,
     WalkOptions,
+    check_globs,
     read_bytes,
     text_from_bytes,
     walk,
@@ -74,16 +76,30 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def effective_chunking(settings: ChunkSettings, max_seq_length: int) -> ChunkSettings:
-    """Cap the passage size at what the model can see without truncating."""
+    """Cap the passage size at what the model can see without truncating;
+    the overlap is checked against the capped size."""
     if settings.max_tokens < 8:
         raise UsageError("--chunk-tokens must be at least 8")
-    return ChunkSettings(min(settings.max_tokens, max_seq_length), settings.overlap_tokens)
+    if settings.overlap_tokens < 0:
+        raise UsageError("--overlap-tokens must not be negative")
+    capped = min(settings.max_tokens, max_seq_length)
+    if settings.overlap_tokens >= capped:
+        raise UsageError(
+            f"--overlap-tokens ({settings.overlap_tokens}) must be below the passage size "
+            f"({capped} tokens"
+            + (
+                ", --chunk-tokens capped at the model's maximum)"
+                if capped < settings.max_tokens
+                else ")"
+            )
+        )
+    return ChunkSettings(capped, settings.overlap_tokens)
 
 
 def _old_file_rows(old: store.Index) -> dict[str, tuple[store.FileRecord, int, int]]:
     """path -> (record, first row, end row) in the previous generation."""
     col = np.asarray(old.passages[:, 0])
-    if len(col) and (col.min() < 0 or col.max() >= len(old.meta.files)):
+    if len(col) and (col.min() < 0 or col.max() >= len(old.meta.files) or (np.diff(col) < 0).any()):
         raise IndexCorrupt(f"{old.dir / old.meta.data} refers to unknown files")
     starts = np.searchsorted(col, np.arange(len(old.meta.files)), side="left")
     ends = np.searchsorted(col, np.arange(len(old.meta.files)), side="right")
@@ -94,7 +110,7 @@ def _old_file_rows(old: store.Index) -> dict[str, tuple[store.FileRecord, int, i
 
 
 def _full_rebuild_reason(
-    old: store.Index, model_record: dict[str, Any], chunking: dict[str, Any], root: str
+    old: store.Index, model_record: dict[str, Any], chunking: dict[str, Any], root: Path
 ) -> str | None:
     if old.meta.model.get("fingerprint") != model_record["fingerprint"]:
         return f"the model changed ({old.meta.model.get('name')} -> {model_record['name']})"
@@ -102,7 +118,7 @@ def _full_rebuild_reason(
         return "the precision changed"
     if old.meta.chunking != chunking:
         return "the chunking settings changed"
-    if old.meta.root != root:
+    if os.path.realpath(old.root) != os.path.realpath(root):
         return "the indexed folder moved"
     return None
 
@@ -131,11 +147,19 @@ def build_index(
         raise UsageError(f"{root}: not a folder")
     root = root.resolve()
     index_dir = Path(index_dir).absolute()
+    if index_dir.name == store.INDEX_DIR_NAME and os.path.realpath(
+        index_dir.parent
+    ) != os.path.realpath(root):
+        raise UsageError(
+            f"an index folder named {store.INDEX_DIR_NAME} must lie in the folder it indexes "
+            f"({root / store.INDEX_DIR_NAME}); give --index another name"
+        )
     wopts = walk_options or WalkOptions()
     say = notice or (lambda _msg: None)
     prog = progress or _NoProgress()
 
     with store.write_lock(index_dir, notice=say):
+        store.prepare_commit_point(index_dir, say)
         store.cleanup(index_dir, keep=_current_data(index_dir))
         record = embedder.record
         settings = effective_chunking(chunking or ChunkSettings(), record.max_seq_length)
@@ -149,6 +173,7 @@ def build_index(
             try:
                 old = store.load_index(index_dir)
                 old_rows = _old_file_rows(old)
+                store.verify_checksums(index_dir, old.meta)  # rows are copied from it
             except IndexNotFound:
                 old = None
             except IndexCorrupt as exc:
@@ -156,7 +181,7 @@ def build_index(
                 say(f"msearch: the existing index is damaged ({exc}); rebuilding it")
                 stats.full_reason = "the previous index was damaged"
             if old is not None:
-                reason = _full_rebuild_reason(old, model_json, chunk_json, str(root))
+                reason = _full_rebuild_reason(old, model_json, chunk_json, root)
                 if reason:
                     say(f"msearch: {reason}; rebuilding the whole index")
                     stats.full_reason = reason
@@ -168,21 +193,21 @@ def build_index(
         stats.skipped.extend(walked.skipped)
         if old is None:
             old_rows = {}
-        plan = _plan(walked.files, old_rows, wopts.include_noise, stats)
+        plan = _plan(walked.files, old_rows, wopts, stats)
         stats.removed = len(set(old_rows) - {e.rel for e, _ in plan}) if old is not None else 0
         files_out = [f for _, f in plan if isinstance(f, store.FileRecord)]
 
         if old is not None and not (stats.added or stats.changed or stats.removed):
             # Nothing to embed or drop: keep the data folder, refresh the file table.
-            data_name, count = old.meta.data, old.meta.count
+            data_name, count, checksums = old.meta.data, old.meta.count, old.meta.checksums
         else:
-            data_name, count = _write_data(
-                index_dir, record.dim, plan, old, embedder, settings, prog, stats, batch_size
+            data_name, count, checksums = _write_data(
+                index_dir, record.dim, plan, old, embedder, settings, prog, stats, batch_size, wopts
             )
             files_out = [f for _, f in plan if isinstance(f, store.FileRecord)]
 
         meta = store.Meta(
-            root=str(root),
+            root=store.root_record(index_dir, root),
             model=model_json,
             chunking=chunk_json,
             walk=_walk_json(wopts),
@@ -193,6 +218,7 @@ def build_index(
             created=old.meta.created if old is not None else time.time(),
             updated=time.time(),
             extra={"skipped": sorted(s.rel for s in stats.skipped)},
+            checksums=checksums,
         )
         store.commit(index_dir, meta)
         stats.files = len(files_out)
@@ -212,7 +238,7 @@ class _Todo:
 def _plan(
     files: list[FileEntry],
     old_rows: dict[str, tuple[store.FileRecord, int, int]],
-    include_noise: bool,
+    wopts: WalkOptions,
     stats: IndexStats,
 ) -> list[tuple[FileEntry, Any]]:
     """Classify every walked file before any work: unchanged (its old record),
@@ -226,14 +252,14 @@ def _plan(
             stats.unchanged += 1
             continue
         try:
-            data = read_bytes(entry.path)
+            data = _read(entry, wopts)
             digest = sha256_bytes(data)
-            rec = store.FileRecord(entry.rel, entry.size, entry.mtime_ns, digest)
+            rec = store.FileRecord(entry.rel, len(data), entry.mtime_ns, digest)
             if prev is not None and prev[0].sha256 == digest:
                 plan.append((entry, rec))
                 stats.unchanged += 1
                 continue
-            text_from_bytes(data, include_noise)  # binary or undecodable: skip it now
+            text_from_bytes(data, wopts.include_noise)  # binary or undecodable: skip it now
         except NotText as exc:
             stats.skipped.append(Skipped(entry.rel, str(exc)))
             continue
@@ -255,7 +281,8 @@ def _write_data(
     prog: Progress,
     stats: IndexStats,
     batch_size: int | None,
-) -> tuple[str, int]:
+    wopts: WalkOptions,
+) -> tuple[str, int, dict[str, int]]:
     """Stream every row of the new generation into a fresh data folder.
 
     Rows of unchanged files are copied from the old generation; the others
@@ -302,7 +329,7 @@ def _write_data(
                     rows[:, 0] = file_idx
                     writer.append(np.asarray(old.embeddings[s:e]), rows)
                     if e > s:
-                        texts.extend(_passage_texts(path, rows))
+                        texts.extend(_passage_texts(path, rows, wopts))
             lexical.add(texts)
             prog.advance(0, window.nbytes, 0)
 
@@ -327,11 +354,15 @@ def _write_data(
             texts = [text for _, text, _ in batch]
             chunked = chunk_texts(texts, embedder.counter, settings)
             for (idx, _, size), passages in zip(batch, chunked, strict=True):
-                pending.append((idx, passages))
-                pending_passages += len(passages)
                 pending_bytes += size
-                if pending_passages >= WINDOW_PASSAGES:
-                    flush()
+                # A long file goes in window-sized parts (its rows stay
+                # contiguous), so memory is bounded by the window, not the file.
+                for s in range(0, max(len(passages), 1), WINDOW_PASSAGES):
+                    part = passages[s : s + WINDOW_PASSAGES]
+                    pending.append((idx, part))
+                    pending_passages += len(part)
+                    if pending_passages >= WINDOW_PASSAGES:
+                        flush()
             batch, batch_chars = [], 0
 
         prog.start(len(plan), sum(e.size for e, a in plan if isinstance(a, _Todo)))
@@ -339,7 +370,7 @@ def _write_data(
         for i, (entry, action) in enumerate(plan):
             if isinstance(action, _Todo):
                 try:
-                    text = text_from_bytes(read_bytes(entry.path), True)
+                    text = text_from_bytes(_read(entry, wopts), True)
                 except NotText as exc:  # vanished or changed under us since planning
                     stats.skipped.append(Skipped(entry.rel, str(exc)))
                     plan[i] = (entry, None)
@@ -363,7 +394,8 @@ def _write_data(
         def save_lexical(folder: Path) -> None:
             lexical.finish().save(folder)
 
-        return writer.finish(save_lexical), writer.count
+        name = writer.finish(save_lexical)
+        return name, writer.count, writer.checksums
     except BaseException:
         writer.abort()
         raise
@@ -379,11 +411,20 @@ class _Window:
     nbytes: int
 
 
-def _passage_texts(path: Path, rows: np.ndarray) -> list[str]:
+def _read(entry: FileEntry, wopts: WalkOptions) -> bytes:
+    """A walked file's bytes, within the size limit, never through a link
+    that appeared since the walk unless links are followed."""
+    return read_bytes(entry.path, wopts.max_file_size, follow=wopts.follow_symlinks)
+
+
+def _passage_texts(path: Path, rows: np.ndarray, wopts: WalkOptions) -> list[str]:
     """An unchanged file's passage texts, for the lexical index: read again and
     cut at the stored character offsets (no re-chunking, no re-embedding)."""
     try:
-        text = text_from_bytes(read_bytes(path), include_noise=True)
+        text = text_from_bytes(
+            read_bytes(path, wopts.max_file_size, follow=wopts.follow_symlinks),
+            include_noise=True,
+        )
     except NotText:
         return [""] * len(rows)  # vanished since planning: its rows go stale
     return [text[int(a) : int(b)] for a, b in rows[:, 3:5]]
@@ -408,7 +449,25 @@ def _walk_json(opts: WalkOptions) -> dict[str, Any]:
 
 
 def walk_options_from_json(data: dict[str, Any]) -> WalkOptions:
+    """The walking options an index records, type-checked (the index may
+    come from anywhere): anything malformed is ``IndexCorrupt``."""
     known = {k: data[k] for k in WalkOptions.__dataclass_fields__ if k in data}
-    known["include"] = tuple(known.get("include", ()))
-    known["exclude"] = tuple(known.get("exclude", ()))
+    try:
+        for key in ("hidden", "follow_symlinks", "use_ignore_files", "include_noise"):
+            if key in known and type(known[key]) is not bool:
+                raise ValueError(f"{key} is not true or false")
+        size = known.get("max_file_size", 1)
+        if type(size) is not int or size < 1:
+            raise ValueError("max_file_size is not a positive integer")
+        for key in ("include", "exclude"):
+            globs = known.get(key, [])
+            if not isinstance(globs, list) or not all(isinstance(g, str) for g in globs):
+                raise ValueError(f"{key} is not a list of globs")
+            known[key] = tuple(globs)
+            check_globs(known[key], key)
+    except (ValueError, UsageError) as exc:
+        raise IndexCorrupt(
+            f"the index's walking options are malformed ({exc}); "
+            "rebuild it with `msearch index --full DIR`"
+        ) from None
     return WalkOptions(**known)

@@ -38,9 +38,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from msearch.store import DataFolder
 
 # BM25 as measured in bench/EVAL_RESULTS.md (bm25s defaults, Lucene variant).
 K1 = 1.5
@@ -160,9 +163,20 @@ class LexicalIndex:
             if col < 0:
                 continue
             start, end = int(self.indptr[col]), int(self.indptr[col + 1])
+            rows = self.indices[start:end]
+            # Checked per query term, which costs as much as the add: a
+            # damaged index must not index outside the score array.
+            if not 0 <= start <= end <= len(self.data) or (
+                len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= self.num_passages)
+            ):
+                from msearch.errors import IndexCorrupt
+
+                raise IndexCorrupt(
+                    "the index's lexical side is damaged; rebuild it with `msearch index --full DIR`"
+                )
             # Within one term's column every passage appears once, so a
             # fancy-indexed add is exact (no np.add.at needed).
-            out[self.indices[start:end]] += self.data[start:end]
+            out[rows] += self.data[start:end]
         return out
 
     def save(self, folder: Path) -> None:
@@ -170,16 +184,22 @@ class LexicalIndex:
         atomicity is the caller's (write into a fresh folder, then commit)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / DATA_NAME, np.ascontiguousarray(self.data, dtype=np.float32))
-        np.save(folder / INDICES_NAME, np.ascontiguousarray(self.indices, dtype=np.int32))
-        np.save(folder / INDPTR_NAME, np.ascontiguousarray(self.indptr, dtype=np.int64))
-        np.save(folder / TERMS_NAME, np.ascontiguousarray(self.terms, dtype=np.uint8))
-        np.save(folder / TERM_OFFSETS_NAME, np.ascontiguousarray(self.term_offsets, dtype=np.int64))
+        for name, arr, dtype in (
+            (DATA_NAME, self.data, np.float32),
+            (INDICES_NAME, self.indices, np.int32),
+            (INDPTR_NAME, self.indptr, np.int64),
+            (TERMS_NAME, self.terms, np.uint8),
+            (TERM_OFFSETS_NAME, self.term_offsets, np.int64),
+        ):
+            # "x": a new file, never one that is there already (nor a link).
+            with open(folder / name, "xb") as fh:
+                np.save(fh, np.ascontiguousarray(arr, dtype=dtype))
         meta = dict(self.params)
         meta["format_version"] = FORMAT_VERSION
         meta["num_passages"] = self.num_passages
         meta["num_terms"] = self.num_terms
-        (folder / META_NAME).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        with open(folder / META_NAME, "xb") as fh:
+            fh.write(json.dumps(meta, ensure_ascii=False).encode("utf-8"))
 
 
 def build_lexical(
@@ -327,32 +347,62 @@ class LexicalBuilder:
         )
 
 
-def load_lexical(folder: Path, mmap: bool = True) -> LexicalIndex:
+def load_lexical(folder: Path | DataFolder, mmap: bool = True) -> LexicalIndex:
     """Open an index written by :meth:`LexicalIndex.save`; arrays are memory-mapped
-    by default, so opening costs the same at any size."""
-    folder = Path(folder)
+    by default, so opening costs the same at any size.
+
+    Everything read is checked: a damaged or hostile index is a
+    ``LexicalFormatError``, never an index that could make a query read
+    outside its arrays.
+    """
+    from msearch.errors import IndexCorrupt
+    from msearch.store import DataFolder
+
+    if not isinstance(folder, DataFolder):
+        with DataFolder(Path(folder)) as opened:
+            return load_lexical(opened, mmap)
+    where = folder.path
     try:
-        meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
+        meta = folder.read_json(META_NAME)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError) as exc:
-        raise LexicalFormatError(f"{folder / META_NAME}: unreadable ({exc})") from None
-    if not isinstance(meta, dict) or int(meta.get("format_version", -1)) != FORMAT_VERSION:
-        raise LexicalFormatError(f"{folder / META_NAME}: not lexical format {FORMAT_VERSION}")
-    mode: Literal["r"] | None = "r" if mmap else None
+    except IndexCorrupt as exc:
+        raise LexicalFormatError(str(exc).split("; ")[0]) from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise LexicalFormatError(f"{where / META_NAME}: not lexical format {FORMAT_VERSION}")
 
     def arr(name: str, dtype: type) -> np.ndarray:
         try:
-            a = np.load(folder / name, mmap_mode=mode, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise LexicalFormatError(f"{folder / name}: damaged ({exc})") from None
+            a = folder.npy(name, mmap)
+        except FileNotFoundError:
+            raise LexicalFormatError(f"{where / name}: missing") from None
+        except IndexCorrupt as exc:
+            raise LexicalFormatError(str(exc).split("; ")[0]) from None
         if a.dtype != dtype or a.ndim != 1:
-            raise LexicalFormatError(f"{folder / name}: {a.dtype} {a.shape}, expected {dtype}")
+            raise LexicalFormatError(f"{where / name}: {a.dtype} {a.shape}, expected {dtype}")
         return a
 
+    params = {k: v for k, v in meta.items() if k not in ("format_version", "num_terms")}
+    num_passages = params.pop("num_passages", None)
+    stopwords = params.get("stopwords", [])
+    if (
+        type(num_passages) is not int
+        or num_passages < 0
+        or not isinstance(params.get("stemmer", ""), str)
+        or not isinstance(params.get("token_pattern", TOKEN_PATTERN), str)
+        or not isinstance(stopwords, list)
+        or not all(isinstance(w, str) for w in stopwords)
+    ):
+        raise LexicalFormatError(f"{where / META_NAME}: malformed parameters")
+    try:
+        re.compile(params.get("token_pattern", TOKEN_PATTERN))
+        if params.get("stemmer"):
+            _Stemmer(params["stemmer"])
+    except (re.error, KeyError, ValueError) as exc:
+        raise LexicalFormatError(f"{where / META_NAME}: unusable parameters ({exc})") from None
     index = LexicalIndex(
-        num_passages=int(meta.pop("num_passages")),
-        params={k: v for k, v in meta.items() if k not in ("format_version", "num_terms")},
+        num_passages=num_passages,
+        params=params,
         data=arr(DATA_NAME, np.float32),
         indices=arr(INDICES_NAME, np.int32),
         indptr=arr(INDPTR_NAME, np.int64),
@@ -361,11 +411,12 @@ def load_lexical(folder: Path, mmap: bool = True) -> LexicalIndex:
     )
     if (
         len(index.indptr) != len(index.term_offsets)
+        or len(index.indptr) < 1
         or len(index.data) != len(index.indices)
         or int(index.indptr[-1]) != len(index.data)
         or int(index.term_offsets[-1]) != len(index.terms)
     ):
-        raise LexicalFormatError(f"{folder}: lexical arrays do not fit together")
+        raise LexicalFormatError(f"{where}: lexical arrays do not fit together")
     return index
 
 

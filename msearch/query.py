@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from msearch import store
-from msearch.errors import IndexNotFound, ModelMismatch, UsageError
+from msearch import safefs, store
+from msearch.errors import IndexCorrupt, IndexNotFound, ModelMismatch, UsageError
 from msearch.search import top_k
-from msearch.walk import INDEX_DIR_NAME, NotText, decode
+from msearch.store import INDEX_DIR_NAME
+from msearch.walk import NotText, decode
 
 if TYPE_CHECKING:
     from msearch.lexical import LexicalIndex
@@ -46,21 +47,24 @@ def find_index(explicit: str | os.PathLike[str] | None = None, cwd: Path | None 
     """``--index``, else ``MSEARCH_INDEX``, else the nearest ``.msearch`` upwards."""
     if explicit:
         path = Path(explicit)
-        if not (path / store.META_NAME).exists():
+        if not os.path.lexists(path / store.META_NAME):
             raise IndexNotFound(f"no index at {path} (create one with `msearch index DIR`)")
         return path
     env = os.environ.get("MSEARCH_INDEX")
     if env:
         path = Path(env)
-        if not (path / store.META_NAME).exists():
+        if not os.path.lexists(path / store.META_NAME):
             raise IndexNotFound(
                 f"no index at {path} (from MSEARCH_INDEX; create one with `msearch index DIR`)"
             )
         return path
-    here = (cwd or Path.cwd()).absolute()
+    try:
+        here = (cwd or Path.cwd()).absolute()
+    except OSError as exc:
+        raise IndexNotFound(f"cannot tell the current folder ({exc.strerror})") from None
     for folder in (here, *here.parents):
         candidate = folder / INDEX_DIR_NAME
-        if (candidate / store.META_NAME).exists():
+        if os.path.lexists(candidate / store.META_NAME):
             return candidate
     raise IndexNotFound(
         "no index found in this folder or its parents; create one with `msearch index DIR`"
@@ -85,15 +89,27 @@ class FileCache:
         return self._texts[file_idx]
 
     def _load(self, file_idx: int) -> str | None:
+        """The file's text if it is still the indexed file, else None (stale).
+
+        The path comes from the index, which may come from anywhere: it must
+        name a regular file inside the root (no ``..``, no link out unless
+        the index was built with ``-L``), of the recorded size; nothing
+        larger is read and nothing that could block (a FIFO) is opened.
+        """
         rec = self.index.meta.files[file_idx]
-        path = self.index.root / rec.path
+        follow = self.index.meta.walk.get("follow_symlinks") is True
+        if not safefs.safe_relpath(rec.path):
+            raise IndexCorrupt(
+                f"{self.index.dir / store.META_NAME} names a file outside its root "
+                f"({rec.path!r}); {store.FIX_HINT}"
+            )
         try:
-            st = os.stat(path)
-            with open(path, "rb") as fh:
-                data = fh.read()
+            fh, st = safefs.open_beneath(self.index.root, rec.path, follow, max_size=rec.size)
+            with fh:
+                data = safefs.read_limited(fh, rec.size, rec.path)
         except OSError:
             return None
-        if st.st_size != rec.size or (
+        if len(data) != rec.size or (
             st.st_mtime_ns != rec.mtime_ns and hashlib.sha256(data).hexdigest() != rec.sha256
         ):
             return None
@@ -104,7 +120,11 @@ class FileCache:
 
 
 def check_model(index: store.Index, model: str | None) -> None:
-    """Refuse a ``--model`` that is not the index's model."""
+    """Refuse a malformed model record, and a ``--model`` that is not the
+    index's model."""
+    from msearch.embed import ModelRecord
+
+    ModelRecord.from_json(index.meta.model)  # IndexCorrupt if malformed
     if not model:
         return
     rec = index.meta.model
@@ -178,8 +198,23 @@ class Searcher:
                 else:
                     min_s = min_score
                 idx, sc = top_k(scores, k, min_s)
+                if self.mode != "lexical":
+                    self._check_vectors(idx)
                 out.append(self._hits(idx, sc, cache))
         return out
+
+    def _check_vectors(self, rows: np.ndarray) -> None:
+        """The hits' vectors must be unit length, as every stored vector is: a
+        damaged vector (a flipped exponent bit) would otherwise top the
+        ranking. Costs k rows, not a pass over the index."""
+        if not len(rows):
+            return
+        norms = np.linalg.norm(np.asarray(self.index.embeddings[np.sort(rows)]), axis=1)
+        if not np.all(np.abs(norms - 1.0) < 1e-2):
+            raise IndexCorrupt(
+                f"{self.index.data_dir / store.EMBEDDINGS_NAME} holds damaged vectors; "
+                f"{store.FIX_HINT}"
+            )
 
     def _score_group(self, texts: list[str]) -> list[np.ndarray]:
         """One score per passage for each query.
@@ -192,6 +227,13 @@ class Searcher:
             assert self.encode is not None
             vecs = np.asarray(self.encode(texts), dtype=np.float32)
             dense = np.asarray(self.index.embeddings @ vecs.T, dtype=np.float32)
+            # One pass over the scores (a millisecond at a million rows):
+            # a NaN in the index would otherwise rank silently.
+            if not np.isfinite(dense).all():
+                raise IndexCorrupt(
+                    f"{self.index.data_dir / store.EMBEDDINGS_NAME} holds invalid numbers; "
+                    f"{store.FIX_HINT}"
+                )
         out = []
         for j, text in enumerate(texts):
             if self.mode == "dense":
@@ -200,6 +242,11 @@ class Searcher:
                 continue
             assert self.lexical is not None
             lex = self.lexical.scores(text)
+            if not np.isfinite(lex).all():
+                raise IndexCorrupt(
+                    f"the lexical side of {self.index.data_dir} holds invalid numbers; "
+                    f"{store.FIX_HINT}"
+                )
             if self.mode == "lexical":
                 out.append(lex)
             else:
@@ -217,6 +264,11 @@ class Searcher:
             f, start_line, end_line, start, end = self.index.passage(row)
             abs_path = str(root / files[f].path)
             text = cache.text(f)
+            if text is not None and end > len(text):
+                raise IndexCorrupt(
+                    f"{self.index.data_dir / store.PASSAGES_NAME} is damaged (row {row}); "
+                    f"{store.FIX_HINT}"
+                )
             hits.append(
                 Hit(
                     rank=rank,
@@ -283,13 +335,20 @@ def query_encoder(
 
 def open_lexical(index: store.Index) -> LexicalIndex | None:
     """The index's BM25 side, memory-mapped; None for an index that has none."""
-    from msearch.lexical import LexicalFormatError, load_lexical
+    from msearch.lexical import META_NAME, LexicalFormatError, load_lexical
 
     try:
-        return load_lexical(index.dir / index.meta.data)
+        with store.open_data(index.dir, index.meta) as folder:
+            if not folder.exists(META_NAME):
+                return None
+            lexical = load_lexical(folder)
     except FileNotFoundError:
         return None
     except LexicalFormatError as exc:
-        from msearch.errors import IndexCorrupt
-
         raise IndexCorrupt(f"{exc}; {store.FIX_HINT}") from None
+    if lexical.num_passages != index.meta.count:
+        raise IndexCorrupt(
+            f"the lexical side of {index.data_dir} holds {lexical.num_passages} passages, "
+            f"the index {index.meta.count}; {store.FIX_HINT}"
+        )
+    return lexical

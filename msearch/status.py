@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msearch import store
-from msearch.walk import WalkOptions, walk
+from msearch import safefs, store
+from msearch.walk import NotText, WalkOptions, read_bytes, walk
 
 
 @dataclass
@@ -39,12 +39,12 @@ class Status:
         return asdict(self)
 
 
-def _content_changed(path: Path, rec: store.FileRecord) -> bool:
+def _content_changed(path: Path, rec: store.FileRecord, opts: WalkOptions) -> bool:
     try:
-        with open(path, "rb") as fh:
-            return hashlib.sha256(fh.read()).hexdigest() != rec.sha256
-    except OSError:
+        data = read_bytes(path, opts.max_file_size, follow=opts.follow_symlinks)
+    except NotText:
         return True
+    return hashlib.sha256(data).hexdigest() != rec.sha256
 
 
 def folder_changes(index: store.Index) -> Changes:
@@ -58,6 +58,9 @@ def folder_changes(index: store.Index) -> Changes:
 
     root = index.root
     opts: WalkOptions = walk_options_from_json(index.meta.walk)
+    if not safefs.is_dir_nofollow(root) and not safefs.exists(root):
+        # The folder is gone: everything it held is deleted, nothing walked.
+        return Changes(deleted=[f.path for f in index.meta.files])
     walked = walk(root, opts, exclude_dirs=[index.dir])
     known = {f.path: f for f in index.meta.files}
     skipped = set(index.meta.extra.get("skipped", []))
@@ -70,7 +73,7 @@ def folder_changes(index: store.Index) -> Changes:
             if entry.rel not in skipped:
                 changes.added.append(entry.rel)
         elif (entry.size != rec.size or entry.mtime_ns != rec.mtime_ns) and _content_changed(
-            entry.path, rec
+            entry.path, rec, opts
         ):
             changes.changed.append(entry.rel)
     changes.deleted = [p for p in known if p not in present]
@@ -80,22 +83,27 @@ def folder_changes(index: store.Index) -> Changes:
 def _disk_size(index_dir: Path, data: str) -> int:
     total = 0
     for folder in (index_dir, index_dir / data):
+        if not safefs.is_dir_nofollow(folder) and folder != index_dir:
+            continue  # a link in the data folder's place is not followed
         try:
             for entry in os.scandir(folder):
-                if entry.is_file():
-                    total += entry.stat().st_size
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
         except OSError:
             pass
     return total
 
 
 def index_status(index_dir: Path) -> Status:
+    """What the index holds, checked row by row (``store.verify``: a damaged
+    index is an error here, not a report), and what changed since."""
     index = store.load_index(index_dir)
+    store.verify(index)
     changes = folder_changes(index)
     meta = index.meta
     return Status(
         index_dir=str(index_dir),
-        root=meta.root,
+        root=str(index.root),
         model=str(meta.model.get("name")),
         dim=meta.dim,
         precision=str(meta.model.get("precision", "float32")),

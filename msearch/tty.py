@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from msearch.output import escape_controls
 from msearch.query import Hit
 
 MAX_LINES = 6
@@ -81,8 +82,11 @@ def _highlight(text: str, query: str) -> Text:
 
 
 def render_table(console: Console, hits: Sequence[Hit], query: str, title: bool = False) -> None:
+    """File names and passages are shown with their control characters
+    escaped (``\\x1b``): a file must never drive the user's terminal, and
+    neither is read as rich markup."""
     table = Table(
-        title=f"[bold]{query}[/bold]" if title else None,
+        title=Text(escape_controls(query, keep=""), style="bold") if title else None,
         show_lines=True,
         expand=False,
     )
@@ -91,11 +95,11 @@ def render_table(console: Console, hits: Sequence[Hit], query: str, title: bool 
     table.add_column("location", style="cyan", overflow="fold")
     table.add_column("passage", overflow="fold")
     for h in hits:
-        loc = f"{h.path}:{h.start_line}-{h.end_line}"
+        loc = Text(f"{escape_controls(h.path, keep='')}:{h.start_line}-{h.end_line}")
         if h.stale:
             body = Text("[stale: the file changed or vanished since indexing]", style="red")
         else:
-            body = _highlight(_trim(h.text), query)
+            body = _highlight(escape_controls(_trim(h.text)), query)
         table.add_row(str(h.rank), f"{h.score:.3f}", loc, body)
     console.print(table)
 

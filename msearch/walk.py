@@ -8,16 +8,20 @@ results. Each skip is reported with a reason so nothing disappears silently.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from msearch import safefs
+from msearch.errors import UsageError
+from msearch.store import INDEX_DIR_NAME
+
 DEFAULT_MAX_FILE_SIZE = 4 * 1024 * 1024
-INDEX_DIR_NAME = ".msearch"
 
 # Folders that are almost never what a user wants to search.
 NOISE_DIRS = frozenset(
@@ -105,6 +109,44 @@ class WalkResult:
     skipped: list[Skipped] = field(default_factory=list)
 
 
+def check_globs(patterns: Sequence[str], option: str = "--include") -> None:
+    """Refuse a glob that gitignore syntax cannot read, or that can match
+    nothing because a ``[`` is never closed (it would silently index nothing)."""
+    import pathspec
+
+    for pattern in patterns:
+        if "\0" in pattern:
+            raise UsageError(f"{option} {pattern!r}: a glob cannot hold a NUL character")
+        if _unclosed_bracket(pattern):
+            raise UsageError(f"{option} {pattern!r}: a '[' is never closed")
+        try:
+            pathspec.GitIgnoreSpec.from_lines([pattern])
+        except Exception as exc:  # re.error, pathspec's own pattern errors
+            raise UsageError(f"{option} {pattern!r} is not a valid glob ({exc})") from None
+
+
+def _unclosed_bracket(pattern: str) -> bool:
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "[":
+            j = i + 1
+            if j < len(pattern) and pattern[j] in "!^":
+                j += 1
+            if j < len(pattern) and pattern[j] == "]":
+                j += 1
+            while j < len(pattern) and pattern[j] != "]":
+                j += 1
+            if j >= len(pattern):
+                return True
+            i = j
+        i += 1
+    return False
+
+
 def _glob_matcher(patterns: Sequence[str]) -> Any:
     """Globs with gitignore semantics, like ripgrep's ``-g``: ``*`` stops at "/",
     a pattern without "/" matches a name at any depth, ``**`` crosses folders."""
@@ -153,7 +195,9 @@ def walk(
 
     ``exclude_dirs`` are absolute folders never entered (the index itself).
     Symbolic links are followed only on request, and then with loop detection
-    by (device, inode) of every folder already entered.
+    by (device, inode) of every folder already entered. A folder that cannot
+    be read is skipped with a reason, like a file; the walk keeps a stack of
+    its own rather than recursing, so no depth of folders can overflow it.
     """
     opts = options or WalkOptions()
     result = WalkResult()
@@ -162,73 +206,85 @@ def walk(
     include = _glob_matcher(opts.include)
     exclude = _glob_matcher(opts.exclude)
 
-    def visit(dir_path: Path, rel_dir: str, rules: _IgnoreRules) -> None:
+    def enter(
+        dir_path: Path, rel_dir: str, rules: _IgnoreRules
+    ) -> tuple[str, _IgnoreRules, Iterator[os.DirEntry[str]]] | None:
         try:
             st = os.stat(dir_path)
         except OSError as exc:
             result.skipped.append(Skipped(rel_dir or ".", f"unreadable folder ({exc.strerror})"))
-            return
+            return None
         key = (st.st_dev, st.st_ino)
         if key in seen_dirs:
             result.skipped.append(Skipped(rel_dir, "symlink loop"))
-            return
+            return None
         seen_dirs.add(key)
-        if opts.use_ignore_files:
-            rules = rules.descend(dir_path, rel_dir)
         try:
             with os.scandir(dir_path) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             result.skipped.append(Skipped(rel_dir or ".", f"unreadable folder ({exc.strerror})"))
-            return
-        for entry in entries:
-            name = entry.name
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            if name == INDEX_DIR_NAME:
-                continue
-            if not opts.hidden and name.startswith("."):
-                continue
-            try:
-                is_link = entry.is_symlink()
-                if is_link and not opts.follow_symlinks:
-                    continue
-                st = entry.stat(follow_symlinks=True)
-            except OSError as exc:
-                result.skipped.append(Skipped(rel, f"unreadable ({exc.strerror or 'broken link'})"))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if os.path.realpath(entry.path) in skip_dirs:
-                    continue
-                if not opts.include_noise and name in NOISE_DIRS:
-                    continue
-                if not opts.include_noise and (Path(entry.path) / "pyvenv.cfg").exists():
-                    continue  # a virtualenv under any name
-                if opts.use_ignore_files and rules.ignored(rel, is_dir=True):
-                    continue
-                if exclude is not None and exclude.match_file(rel + "/"):
-                    continue
-                visit(Path(entry.path), rel, rules)
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            if opts.use_ignore_files and rules.ignored(rel, is_dir=False):
-                continue
-            if exclude is not None and exclude.match_file(rel):
-                continue
-            if include is not None and not include.match_file(rel):
-                continue
-            if not opts.include_noise and (
-                name in NOISE_FILES or any(fnmatch.fnmatchcase(name, g) for g in NOISE_GLOBS)
-            ):
-                result.skipped.append(Skipped(rel, "noise (lock or minified file)"))
-                continue
-            if st.st_size > opts.max_file_size:
-                result.skipped.append(Skipped(rel, f"over the size limit ({st.st_size:,} bytes)"))
-                continue
-            result.files.append(FileEntry(Path(entry.path), rel, st.st_size, st.st_mtime_ns))
+            return None
+        if opts.use_ignore_files:
+            rules = rules.descend(dir_path, rel_dir)
+        return rel_dir, rules, iter(entries)
 
-    root_path = Path(root)
-    visit(root_path, "", _IgnoreRules())
+    frames = []
+    first = enter(Path(root), "", _IgnoreRules())
+    if first is not None:
+        frames.append(first)
+    while frames:
+        rel_dir, rules, entries = frames[-1]
+        entry = next(entries, None)
+        if entry is None:
+            frames.pop()
+            continue
+        name = entry.name
+        rel = f"{rel_dir}/{name}" if rel_dir else name
+        if name == INDEX_DIR_NAME:
+            continue
+        if not opts.hidden and name.startswith("."):
+            continue
+        try:
+            is_link = entry.is_symlink()
+            if is_link and not opts.follow_symlinks:
+                continue
+            st = entry.stat(follow_symlinks=True)
+        except OSError as exc:
+            result.skipped.append(Skipped(rel, f"unreadable ({exc.strerror or 'broken link'})"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if os.path.realpath(entry.path) in skip_dirs:
+                continue
+            if not opts.include_noise and name in NOISE_DIRS:
+                continue
+            if not opts.include_noise and safefs.exists(os.path.join(entry.path, "pyvenv.cfg")):
+                continue  # a virtualenv under any name
+            if opts.use_ignore_files and rules.ignored(rel, is_dir=True):
+                continue
+            if exclude is not None and exclude.match_file(rel + "/"):
+                continue
+            sub = enter(Path(entry.path), rel, rules)
+            if sub is not None:
+                frames.append(sub)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if opts.use_ignore_files and rules.ignored(rel, is_dir=False):
+            continue
+        if exclude is not None and exclude.match_file(rel):
+            continue
+        if include is not None and not include.match_file(rel):
+            continue
+        if not opts.include_noise and (
+            name in NOISE_FILES or any(fnmatch.fnmatchcase(name, g) for g in NOISE_GLOBS)
+        ):
+            result.skipped.append(Skipped(rel, "noise (lock or minified file)"))
+            continue
+        if st.st_size > opts.max_file_size:
+            result.skipped.append(Skipped(rel, f"over the size limit ({st.st_size:,} bytes)"))
+            continue
+        result.files.append(FileEntry(Path(entry.path), rel, st.st_size, st.st_mtime_ns))
     return result
 
 
@@ -281,9 +337,28 @@ def text_from_bytes(data: bytes, include_noise: bool = False) -> str:
     return text
 
 
-def read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path, limit: int | None = None, follow: bool = True) -> bytes:
+    """A walked file's bytes, or ``NotText`` with the reason.
+
+    The file may have changed since the walk: it is read only if it is
+    still a regular file (a FIFO put in its place would block forever, a
+    link to a device would never end) and still within ``limit`` bytes.
+    ``follow=False`` refuses a link that replaced it.
+    """
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        fh, st = safefs.open_regular(path, follow=follow)
+        with fh:
+            if limit is None:
+                return fh.read()
+            if st.st_size > limit:
+                raise NotText(f"over the size limit ({st.st_size:,} bytes)")
+            return safefs.read_limited(fh, limit, str(path))
+    except safefs.UnsafeFile as exc:
+        reason = str(exc)
+        if "larger than" in reason:
+            raise NotText("over the size limit (it grew while being indexed)") from None
+        raise NotText("not a regular file any more") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotText("replaced by a symbolic link") from None
         raise NotText(f"unreadable ({exc.strerror})") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Sequence
@@ -31,8 +32,14 @@ class FakeEmbedder:
             fingerprint=fingerprint,
         )
         self.counter = WhitespaceCounter()
+        self.precision = "float32"
         self.calls = 0
         self.embedded = 0
+
+    def with_precision(self, precision: str) -> FakeEmbedder:
+        self.precision = precision
+        self.record = dataclasses.replace(self.record, precision=precision)
+        return self
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         self.calls += 1

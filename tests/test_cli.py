@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -177,10 +178,10 @@ def test_unreadable_file_is_reported_and_skipped(
 
     real = msearch.walk.read_bytes
 
-    def deny(path: Path) -> bytes:
+    def deny(path: Path, *args: Any, **kwargs: Any) -> bytes:
         if path.name == "locked.txt":
             raise msearch.walk.NotText("unreadable (Permission denied)")
-        return real(path)
+        return real(path, *args, **kwargs)
 
     monkeypatch.setattr(msearch.indexer, "read_bytes", deny)
     r = run("index", str(tmp_path))

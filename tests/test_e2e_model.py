@@ -204,3 +204,28 @@ def test_changed_weights_are_detected_not_trusted(tmp_path: Path, local_model: P
     r = run_cli("query", "eclipse", "--index", str(corpus / ".msearch"), "-k", "1")
     assert r.returncode == 2
     assert "not the one that built this index" in r.stderr
+
+
+def test_case06_query_bytes_that_are_not_utf8_reach_the_real_tokenizer(
+    sample_index: Path,
+) -> None:
+    """Issue 11, case 6: invalid UTF-8 on the command line and on stdin went
+    into the tokenizer as lone surrogates and ended in its traceback."""
+    bad = os.fsdecode(b"why does the moon change shape \xff\xfe")
+    r = subprocess.run(
+        [*msearch_cmd(), "query", bad, "--index", str(sample_index), "-k", "1", "--json"],
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+    assert json.loads(r.stdout)["path"].endswith(".md")
+    r = subprocess.run(
+        [*msearch_cmd(), "query", "-", "--index", str(sample_index), "-k", "1", "--json"],
+        input=b"\xff moon phases\n",
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+    assert json.loads(r.stdout)["query"] == "\ufffd moon phases"

@@ -27,6 +27,7 @@ def make_meta(n_files: int, count: int, dim: int, data: str) -> store.Meta:
 
 
 def write_index(index_dir: Path, vecs: np.ndarray, rows: np.ndarray, n_files: int) -> None:
+    store.claim(index_dir)
     w = store.DataWriter(index_dir, vecs.shape[1])
     for s in range(0, len(vecs), 7):  # awkward chunk size: streaming in pieces
         w.append(vecs[s : s + 7], rows[s : s + 7])
