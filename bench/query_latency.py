@@ -85,7 +85,7 @@ def make_index(index_dir: Path, corpus: Path, rows: int, record: dict, seed: int
     if (index_dir / store.META_NAME).exists():
         return index_dir
     shutil.rmtree(index_dir, ignore_errors=True)
-    index_dir.mkdir(parents=True)
+    store.claim(index_dir)  # creates and marks the folder as msearch's own
     files = make_corpus(corpus, 1000)
     rng = np.random.default_rng(seed)
     w = store.DataWriter(index_dir, 384)
