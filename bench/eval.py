@@ -408,15 +408,15 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             "",
             f"Real text ({lat['passages']:,} {L.LATENCY_WINDOW}-word passages cut from the seven "
             f"collections; {lat['terms']:,} terms; {lat['index_mb']:.0f} MB on disk, built in "
-            f"{lat['build_s']:.0f} s), memory-mapped back with `load_lexical`; the once-per-process "
+            f"{lat['build_s']:.0f} s), memory-mapped back with `LexicalSegment.load`; the once-per-process "
             "figures are medians of 5 fresh processes; then all "
             f"{lat['queries']} queries of the seven collections, each timed through "
-            "`LexicalIndex.scores` + `fuse` + msearch's `top_k` on the fused scores.",
+            "`Bm25.scores` + `fuse` + msearch's `top_k` on the fused scores.",
             "",
             "| figure | ms |",
             "|---|---:|",
             f"| once per process: `import msearch.lexical` | {lat['import_ms']:.1f} |",
-            f"| once per process: `load_lexical` (memory-mapped) | {lat['load_ms']:.1f} |",
+            f"| once per process: `LexicalSegment.load` (memory-mapped) | {lat['load_ms']:.1f} |",
             f"| once per process: first query (imports PyStemmer) | {lat['first_query_ms']:.1f} |",
             f"| per query: `scores` only, median | {lat['lexical_median_ms']:.1f} |",
             f"| per query: `scores` + `fuse` + `top_k`, median | {lat['median_ms']:.1f} |",

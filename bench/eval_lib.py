@@ -334,7 +334,7 @@ def bm25_doc_run(coll: Collection, k: int = DOC_K) -> dict[str, dict[str, float]
     import bm25s
     import Stemmer
 
-    from msearch.lexical import build_lexical
+    from msearch.lexical import bm25_of, build_lexical
 
     texts = [reference_text(t, x) for t, x in zip(coll.titles, coll.texts, strict=True)]
     stemmer = Stemmer.Stemmer("english")
@@ -345,7 +345,7 @@ def bm25_doc_run(coll: Collection, k: int = DOC_K) -> dict[str, dict[str, float]
     )
     queries = bm25s.tokenize(coll.queries, stopwords="en", stemmer=stemmer, show_progress=False)
     docs, scores = ret.retrieve(queries, k=min(k, len(texts)), show_progress=False, n_threads=1)
-    lex = build_lexical(texts)
+    lex = bm25_of(build_lexical(texts))
     for i, q in enumerate(coll.queries):
         ours = lex.scores(q)[docs[i]]
         if not np.allclose(ours, scores[i], rtol=1e-5, atol=1e-5):
@@ -405,7 +405,8 @@ class MsearchRun:
     build_seconds: float = 0.0
     query_vecs: np.ndarray | None = None
     dense: np.ndarray | None = None  # (queries x passages) cosines
-    lexical: Any = None  # msearch.lexical.LexicalIndex over ``texts``
+    lexical: Any = None  # msearch.lexical.Bm25 over ``texts``
+    vectors: np.ndarray | None = None  # each passage's vector, in the order of ``texts``
     lex_scores: np.ndarray | None = None  # (queries x passages)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -439,10 +440,12 @@ def build_msearch(
     build_seconds = time.perf_counter() - t0
     index = store.load_index(idx_dir)
     searcher = Searcher(index, query_encoder(index, device="cpu", notice=say))
-    pas = np.asarray(index.passages)
+    # A full build is one segment, its rows in file order: table() is that order.
+    assert len(index.segments) <= 1
+    pas, vectors = index.table()
     passage_file = pas[:, 0].astype(np.int64)
     files = index.meta.files
-    root = Path(index.meta.root)
+    root = index.root
     path_doc = {str(root / f.path): int(Path(f.path).stem) for f in files}
     if len(pas):
         change = np.flatnonzero(np.diff(passage_file)) + 1
@@ -474,6 +477,7 @@ def build_msearch(
         start_lines=pas[:, 1].astype(np.int64),
         path_doc=path_doc,
         build_seconds=build_seconds,
+        vectors=vectors,
     )
 
 
@@ -482,8 +486,6 @@ def hybrid_searcher(mr: MsearchRun) -> Any:
     from msearch.query import Searcher, open_lexical
 
     lexical = open_lexical(mr.index)
-    if lexical is None:
-        raise SystemExit("eval: this msearch index has no lexical side")
     mr.lexical = lexical
     return Searcher(mr.index, mr.searcher.encode, lexical, mode="hybrid")
 
@@ -518,7 +520,7 @@ def dense_matrix(
     because fusion needs every passage's score."""
     if mr.query_vecs is None:
         mr.query_vecs = np.asarray(mr.searcher.encode(list(coll.queries)), dtype=np.float32)
-    emb = np.asarray(mr.index.embeddings if embeddings is None else embeddings, dtype=np.float32)
+    emb = np.asarray(mr.vectors if embeddings is None else embeddings, dtype=np.float32)
     return np.ascontiguousarray(mr.query_vecs @ emb.T)
 
 
@@ -527,10 +529,10 @@ def lexical_matrix(
 ) -> tuple[Any, np.ndarray]:
     """(queries x passages) BM25 scores, over ``lex`` (e.g. the index's own
     lexical side) or over a lexical index built from ``texts``."""
-    from msearch.lexical import build_lexical
+    from msearch.lexical import bm25_of, build_lexical
 
     if lex is None:
-        lex = build_lexical(list(texts))
+        lex = bm25_of(build_lexical(list(texts)))
     mat = np.stack([lex.scores(q) for q in queries]) if queries else np.zeros((0, len(texts)))
     return lex, mat.astype(np.float32)
 
@@ -736,7 +738,7 @@ def fusion_variants() -> dict[str, FusionFn]:
 LATENCY_WINDOW = 40
 
 
-def _cold_lexical(folder: Path, query: str) -> dict[str, float]:
+def _cold_lexical(folder: Path, query: str, params: str) -> dict[str, float]:
     """What a fresh ``msearch query`` process pays once: importing
     msearch.lexical (numpy and msearch are loaded by then), opening the
     index, and the first query (which imports PyStemmer)."""
@@ -745,14 +747,17 @@ def _cold_lexical(folder: Path, query: str) -> dict[str, float]:
     code = (
         "import json, sys, time; import numpy, msearch.store; from pathlib import Path; "
         "t0 = time.perf_counter(); import msearch.lexical as lx; t1 = time.perf_counter(); "
-        "ix = lx.load_lexical(Path(sys.argv[1])); t2 = time.perf_counter(); "
+        "seg = lx.LexicalSegment.load(msearch.store.DataFolder(Path(sys.argv[1]))); "
+        "ix = lx.Bm25(lx.LexicalParams.from_json(json.loads(sys.argv[3])), "
+        "[lx.LexicalPart(seg, 0, None)], seg.num_rows, seg.num_rows, int(seg.lengths.sum())); "
+        "t2 = time.perf_counter(); "
         "ix.scores(sys.argv[2]); t3 = time.perf_counter(); "
         "print(json.dumps({'import': t1 - t0, 'load': t2 - t1, 'first': t3 - t2}))"
     )
     runs = [
         json.loads(
             subprocess.run(
-                [sys.executable, "-c", code, str(folder), query],
+                [sys.executable, "-c", code, str(folder), query, params],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -777,8 +782,9 @@ def latency(
     """
     import tempfile
 
-    from msearch.lexical import build_lexical, fuse, load_lexical
+    from msearch.lexical import LexicalParams, LexicalSegment, bm25_of, build_lexical, fuse
     from msearch.search import top_k
+    from msearch.store import DataFolder
 
     texts: list[str] = []
     queries: list[str] = []
@@ -801,8 +807,10 @@ def latency(
     with tempfile.TemporaryDirectory() as tmp:
         built.save(Path(tmp))
         size = sum(p.stat().st_size for p in Path(tmp).iterdir())
-        cold = _cold_lexical(Path(tmp), queries[0])
-        lex = load_lexical(Path(tmp))
+        params = json.dumps(LexicalParams.default().to_json())
+        cold = _cold_lexical(Path(tmp), queries[0], params)
+        with DataFolder(Path(tmp)) as folder:
+            lex = bm25_of(LexicalSegment.load(folder))
         for q in queries[:20]:  # warm the page cache and the stemmer
             fuse(dense, lex.scores(q))
         times, lex_times = [], []

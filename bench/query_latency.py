@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from _results import report, table
@@ -66,55 +65,92 @@ def make_corpus(root: Path, files: int) -> list[store.FileRecord]:
     return recs
 
 
-def synthetic_lexical(rows: int, seed: int) -> Any:
-    """A BM25 side for the synthetic rows: 30 words a passage drawn from a
-    Zipf distribution over 50,000 terms, with the benchmark queries' words
-    among them, so postings lists have realistic lengths."""
-    from msearch.lexical import build_lexical
-
+def synthetic_texts(rows: int, seed: int) -> list[str]:
+    """Texts for the BM25 side of the synthetic rows: 30 words a passage drawn
+    from a Zipf distribution over 50,000 terms, with the benchmark queries'
+    words among them, so postings lists have realistic lengths."""
     rng = np.random.default_rng(seed + 1)
     query_words = sorted({w for q in QUERIES for w in q.split()})
     vocab = np.array(query_words + [f"term{i}" for i in range(50_000 - len(query_words))])
     perm = rng.permutation(len(vocab))  # query words land at random ranks
     ranks = np.minimum(rng.zipf(1.2, size=(rows, 30)) - 1, len(vocab) - 1)
     words = vocab[perm[ranks]]
-    return build_lexical([" ".join(r) for r in words])
+    return [" ".join(r) for r in words]
 
 
-def make_index(index_dir: Path, corpus: Path, rows: int, record: dict, seed: int = 0) -> Path:
+def make_index(
+    index_dir: Path, corpus: Path, rows: int, record: dict, seed: int = 0, segments: int = 1
+) -> Path:
+    """A synthetic index of ``rows`` random unit vectors over the real files
+    of ``corpus``, in ``segments`` segments of about equal size (the same
+    rows, vectors and texts whatever the number of segments)."""
+    from msearch.lexical import LexicalParams, build_lexical
+    from msearch.segment import SegmentWriter
+
     if (index_dir / store.META_NAME).exists():
         return index_dir
     shutil.rmtree(index_dir, ignore_errors=True)
     store.claim(index_dir)  # creates and marks the folder as msearch's own
     files = make_corpus(corpus, 1000)
     rng = np.random.default_rng(seed)
-    w = store.DataWriter(index_dir, 384)
+    texts = synthetic_texts(rows, seed)
     per_file = max(1, rows // len(files))
-    done = 0
-    while done < rows:
-        n = min(65536, rows - done)
-        v = rng.standard_normal((n, 384)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        ids = np.arange(done, done + n)
-        file_idx = np.minimum(ids // per_file, len(files) - 1)
-        line = (ids % 35) + 1
-        start = (line - 1) * 40
-        r = np.stack([file_idx, line, line + 2, start, start + 100], axis=1).astype(np.int32)
-        w.append(v, r)
-        done += n
-    name = w.finish(lambda folder: synthetic_lexical(rows, seed).save(folder))
+    bounds = np.linspace(0, len(files), segments + 1).astype(int)
+    infos = []
+    records = []
+    for s in range(segments):
+        f0, f1 = int(bounds[s]), int(bounds[s + 1])
+        a = min(f0 * per_file, rows)
+        b = rows if s == segments - 1 else min(f1 * per_file, rows)
+        folder = store.new_segment_dir(index_dir)
+        w = SegmentWriter(folder, 384, window=65536)
+        for start in range(a, b, 65536):
+            n = min(65536, b - start)
+            v = rng.standard_normal((n, 384)).astype(np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            ids = np.arange(start, start + n)
+            file_idx = np.minimum(ids // per_file, len(files) - 1)
+            line = (ids % 35) + 1
+            begin = (line - 1) * 40
+            r = np.stack([file_idx - f0, line, line + 2, begin, begin + 100], axis=1)
+            w.add_kept(r.astype(np.int32), v, np.zeros((n, 16), np.uint8))
+        infos.append(w.close(build_lexical(texts[a:b])))
+        for f in range(f0, f1):
+            lo = f * per_file
+            hi = rows if f == len(files) - 1 else min((f + 1) * per_file, rows)
+            rec = files[f]
+            records.append(
+                store.FileRecord(rec.path, rec.size, rec.mtime_ns, rec.sha256, s, lo - a, hi - lo)
+            )
     meta = store.Meta(
         root=str(corpus.resolve()),
         model=record,
         chunking={"max_tokens": 256, "overlap_tokens": 32},
         walk={},
-        files=files,
-        count=rows,
+        files=records,
         dim=384,
-        data=name,
+        segments=infos,
+        lexical=LexicalParams.default().to_json(),
     )
     store.commit(index_dir, meta)
     return index_dir
+
+
+def warm_queries(index_dir: Path, runs: int) -> list[float]:
+    """In-process query time (hybrid, top 10) on an open index: what each
+    query costs once the model and the index are loaded."""
+    from msearch.query import Searcher, open_lexical, query_encoder
+
+    idx = store.load_index(index_dir)
+    searcher = Searcher(idx, query_encoder(idx, "cpu"), open_lexical(idx), "hybrid")
+    for q in QUERIES:
+        searcher.query(q)
+    out = []
+    for i in range(runs):
+        t = time.perf_counter()
+        searcher.query(QUERIES[i % len(QUERIES)] + f" {i}")
+        out.append(time.perf_counter() - t)
+    return out
 
 
 def time_cmd(cmd: list[str], stdin: str | None = None) -> float:
@@ -150,10 +186,11 @@ def main() -> None:
     idx_1k = make_index(WORK / "idx-1k", corpus, 1_000, record)
     idx_100k = make_index(WORK / "idx-100k", corpus, 100_000, record)
     idx_1m = make_index(WORK / "idx-1m", corpus, 1_000_000, record)
+    idx_1m_10 = make_index(WORK / "idx-1m-10seg", corpus, 1_000_000, record, segments=10)
     print(f"indexes ready in {time.perf_counter() - t:.1f}s", file=sys.stderr)
 
     # Warm the OS cache, then measure interleaved so drift hits both sides.
-    for d in (idx_1k, idx_100k, idx_1m):
+    for d in (idx_1k, idx_100k, idx_1m, idx_1m_10):
         cold_queries(d, 2)
     emb_100k = idx_100k / store.read_meta(idx_100k).data / store.EMBEDDINGS_NAME
     base_cmd = [
@@ -164,14 +201,19 @@ def main() -> None:
     ]
     time_cmd([*base_cmd, QUERIES[0]])
 
-    ours_100k, ours_1k, ours_1m, base = [], [], [], []
+    ours_100k, ours_1k, ours_1m, ours_1m_10, base = [], [], [], [], []
     for i in range(args.runs):
         q = QUERIES[i % len(QUERIES)]
         ours_100k += cold_queries(idx_100k, 1)
         ours_1k += cold_queries(idx_1k, 1)
         ours_1m += cold_queries(idx_1m, 1)
+        ours_1m_10 += cold_queries(idx_1m_10, 1)
         if i < args.baseline_runs:
             base.append(time_cmd([*base_cmd, q]))
+    warm_1, warm_10 = [], []
+    for _ in range(3):  # interleaved rounds
+        warm_1 += warm_queries(idx_1m, 20)
+        warm_10 += warm_queries(idx_1m_10, 20)
 
     stdin = "\n".join(QUERIES[i % len(QUERIES)] + f" {i}" for i in range(100)) + "\n"
     batch = [
@@ -198,6 +240,18 @@ def main() -> None:
             f"{(med(ours_1m) - med(ours_1k)) * 1000:.0f} ms",
             "≤ 150 ms",
         ),
+        ("cold query, 1M passages in 10 segments (median)", f"{med(ours_1m_10):.3f} s", ""),
+        (
+            "  10 segments / 1 segment, cold",
+            f"{med(ours_1m_10) / med(ours_1m):.3f}",
+            "≤ 1.10",
+        ),
+        (
+            "warm hybrid query, 1M in 1 / 10 segments (median of 60)",
+            f"{med(warm_1) * 1000:.1f} / {med(warm_10) * 1000:.1f} ms",
+            "",
+        ),
+        ("  10 segments / 1 segment, warm", f"{med(warm_10) / med(warm_1):.3f}", "≤ 1.10"),
     ]
     lines = [
         *table(rows),

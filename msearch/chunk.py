@@ -8,6 +8,8 @@ sized in characters or words either wastes capacity or loses its tail.
 
 from __future__ import annotations
 
+import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -222,9 +224,12 @@ def _pack(
         if n > budget:
             width = len(lines[i].rstrip("\r\n"))
             # The line exactly as counted: the counter may still hold its tokens.
-            # Fill the open passage with the line's beginning: a title or
-            # heading then shares a passage with the text it introduces.
-            fill = bool(current) and used < budget
+            # Fill a short open passage (a title, a heading) with the line's
+            # beginning, so that it shares a passage with the text it
+            # introduces; a longer one closes, so that where the line's
+            # passages start depends on the line alone, not on what an edit
+            # further up left open.
+            fill = bool(current) and used <= budget // 4
             spans = split_line(counter, lines[i], budget, first=budget - used if fill else None)
             if fill:
                 (a, b), spans = spans[0], spans[1:]
@@ -241,14 +246,60 @@ def _pack(
                 if e > s:
                     passages.append(Passage(i + 1, i + 1, s, e, text[s:e]))
             continue
-        if current and used + n > budget:
-            emit(current[0], current[-1])
-            current, used = carry_overlap(current, counts, settings.overlap_tokens, budget - n)
+        if current:
+            # A paragraph break (blank lines) or a heading before line i.
+            brk = i > current[-1] + 1 or is_heading(lines, i)
+            if used + n > budget:
+                emit(current[0], current[-1])
+                # No sentence spans a paragraph break: overlap only within one.
+                current, used = (
+                    ([], 0)
+                    if brk
+                    else carry_overlap(current, counts, settings.overlap_tokens, budget - n)
+                )
+            elif brk and _soft_cut(lines, current[-1], i, used, budget):
+                emit(current[0], current[-1])
+                current, used = [], 0
         current.append(i)
         used += n
     if current:
         emit(current[0], current[-1])
     return passages
+
+
+_ATX_HEADING = re.compile(r" {0,3}#{1,6}(?:[ \t]|$)")
+_SETEXT_UNDERLINE = re.compile(r" {0,3}(?:=+|-+)[ \t]*\r?\n?")
+
+
+def is_heading(lines: Sequence[str], i: int) -> bool:
+    """A Markdown heading: ``# Title`` (ATX), or a line underlined with
+    ``===`` or ``---`` (setext)."""
+    if _ATX_HEADING.match(lines[i]):
+        return True
+    nxt = lines[i + 1] if i + 1 < len(lines) else ""
+    return bool(lines[i].strip()) and _SETEXT_UNDERLINE.fullmatch(nxt) is not None
+
+
+def _soft_cut(lines: Sequence[str], last: int, nxt: int, used: int, budget: int) -> bool:
+    """Whether to close a passage at the break before line ``nxt`` although
+    the line would fit.
+
+    Why: packing greedily from the top of a file makes every boundary
+    depend on everything above it, so a paragraph inserted near the top
+    shifts every later passage and all of them must be embedded again.
+    Here a passage that is at least half full also closes at a paragraph
+    break chosen by the content around it (a hash of the paragraph's last
+    line: about every other break), and one that is a quarter full closes
+    before a heading. Two chunkings that start at different places thus
+    meet again at the first such break, and from there on cut alike, as
+    content-defined chunking does (rsync, restic); passages also end where
+    paragraphs do.
+    """
+    if is_heading(lines, nxt):
+        return used >= budget // 4
+    if used < budget // 2:
+        return False
+    return zlib.crc32(lines[last].strip().encode("utf-8", "surrogatepass")) & 1 == 1
 
 
 def carry_overlap(

@@ -233,6 +233,10 @@ def index(
         ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
+    compact: Annotated[
+        bool,
+        typer.Option("--compact", help="Then merge every segment into one (no re-embedding)."),
+    ] = False,
 ) -> None:
     """Index the text files under DIR (again: only what changed)."""
 
@@ -301,11 +305,29 @@ def index(
 
             with BarProgress(make_console(sys.stderr, "auto")) as bar:
                 stats = build_index(
-                    directory, Path(index_dir), emb, wopts, settings, full, bar, notice, batch_size
+                    directory,
+                    Path(index_dir),
+                    emb,
+                    wopts,
+                    settings,
+                    full,
+                    bar,
+                    notice,
+                    batch_size,
+                    compact,
                 )
         else:
             stats = build_index(
-                directory, Path(index_dir), emb, wopts, settings, full, None, notice, batch_size
+                directory,
+                Path(index_dir),
+                emb,
+                wopts,
+                settings,
+                full,
+                None,
+                notice,
+                batch_size,
+                compact,
             )
         if not quiet:
             from msearch.output import _escape
@@ -538,6 +560,7 @@ def status(
         print(f"model:     {_escape(st.model)} ({st.dim} dims, {st.precision})")
         print(f"files:     {st.files}")
         print(f"passages:  {st.passages}")
+        print(f"segments:  {st.segments} ({st.dead} dead rows)")
         print(f"size:      {st.size_bytes / 1e6:.1f} MB")
         print(f"built:     {built}")
         print(

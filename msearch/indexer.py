@@ -1,8 +1,12 @@
-"""Folder to index: walk, chunk, embed and store, re-embedding only what changed.
+"""Folder to index: walk, plan, chunk, embed into a new segment, merge.
 
-Rows are always laid out in walk order, file after file, whatever was
-re-embedded; an incremental run therefore produces the same rows as a full
-rebuild of the same folder, which is what the tests compare.
+An update costs what changed: unchanged files are not read (size and mtime
+match, or their content hash does); the passages of added and changed files
+go into one new segment, and only those whose text is new are embedded (the
+vector of a passage that a changed or renamed file still contains is
+copied, keyed by a hash of its text); the rows the changed and removed
+files had become dead; nothing else is rewritten. Then the merge policy
+(msearch.merge) may merge small segments.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from msearch import store
-from msearch.chunk import ChunkSettings, chunk_texts
-from msearch.embed import Embedder, Pending, embed_async
+from msearch import merge, store
+from msearch.chunk import ChunkSettings, Passage, chunk_texts
+from msearch.embed import Embedder, embed_async
 from msearch.errors import IndexCorrupt, IndexNotFound, UsageError
-from msearch.lexical import LexicalBuilder
+from msearch.lexical import LexicalParams
+from msearch.segment import KEY_BYTES, SegmentInfo, SegmentWriter, key_salt, passage_keys
 from msearch.walk import (
     FileEntry,
     NotText,
@@ -39,6 +44,9 @@ WINDOW_PASSAGES = 1024
 # Characters of file text chunked together (see chunk.chunk_texts): enough
 # lines for a tokenizer to spread over the cores, a bounded amount of text.
 CHUNK_BATCH_CHARS = 256 * 1024
+# An update checks the checksums of every segment under this size (cheap);
+# larger ones are checked by ``status`` and whenever a merge reads them.
+VERIFY_BYTES = 64 << 20
 
 
 class Progress(Protocol):
@@ -66,9 +74,32 @@ class IndexStats:
     unchanged: int = 0
     passages: int = 0
     embedded: int = 0
+    reused: int = 0
+    segments: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     full_reason: str | None = None
     seconds: float = 0.0
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class Keep:
+    """An unchanged file: its rows stay where they are."""
+
+    entry: FileEntry
+    record: store.FileRecord
+
+
+@dataclass
+class Embed:
+    """An added or changed file: chunked, and its new passages embedded.
+    ``old`` is the record it replaces (None when added)."""
+
+    entry: FileEntry
+    record: store.FileRecord
+    old: store.FileRecord | None
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -96,19 +127,6 @@ def effective_chunking(settings: ChunkSettings, max_seq_length: int) -> ChunkSet
     return ChunkSettings(capped, settings.overlap_tokens)
 
 
-def _old_file_rows(old: store.Index) -> dict[str, tuple[store.FileRecord, int, int]]:
-    """path -> (record, first row, end row) in the previous generation."""
-    col = np.asarray(old.passages[:, 0])
-    if len(col) and (col.min() < 0 or col.max() >= len(old.meta.files) or (np.diff(col) < 0).any()):
-        raise IndexCorrupt(f"{old.dir / old.meta.data} refers to unknown files")
-    starts = np.searchsorted(col, np.arange(len(old.meta.files)), side="left")
-    ends = np.searchsorted(col, np.arange(len(old.meta.files)), side="right")
-    return {
-        rec.path: (rec, int(s), int(e))
-        for rec, s, e in zip(old.meta.files, starts, ends, strict=True)
-    }
-
-
 def _full_rebuild_reason(
     old: store.Index, model_record: dict[str, Any], chunking: dict[str, Any], root: Path
 ) -> str | None:
@@ -120,6 +138,8 @@ def _full_rebuild_reason(
         return "the chunking settings changed"
     if os.path.realpath(old.root) != os.path.realpath(root):
         return "the indexed folder moved"
+    if old.meta.lexical != LexicalParams.default().to_json():
+        return "the lexical settings changed"
     return None
 
 
@@ -133,11 +153,13 @@ def build_index(
     progress: Progress | None = None,
     notice: Callable[[str], None] | None = None,
     batch_size: int | None = None,
+    compact: bool = False,
 ) -> IndexStats:
-    """Create or update the index of ``root`` in ``index_dir``.
+    """Create or update the index of ``root`` in ``index_dir``; with
+    ``compact``, then merge every segment into one.
 
-    Holds the writer lock for the whole run, and commits atomically at the
-    end: until then readers see the previous index, untouched.
+    Holds the writer lock for the whole run, and commits atomically (the
+    update, then each merge): until then readers see the previous index.
     """
     t0 = time.perf_counter()
     root = Path(root)
@@ -160,110 +182,152 @@ def build_index(
 
     with store.write_lock(index_dir, notice=say):
         store.prepare_commit_point(index_dir, say)
-        store.cleanup(index_dir, keep=_current_data(index_dir))
+        store.cleanup(index_dir, keep=store.current_segments(index_dir))
         record = embedder.record
         settings = effective_chunking(chunking or ChunkSettings(), record.max_seq_length)
         chunk_json = asdict(settings)
         model_json = record.to_json()
         stats = IndexStats()
-
-        old: store.Index | None = None
-        old_rows: dict[str, tuple[store.FileRecord, int, int]] = {}
-        if not full:
-            try:
-                old = store.load_index(index_dir)
-                old_rows = _old_file_rows(old)
-                store.verify_checksums(index_dir, old.meta)  # rows are copied from it
-            except IndexNotFound:
-                old = None
-            except IndexCorrupt as exc:
-                old = None
-                say(f"msearch: the existing index is damaged ({exc}); rebuilding it")
-                stats.full_reason = "the previous index was damaged"
-            if old is not None:
-                reason = _full_rebuild_reason(old, model_json, chunk_json, root)
-                if reason:
-                    say(f"msearch: {reason}; rebuilding the whole index")
-                    stats.full_reason = reason
-                    old = None
-        else:
+        old, convert = (
+            (None, False)
+            if full
+            else _open_previous(index_dir, model_json, chunk_json, root, say, stats)
+        )
+        if full:
             stats.full_reason = "--full"
 
         walked = walk(root, wopts, exclude_dirs=[index_dir])
         stats.skipped.extend(walked.skipped)
-        if old is None:
-            old_rows = {}
-        plan = _plan(walked.files, old_rows, wopts, stats)
-        stats.removed = len(set(old_rows) - {e.rel for e, _ in plan}) if old is not None else 0
-        files_out = [f for _, f in plan if isinstance(f, store.FileRecord)]
+        known = {f.path: f for f in old.meta.files} if old is not None else {}
+        plan = _plan(walked.files, known, wopts, stats)
+        kept_paths = {item.entry.rel for item in plan}
+        removed = [rec for path, rec in known.items() if path not in kept_paths]
+        stats.removed = len(removed)
 
-        if old is not None and not (stats.added or stats.changed or stats.removed):
-            # Nothing to embed or drop: keep the data folder, refresh the file table.
-            data_name, count, checksums = old.meta.data, old.meta.count, old.meta.checksums
-        else:
-            data_name, count, checksums = _write_data(
-                index_dir, record.dim, plan, old, embedder, settings, prog, stats, batch_size, wopts
+        salt = key_salt(model_json, chunk_json)
+        segments = list(old.meta.segments) if old is not None else []
+        todo = [item for item in plan if isinstance(item, Embed)]
+        if todo:
+            if convert:
+                pool = _v1_pool(index_dir, root, salt, wopts)
+            else:
+                pool = _reuse_pool(old, [i.old for i in todo if i.old] + removed)
+            info = _write_segment(
+                index_dir,
+                record.dim,
+                todo,
+                embedder,
+                settings,
+                salt,
+                pool,
+                prog,
+                stats,
+                batch_size,
+                wopts,
+                len(segments),
             )
-            files_out = [f for _, f in plan if isinstance(f, store.FileRecord)]
-
+            segments.append(info)
+        # Rows of changed and removed files die: the segments' live counts
+        # drop by what they held (the file table no longer points at them).
+        dead = [i.old for i in todo if i.old is not None] + removed
+        if old is not None and dead:
+            segments = _kill_rows(old, segments, dead)
+        files = [item.record for item in plan]
+        segments, files = _drop_empty(segments, files)
         meta = store.Meta(
             root=store.root_record(index_dir, root),
             model=model_json,
             chunking=chunk_json,
             walk=_walk_json(wopts),
-            files=files_out,
-            count=count,
+            files=files,
             dim=record.dim,
-            data=data_name,
+            segments=segments,
+            lexical=LexicalParams.default().to_json(),
             created=old.meta.created if old is not None else time.time(),
-            updated=time.time(),
             extra={"skipped": sorted(s.rel for s in stats.skipped)},
-            checksums=checksums,
         )
         store.commit(index_dir, meta)
-        stats.files = len(files_out)
-        stats.passages = count
+        meta = _merge_as_needed(index_dir, compact, say)
+        stats.files = len(meta.files)
+        stats.passages = meta.count
+        stats.segments = len(meta.segments)
         stats.seconds = time.perf_counter() - t0
         return stats
 
 
-@dataclass
-class _Todo:
-    """A file to (re-)embed. Its text is read again when its turn comes, so a
-    large change never holds every text in memory."""
-
-    record: store.FileRecord
+def _open_previous(
+    index_dir: Path,
+    model_json: dict[str, Any],
+    chunk_json: dict[str, Any],
+    root: Path,
+    say: Callable[[str], None],
+    stats: IndexStats,
+) -> tuple[store.Index | None, bool]:
+    """The index to update, or None to build anew (with the reason said);
+    and whether it is one of schema 1 to convert."""
+    try:
+        old = store.load_index(index_dir)
+        small = {
+            s.name
+            for s, seg in zip(old.meta.segments, old.segments, strict=True)
+            if seg.rows * (old.meta.dim * 4 + 64) < VERIFY_BYTES
+        }
+        store.verify_checksums(index_dir, old.meta, small)
+    except IndexNotFound:
+        return None, False
+    except store.IndexOutdated:
+        say(
+            "msearch: this index was made by an older msearch; converting it "
+            "(passages whose text is unchanged keep their vectors)"
+        )
+        stats.full_reason = "the index was made by an older msearch"
+        return None, True
+    except IndexCorrupt as exc:
+        say(f"msearch: the existing index is damaged ({exc}); rebuilding it")
+        stats.full_reason = "the previous index was damaged"
+        return None, False
+    reason = _full_rebuild_reason(old, model_json, chunk_json, root)
+    if reason:
+        say(f"msearch: {reason}; rebuilding the whole index")
+        stats.full_reason = reason
+        return None, False
+    return old, False
 
 
 def _plan(
     files: list[FileEntry],
-    old_rows: dict[str, tuple[store.FileRecord, int, int]],
+    known: dict[str, store.FileRecord],
     wopts: WalkOptions,
     stats: IndexStats,
-) -> list[tuple[FileEntry, Any]]:
-    """Classify every walked file before any work: unchanged (its old record),
-    to embed (a _Todo) or skipped. Size and mtime first, then a content hash,
-    so a touched but unchanged file is never re-embedded."""
-    plan: list[tuple[FileEntry, Any]] = []
+) -> list[Keep | Embed]:
+    """Classify every walked file before any work: unchanged (Keep) or to
+    embed; what cannot be read or is not text is skipped (in ``stats``).
+    Size and mtime first, then a content hash, so a touched but unchanged
+    file is never re-embedded; an unchanged file is never read."""
+    plan: list[Keep | Embed] = []
     for entry in files:
-        prev = old_rows.get(entry.rel)
-        if prev is not None and _same_stat(entry, prev[0]):
-            plan.append((entry, prev[0]))
+        prev = known.get(entry.rel)
+        if prev is not None and entry.size == prev.size and entry.mtime_ns == prev.mtime_ns:
+            plan.append(Keep(entry, prev))
             stats.unchanged += 1
             continue
         try:
             data = _read(entry, wopts)
             digest = sha256_bytes(data)
-            rec = store.FileRecord(entry.rel, len(data), entry.mtime_ns, digest)
-            if prev is not None and prev[0].sha256 == digest:
-                plan.append((entry, rec))
+            if prev is not None and prev.sha256 == digest:
+                rec = store.FileRecord(
+                    entry.rel, len(data), entry.mtime_ns, digest, prev.segment, prev.row, prev.rows
+                )
+                plan.append(Keep(entry, rec))
                 stats.unchanged += 1
                 continue
             text_from_bytes(data, wopts.include_noise)  # binary or undecodable: skip it now
         except NotText as exc:
             stats.skipped.append(Skipped(entry.rel, str(exc)))
             continue
-        plan.append((entry, _Todo(rec)))
+        plan.append(
+            Embed(entry, store.FileRecord(entry.rel, len(data), entry.mtime_ns, digest), prev)
+        )
         if prev is None:
             stats.added += 1
         else:
@@ -271,174 +335,212 @@ def _plan(
     return plan
 
 
-def _write_data(
+def _reuse_pool(
+    old: store.Index | None, records: list[store.FileRecord]
+) -> dict[bytes, np.ndarray]:
+    """Passage key -> vector, for the rows of the files an update replaces or
+    removes (a renamed file's passages are found among the removed)."""
+    pool: dict[bytes, np.ndarray] = {}
+    if old is None:
+        return pool
+    for rec in records:
+        seg = old.segments[rec.segment]
+        if not rec.rows:
+            continue
+        keys = np.asarray(seg.keys()[rec.row : rec.row + rec.rows])
+        vecs = np.asarray(seg.embeddings[rec.row : rec.row + rec.rows])
+        for k, v in zip(keys, vecs, strict=True):
+            pool[k.tobytes()] = v
+    return pool
+
+
+def _v1_pool(
+    index_dir: Path, root: Path, salt: bytes, wopts: WalkOptions
+) -> dict[bytes, np.ndarray]:
+    """For converting an index of schema 1: the vectors of its passages, keyed
+    by their text as read from files that are still as they were. Passages
+    whose text the new chunking keeps need not be embedded again."""
+    pool: dict[bytes, np.ndarray] = {}
+    try:
+        raw = store._read_meta_json(index_dir)
+        data_name = raw["data"]
+        cols = raw["files"]
+        if not isinstance(data_name, str) or not store.FOLDER_RE.match(data_name):
+            return pool
+        with store.open_folder(index_dir, data_name) as folder:
+            emb = folder.npy("embeddings.npy")
+            pas = folder.npy("passages.npy")
+        if emb.ndim != 2 or pas.ndim != 2 or pas.shape[1] != 5 or len(emb) != len(pas):
+            return pool
+        col = np.asarray(pas[:, 0], dtype=np.int64)
+        paths, sizes, hashes = cols["path"], cols["size"], cols["sha256"]
+        for f, (path, size, digest) in enumerate(zip(paths, sizes, hashes, strict=True)):
+            a, b = np.searchsorted(col, [f, f + 1])
+            if a == b or not isinstance(path, str):
+                continue
+            try:
+                data = read_bytes(root / path, wopts.max_file_size, follow=wopts.follow_symlinks)
+            except NotText:
+                continue
+            if len(data) != size or sha256_bytes(data) != digest:
+                continue
+            text = text_from_bytes(data, include_noise=True)
+            rows = np.asarray(pas[a:b])
+            texts = [text[int(s) : int(e)] for s, e in rows[:, 3:5]]
+            for key, vec in zip(passage_keys(texts, salt), np.asarray(emb[a:b]), strict=True):
+                pool[key.tobytes()] = vec
+    except (KeyError, TypeError, ValueError, IndexError, OSError, NotText, IndexCorrupt):
+        return pool
+    return pool
+
+
+def _write_segment(
     index_dir: Path,
     dim: int,
-    plan: list[tuple[FileEntry, Any]],
-    old: store.Index | None,
+    todo: list[Embed],
     embedder: Embedder,
     settings: ChunkSettings,
+    salt: bytes,
+    pool: dict[bytes, np.ndarray],
     prog: Progress,
     stats: IndexStats,
     batch_size: int | None,
     wopts: WalkOptions,
-) -> tuple[str, int, dict[str, int]]:
-    """Stream every row of the new generation into a fresh data folder.
+    position: int,
+) -> SegmentInfo:
+    """The passages of ``todo`` (in walk order) into a new segment; fills in
+    each record's rows. Files are read again when their turn comes, so a
+    large change never holds every text in memory."""
+    folder = store.new_segment_dir(index_dir)
 
-    Rows of unchanged files are copied from the old generation; the others
-    are chunked and embedded a window at a time, then written in file order.
-    """
-    old_rows = {f.path: (s, e) for f, s, e in _old_file_rows(old).values()} if old else {}
-    writer = store.DataWriter(index_dir, dim)
+    def on_write(embedded: int, nbytes: int) -> None:
+        prog.advance(0, nbytes, embedded)
+
+    writer = SegmentWriter(
+        folder,
+        dim,
+        embed=lambda texts: embed_async(embedder, texts, batch_size),
+        lexical=LexicalParams.default(),
+        window=WINDOW_PASSAGES,
+        on_write=on_write,
+    )
     try:
-        pending: list[tuple[int, Any]] = []  # (file index, old row range | passages)
-        pending_passages = 0
-        pending_bytes = 0  # credited to progress once embedded, so the ETA is honest
-        # The window whose vectors are on their way: written once the next
-        # window is submitted, so a GPU computes while this thread reads and
-        # chunks (see embed.embed_async). Rows are still written in order.
-        inflight: _Window | None = None
+        with store.writing(folder):
+            prog.start(len(todo), sum(item.entry.size for item in todo))
+            batch: list[tuple[Embed, str]] = []
+            batch_chars = 0
 
-        # The BM25 side, fed window by window in row order: passage texts are
-        # never all held at once.
-        lexical = LexicalBuilder()
+            def chunk_batch() -> None:
+                nonlocal batch, batch_chars
+                if not batch:
+                    return
+                chunked = chunk_texts([t for _, t in batch], embedder.counter, settings)
+                for (item, _), passages in zip(batch, chunked, strict=True):
+                    _add(writer, item, passages, salt, pool, stats, position)
+                batch, batch_chars = [], 0
 
-        def write(window: _Window) -> None:
-            vecs = window.vectors() if window.vectors is not None else None
-            texts: list[str] = []  # the window's passages in row order, for BM25
-            pos = 0
-            for file_idx, item in window.items:
-                if isinstance(item, list):
-                    n = len(item)
-                    if n == 0:
-                        continue
-                    assert vecs is not None
-                    rows = np.array(
-                        [(file_idx, p.start_line, p.end_line, p.start, p.end) for p in item],
-                        dtype=np.int32,
-                    )
-                    writer.append(vecs[pos : pos + n], rows)
-                    texts.extend(p.text for p in item)
-                    pos += n
-                    stats.embedded += n
-                    prog.advance(0, 0, n)
-                else:
-                    assert old is not None
-                    s, e, path = item
-                    rows = np.array(old.passages[s:e], dtype=np.int32)
-                    rows[:, 0] = file_idx
-                    writer.append(np.asarray(old.embeddings[s:e]), rows)
-                    if e > s:
-                        texts.extend(_passage_texts(path, rows, wopts))
-            lexical.add(texts)
-            prog.advance(0, window.nbytes, 0)
-
-        def flush() -> None:
-            nonlocal pending, pending_passages, pending_bytes, inflight
-            texts = [p.text for _, item in pending if isinstance(item, list) for p in item]
-            job = embed_async(embedder, texts, batch_size) if texts else None
-            if inflight is not None:
-                write(inflight)
-            inflight = _Window(pending, job, pending_bytes)
-            pending, pending_passages, pending_bytes = [], 0, 0
-
-        # Files read but not yet chunked: (file index, text, size). Chunked
-        # together, so that their lines are tokenized in one call.
-        batch: list[tuple[int, str, int]] = []
-        batch_chars = 0
-
-        def chunk_batch() -> None:
-            nonlocal batch, batch_chars, pending_passages, pending_bytes
-            if not batch:
-                return
-            texts = [text for _, text, _ in batch]
-            chunked = chunk_texts(texts, embedder.counter, settings)
-            for (idx, _, size), passages in zip(batch, chunked, strict=True):
-                pending_bytes += size
-                # A long file goes in window-sized parts (its rows stay
-                # contiguous), so memory is bounded by the window, not the file.
-                for s in range(0, max(len(passages), 1), WINDOW_PASSAGES):
-                    part = passages[s : s + WINDOW_PASSAGES]
-                    pending.append((idx, part))
-                    pending_passages += len(part)
-                    if pending_passages >= WINDOW_PASSAGES:
-                        flush()
-            batch, batch_chars = [], 0
-
-        prog.start(len(plan), sum(e.size for e, a in plan if isinstance(a, _Todo)))
-        file_idx = 0
-        for i, (entry, action) in enumerate(plan):
-            if isinstance(action, _Todo):
+            for item in todo:
                 try:
-                    text = text_from_bytes(_read(entry, wopts), True)
-                except NotText as exc:  # vanished or changed under us since planning
-                    stats.skipped.append(Skipped(entry.rel, str(exc)))
-                    plan[i] = (entry, None)
-                    prog.advance(1, entry.size, 0)
-                    continue
-                batch.append((file_idx, text, entry.size))
+                    text = text_from_bytes(_read(item.entry, wopts), True)
+                except NotText:
+                    # Vanished or changed under us since planning: index it as
+                    # empty; its hits would be stale anyway, and the next run
+                    # sees it again.
+                    text = ""
+                batch.append((item, text))
                 batch_chars += len(text)
-                plan[i] = (entry, action.record)
+                prog.advance(1, 0, 0)
                 if batch_chars >= CHUNK_BATCH_CHARS:
                     chunk_batch()
-            else:
-                chunk_batch()  # rows stay in file order
-                pending.append((file_idx, (*old_rows[entry.rel], entry.path)))
-            file_idx += 1
-            prog.advance(1, 0, 0)
-        chunk_batch()
-        flush()
-        if inflight is not None:
-            write(inflight)
-
-        def save_lexical(folder: Path) -> None:
-            lexical.finish().save(folder)
-
-        name = writer.finish(save_lexical)
-        return name, writer.count, writer.checksums
+            chunk_batch()
+            info = writer.close()
+        stats.embedded += writer.embedded
+        return info
     except BaseException:
         writer.abort()
         raise
 
 
-@dataclass
-class _Window:
-    """Files submitted together: their passages (or old row ranges), the
-    vectors on their way and the bytes to credit to progress once written."""
+def _add(
+    writer: SegmentWriter,
+    item: Embed,
+    passages: list[Passage],
+    salt: bytes,
+    pool: dict[bytes, np.ndarray],
+    stats: IndexStats,
+    position: int,
+) -> None:
+    texts = [p.text for p in passages]
+    keys = passage_keys(texts, salt) if texts else np.zeros((0, KEY_BYTES), np.uint8)
+    reused = np.full((len(texts), writer.dim), np.nan, dtype=np.float32)
+    for i, key in enumerate(keys):
+        vec = pool.get(key.tobytes())
+        if vec is not None:
+            reused[i] = vec
+            stats.reused += 1
+    rows = np.array([(p.start_line, p.end_line, p.start, p.end) for p in passages], dtype=np.int32)
+    first = writer.next_row
+    writer.add_file(rows.reshape(-1, 4), keys, texts, reused, item.entry.size)
+    item.record.segment, item.record.row, item.record.rows = position, first, len(passages)
 
-    items: list[tuple[int, Any]]
-    vectors: Pending | None
-    nbytes: int
+
+def _kill_rows(
+    old: store.Index, segments: list[SegmentInfo], dead: list[store.FileRecord]
+) -> list[SegmentInfo]:
+    """The segments' live counts, less the rows of ``dead`` files (their
+    lengths read from the lexical statistics: only those rows)."""
+    out = [
+        SegmentInfo(s.name, s.rows, s.tokens, s.live_rows, s.live_tokens, s.checksums)
+        for s in segments
+    ]
+    for rec in dead:
+        if not rec.rows:
+            continue
+        info = out[rec.segment]
+        lengths = old.segments[rec.segment].lexical().lengths[rec.row : rec.row + rec.rows]
+        info.live_rows -= rec.rows
+        info.live_tokens -= int(np.asarray(lengths, dtype=np.int64).sum())
+        if info.live_rows < 0 or info.live_tokens < 0:
+            raise IndexCorrupt(f"{old.dir / store.META_NAME}: live counts went negative")
+    return out
+
+
+def _drop_empty(
+    segments: list[SegmentInfo], files: list[store.FileRecord]
+) -> tuple[list[SegmentInfo], list[store.FileRecord]]:
+    """Segments with no live row are dropped (their folders are removed by
+    cleanup after the commit); file records are renumbered."""
+    position: dict[int, int] = {}
+    kept: list[SegmentInfo] = []
+    for i, info in enumerate(segments):
+        if info.live_rows > 0:
+            position[i] = len(kept)
+            kept.append(info)
+    for rec in files:
+        if rec.rows == 0:
+            rec.segment = rec.row = 0  # no passages, no rows: recorded as (0, 0, 0)
+        else:
+            rec.segment = position[rec.segment]
+    return kept, files
+
+
+def _merge_as_needed(index_dir: Path, compact: bool, say: Callable[[str], None]) -> store.Meta:
+    """Merge what the policy (or ``compact``) asks for, committing each time."""
+    index = store.load_index(index_dir)
+    groups = merge.compact_groups(index) if compact else merge.plan_merges(index.meta.segments)
+    if not groups:
+        return index.meta
+    meta = merge.merge(index, groups, say if compact else (lambda _m: None))
+    store.commit(index_dir, meta)
+    if not compact:  # one merge may fill the next tier
+        return _merge_as_needed(index_dir, False, say)
+    return meta
 
 
 def _read(entry: FileEntry, wopts: WalkOptions) -> bytes:
     """A walked file's bytes, within the size limit, never through a link
     that appeared since the walk unless links are followed."""
     return read_bytes(entry.path, wopts.max_file_size, follow=wopts.follow_symlinks)
-
-
-def _passage_texts(path: Path, rows: np.ndarray, wopts: WalkOptions) -> list[str]:
-    """An unchanged file's passage texts, for the lexical index: read again and
-    cut at the stored character offsets (no re-chunking, no re-embedding)."""
-    try:
-        text = text_from_bytes(
-            read_bytes(path, wopts.max_file_size, follow=wopts.follow_symlinks),
-            include_noise=True,
-        )
-    except NotText:
-        return [""] * len(rows)  # vanished since planning: its rows go stale
-    return [text[int(a) : int(b)] for a, b in rows[:, 3:5]]
-
-
-def _current_data(index_dir: Path) -> str | None:
-    try:
-        return store.read_meta(index_dir).data
-    except Exception:
-        return None
-
-
-def _same_stat(entry: FileEntry, rec: store.FileRecord) -> bool:
-    return entry.size == rec.size and entry.mtime_ns == rec.mtime_ns
 
 
 def _walk_json(opts: WalkOptions) -> dict[str, Any]:

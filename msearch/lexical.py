@@ -6,37 +6,42 @@ with the dense scores it lifts mean nDCG@10 over seven public test
 collections from 47.3 to 54.1 and loses nothing that matters on any of them
 (bench/eval.py, bench/EVAL_RESULTS.md).
 
-The index is bm25s's (its tokenization, English stopwords, the Snowball
-stemmer from PyStemmer, Lucene's BM25 with k1=1.5, b=0.75), bit for bit
-(tested), but built here a window of passages at a time
-(:class:`LexicalBuilder`): bm25s wants every text at once. Querying does
-*not* import bm25s: it pulls in scipy and tqdm, half a second that a cold
-query cannot afford. The index is saved as plain arrays (a CSC matrix of
-precomputed per-term passage scores plus a sorted term table) that are
-memory-mapped and scored here with numpy; the query is tokenized exactly as
-bm25s tokenizes, with PyStemmer alone (a 3 ms import).
+The scoring is bm25s's (its tokenization, English stopwords, the Snowball
+stemmer from PyStemmer, Lucene's BM25 with k1=1.5, b=0.75), to the bit
+(tested against bm25s itself), but the index is stored as statistics, as
+Lucene stores it: each segment of the index holds, for every term, the
+passages that contain it and how often (postings), and every passage's
+length. BM25 weights are computed at query time for the query's terms
+only, from the live passages' counts: the number of passages, their total
+length, and each query term's document frequency (counted over its live
+postings, which scoring reads anyway). So an update that adds a segment
+or deletes rows never touches an unchanged passage's lexical data, and
+scores equal those of a fresh build of the same passages.
 
-Files written into the folder given to :meth:`LexicalIndex.save`:
+Querying does *not* import bm25s (scipy and tqdm: half a second that a
+cold query cannot afford); the query is tokenized exactly as bm25s
+tokenizes, with PyStemmer alone (a 3 ms import).
 
-    lexical.json            parameters, stopwords, counts, format version
-    lexical_data.npy        float32: BM25 score of each (term, passage) pair
-    lexical_indices.npy     int32: the passage of each pair, grouped by term
-    lexical_indptr.npy      int64: where each term's pairs start (terms + 1)
-    lexical_terms.npy       uint8: the terms, UTF-8, sorted bytewise, concatenated
-    lexical_term_offsets.npy int64: where each term starts in lexical_terms.npy
+Files of a segment (see :meth:`LexicalSegment.save`)::
 
-Column ``t`` of the matrix is the ``t``-th term in sorted order, so looking
-a query term up is a binary search over the memory-mapped term table: no
-vocabulary dictionary is parsed at load time, whatever the index size.
+    lex_terms.npy           uint8: the segment's terms, UTF-8, sorted bytewise, concatenated
+    lex_term_offsets.npy    int64: where each term starts in lex_terms.npy (terms + 1)
+    lex_indptr.npy          int64: where each term's postings start (terms + 1)
+    lex_rows.npy            int32: the passage (row) of each posting, ascending per term
+    lex_tfs.npy             int32: how often the term occurs in that passage
+    lex_lengths.npy         int32: every passage's length in terms (after stopwords)
+
+Looking a query term up is a binary search over the memory-mapped term
+table: no vocabulary is parsed at load time, whatever the index size.
 """
 
 from __future__ import annotations
 
 import bisect
-import json
+import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,29 +62,120 @@ TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # bm25s's (and scikit-learn's) default
 # (1 - LEXICAL_WEIGHT) * cosine + LEXICAL_WEIGHT * bm25 / (the query's best bm25).
 LEXICAL_WEIGHT = 0.3
 
-FORMAT_VERSION = 1
-META_NAME = "lexical.json"
-DATA_NAME = "lexical_data.npy"
-INDICES_NAME = "lexical_indices.npy"
-INDPTR_NAME = "lexical_indptr.npy"
-TERMS_NAME = "lexical_terms.npy"
-TERM_OFFSETS_NAME = "lexical_term_offsets.npy"
+FORMAT_VERSION = 2
+FILES = {
+    "terms": ("lex_terms.npy", np.uint8),
+    "term_offsets": ("lex_term_offsets.npy", np.int64),
+    "indptr": ("lex_indptr.npy", np.int64),
+    "rows": ("lex_rows.npy", np.int32),
+    "tfs": ("lex_tfs.npy", np.int32),
+    "lengths": ("lex_lengths.npy", np.int32),
+}
 
 
 class LexicalFormatError(ValueError):
-    """The folder does not hold a lexical index this version can read."""
+    """The lexical data is not something this version can read."""
 
 
-class _Stemmer:
-    """PyStemmer's Snowball stemmer, imported on first use (not at module import)."""
+def _stopword_list(stopwords: str | Sequence[str]) -> list[str]:
+    """The stopword list itself: it is stored in the index, so that queries
+    are tokenized without importing bm25s."""
+    if isinstance(stopwords, str):
+        if stopwords.lower() not in ("en", "english"):
+            raise ValueError(f"unknown stopword list {stopwords!r} (use 'en' or a list)")
+        from bm25s.stopwords import STOPWORDS_EN
 
-    def __init__(self, language: str) -> None:
-        import Stemmer
+        return list(STOPWORDS_EN)
+    return list(stopwords)
 
-        self._stemmer = Stemmer.Stemmer(language)
 
-    def stem_words(self, words: list[str]) -> list[str]:
-        return list(self._stemmer.stemWords(words))
+@dataclass(frozen=True)
+class LexicalParams:
+    """How text becomes terms and terms become scores: one set per index,
+    recorded in ``meta.json``."""
+
+    k1: float = K1
+    b: float = B
+    stopwords: tuple[str, ...] = ()
+    stemmer: str = STEMMER_LANGUAGE
+    token_pattern: str = TOKEN_PATTERN
+    method: str = METHOD
+
+    @classmethod
+    def default(cls) -> LexicalParams:
+        return cls(stopwords=tuple(_stopword_list(STOPWORDS)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "k1": self.k1,
+            "b": self.b,
+            "method": self.method,
+            "stemmer": self.stemmer,
+            "stopwords": list(self.stopwords),
+            "token_pattern": self.token_pattern,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> LexicalParams:
+        """Type-checked (an index may come from anywhere): anything odd is a
+        ``LexicalFormatError``."""
+        try:
+            if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"not lexical format {FORMAT_VERSION}")
+            k1, b = data["k1"], data["b"]
+            stop, stem, pattern = data["stopwords"], data["stemmer"], data["token_pattern"]
+            if not all(type(v) in (int, float) and math.isfinite(v) for v in (k1, b)):
+                raise ValueError("k1 and b are not numbers")
+            if not isinstance(stop, list) or not all(isinstance(w, str) for w in stop):
+                raise ValueError("stopwords are not a list of words")
+            if not isinstance(stem, str) or not isinstance(pattern, str):
+                raise ValueError("stemmer or token pattern is not a string")
+            if data.get("method", METHOD) != METHOD:
+                raise ValueError(f"unknown method {data.get('method')!r}")
+            re.compile(pattern)
+            params = cls(float(k1), float(b), tuple(stop), stem, pattern)
+            params.tokenizer()  # an unknown stemmer fails here, not at the first query
+            return params
+        except (KeyError, ValueError, TypeError, re.error) as exc:
+            raise LexicalFormatError(f"malformed lexical parameters ({exc})") from None
+
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer(self)
+
+
+class Tokenizer:
+    """bm25s's tokenization: lowercase, the token pattern, stopwords, then the
+    Snowball stemmer (PyStemmer, imported on first use). Words are stemmed
+    once each: a dictionary remembers them."""
+
+    def __init__(self, params: LexicalParams) -> None:
+        self.split = re.compile(params.token_pattern).findall
+        self.stop = frozenset(params.stopwords)
+        self._stemmer: Any = None
+        if params.stemmer:
+            try:
+                import Stemmer
+
+                self._stemmer = Stemmer.Stemmer(params.stemmer)
+            except KeyError:
+                raise ValueError(f"unknown stemmer {params.stemmer!r}") from None
+        self.stems: dict[str, str] = {}
+
+    def words(self, text: str) -> list[str]:
+        return [w for w in self.split(text.lower()) if w not in self.stop]
+
+    def stem(self, words: Sequence[str]) -> list[str]:
+        new = [w for w in dict.fromkeys(words) if w not in self.stems]
+        if new:
+            stems = self._stemmer.stemWords(new) if self._stemmer is not None else new
+            self.stems.update(zip(new, stems, strict=True))
+        return [self.stems[w] for w in words]
+
+    def terms(self, text: str) -> list[str]:
+        """A text's terms, duplicates kept (bm25s counts a repeated query word
+        twice, and so do we)."""
+        return self.stem(self.words(text))
 
 
 class _SortedTerms:
@@ -97,169 +193,176 @@ class _SortedTerms:
         return bytes(self.blob[int(self.offsets[i]) : int(self.offsets[i + 1])])
 
     def find(self, term: str) -> int:
-        """Column of ``term``, or -1 when no passage contains it."""
-        key = term.encode("utf-8")
+        """Index of ``term``, or -1 when no passage of the segment contains it."""
+        key = term.encode("utf-8", "surrogatepass")
         i = bisect.bisect_left(self, key)  # type: ignore[call-overload]
         return i if i < len(self) and self[i] == key else -1
 
 
-def _stopword_list(stopwords: str | Sequence[str]) -> list[str]:
-    """The stopword list itself: it is stored in the index, so that queries
-    are tokenized without importing bm25s."""
-    if isinstance(stopwords, str):
-        if stopwords.lower() not in ("en", "english"):
-            raise ValueError(f"unknown stopword list {stopwords!r} (use 'en' or a list)")
-        from bm25s.stopwords import STOPWORDS_EN
-
-        return list(STOPWORDS_EN)
-    return list(stopwords)
-
-
 @dataclass
-class LexicalIndex:
-    """BM25 scores of every (term, passage) pair, ready for one query at a time.
+class LexicalSegment:
+    """One segment's BM25 statistics: postings (row, term frequency) per term,
+    terms in bytewise order, and every row's length."""
 
-    Scores are precomputed at build time (bm25s's "eager" BM25), so a query
-    costs one slice-and-add per query term over the passages that contain it.
-    """
-
-    num_passages: int
-    params: dict[str, Any]
-    data: np.ndarray  # float32, pairs grouped by term
-    indices: np.ndarray  # int32 passage of each pair
-    indptr: np.ndarray  # int64, terms + 1
-    terms: np.ndarray  # uint8 UTF-8 blob of sorted terms
+    terms: np.ndarray  # uint8 blob
     term_offsets: np.ndarray  # int64, terms + 1
+    indptr: np.ndarray  # int64, terms + 1
+    rows: np.ndarray  # int32
+    tfs: np.ndarray  # int32
+    lengths: np.ndarray  # int32, one per row
+    _table: _SortedTerms = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._table = _SortedTerms(self.terms, self.term_offsets)
-        self._stopwords = frozenset(self.params.get("stopwords", []))
-        self._split = re.compile(self.params.get("token_pattern", TOKEN_PATTERN)).findall
-        self._stemmer: _Stemmer | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.lengths)
 
     @property
     def num_terms(self) -> int:
         return len(self._table)
 
-    def query_terms(self, query: str) -> list[str]:
-        """The query's stemmed terms, as bm25s would tokenize it (duplicates kept:
-        bm25s counts a repeated query word twice, and so do we)."""
-        words = [w for w in self._split(query.lower()) if w not in self._stopwords]
-        if not words:
-            return []
-        language = self.params.get("stemmer")
-        if not language:
-            return words
-        if self._stemmer is None:
-            self._stemmer = _Stemmer(language)
-        return self._stemmer.stem_words(words)
+    def term_list(self) -> list[bytes]:
+        return [self._table[i] for i in range(self.num_terms)]
 
-    def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every passage for ``query`` (float32, one per passage;
-        0 where no query term occurs)."""
-        out = np.zeros(self.num_passages, dtype=np.float32)
-        for term in self.query_terms(query):
-            col = self._table.find(term)
-            if col < 0:
-                continue
-            start, end = int(self.indptr[col]), int(self.indptr[col + 1])
-            rows = self.indices[start:end]
-            # Checked per query term, which costs as much as the add: a
-            # damaged index must not index outside the score array.
-            if not 0 <= start <= end <= len(self.data) or (
-                len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= self.num_passages)
-            ):
-                from msearch.errors import IndexCorrupt
+    def postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, term frequencies) of the passages that contain ``term``.
 
-                raise IndexCorrupt(
-                    "the index's lexical side is damaged; rebuild it with `msearch index --full DIR`"
-                )
-            # Within one term's column every passage appears once, so a
-            # fancy-indexed add is exact (no np.add.at needed).
-            out[rows] += self.data[start:end]
-        return out
+        Checked, because the arrays may be damaged or crafted: a posting
+        outside the segment is ``IndexCorrupt``, never an index error.
+        """
+        t = self._table.find(term)
+        if t < 0:
+            return _EMPTY_ROWS, _EMPTY_ROWS
+        start, end = int(self.indptr[t]), int(self.indptr[t + 1])
+        rows = self.rows[start:end]
+        if not 0 <= start <= end <= len(self.rows) or (
+            len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= self.num_rows)
+        ):
+            from msearch.errors import IndexCorrupt
+
+            raise IndexCorrupt(
+                "the index's lexical side is damaged; rebuild it with `msearch index --full DIR`"
+            )
+        return rows, self.tfs[start:end]
 
     def save(self, folder: Path) -> None:
-        """Write the index into ``folder`` (created if missing) with plain writes;
-        atomicity is the caller's (write into a fresh folder, then commit)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, arr, dtype in (
-            (DATA_NAME, self.data, np.float32),
-            (INDICES_NAME, self.indices, np.int32),
-            (INDPTR_NAME, self.indptr, np.int64),
-            (TERMS_NAME, self.terms, np.uint8),
-            (TERM_OFFSETS_NAME, self.term_offsets, np.int64),
+        """Write the arrays into ``folder`` as new files (``x``: never one that
+        is there already, nor a link); atomicity is the caller's."""
+        for attr, (name, dtype) in FILES.items():
+            with open(Path(folder) / name, "xb") as fh:
+                np.save(fh, np.ascontiguousarray(getattr(self, attr), dtype=dtype))
+
+    @classmethod
+    def load(cls, folder: DataFolder, mmap: bool = True) -> LexicalSegment:
+        """Open the arrays of a segment folder (memory-mapped by default, so
+        opening costs the same at any size) and check that they fit together."""
+        from msearch.errors import IndexCorrupt
+
+        arrays: dict[str, np.ndarray] = {}
+        for attr, (name, dtype) in FILES.items():
+            try:
+                a = folder.npy(name, mmap)
+            except FileNotFoundError:
+                raise LexicalFormatError(f"{folder.path / name}: missing") from None
+            except IndexCorrupt as exc:
+                raise LexicalFormatError(str(exc).split("; ")[0]) from None
+            if a.dtype != dtype or a.ndim != 1:
+                raise LexicalFormatError(f"{folder.path / name}: {a.dtype} {a.shape}, not {dtype}")
+            arrays[attr] = a
+        seg = cls(**arrays)
+        if (
+            len(seg.indptr) != len(seg.term_offsets)
+            or len(seg.indptr) < 1
+            or len(seg.rows) != len(seg.tfs)
+            or int(seg.indptr[0]) != 0
+            or int(seg.indptr[-1]) != len(seg.rows)
+            or int(seg.term_offsets[-1]) != len(seg.terms)
         ):
-            # "x": a new file, never one that is there already (nor a link).
-            with open(folder / name, "xb") as fh:
-                np.save(fh, np.ascontiguousarray(arr, dtype=dtype))
-        meta = dict(self.params)
-        meta["format_version"] = FORMAT_VERSION
-        meta["num_passages"] = self.num_passages
-        meta["num_terms"] = self.num_terms
-        with open(folder / META_NAME, "xb") as fh:
-            fh.write(json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+            raise LexicalFormatError(f"{folder.path}: lexical arrays do not fit together")
+        return seg
 
 
-def build_lexical(
-    texts: Sequence[str],
-    k1: float = K1,
-    b: float = B,
-    stopwords: str | Sequence[str] = STOPWORDS,
-    stemmer: str | None = STEMMER_LANGUAGE,
-) -> LexicalIndex:
-    """BM25 index of ``texts`` (one per passage, in row order)."""
-    builder = LexicalBuilder(k1, b, stopwords, stemmer)
-    builder.add(texts)
-    return builder.finish()
+_EMPTY_ROWS = np.zeros(0, dtype=np.int32)
+
+
+def _empty_segment(lengths: np.ndarray) -> LexicalSegment:
+    return LexicalSegment(
+        terms=np.zeros(0, dtype=np.uint8),
+        term_offsets=np.zeros(1, dtype=np.int64),
+        indptr=np.zeros(1, dtype=np.int64),
+        rows=np.zeros(0, dtype=np.int32),
+        tfs=np.zeros(0, dtype=np.int32),
+        lengths=lengths.astype(np.int32),
+    )
+
+
+def _inverted(
+    words: list[bytes], term: np.ndarray, row: np.ndarray, tf: np.ndarray, lengths: np.ndarray
+) -> LexicalSegment:
+    """Postings grouped by term in bytewise order, rows ascending within a
+    term, from (term id, row, tf) triples; ``words[id]`` is the term."""
+    order = sorted((w, i) for i, w in enumerate(words) if w)  # an empty stem is dropped
+    if not order or not len(term):
+        return _empty_segment(lengths)
+    rank = np.full(len(words), -1, dtype=np.int64)
+    rank[[i for _, i in order]] = np.arange(len(order), dtype=np.int64)
+    col = rank[term]
+    keep = col >= 0
+    if not keep.all():
+        col, row, tf = col[keep], row[keep], tf[keep]
+    present = np.bincount(col, minlength=len(order)) > 0
+    if not present.all():  # a term all of whose passages were dropped (a merge)
+        order = [o for o, p in zip(order, present.tolist(), strict=True) if p]
+        col = (np.cumsum(present) - 1)[col]
+        if not order:
+            return _empty_segment(lengths)
+    by = np.lexsort((row, col))
+    indptr = np.zeros(len(order) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(col, minlength=len(order)), out=indptr[1:])
+    blob = b"".join(w for w, _ in order)
+    offsets = np.zeros(len(order) + 1, dtype=np.int64)
+    np.cumsum([len(w) for w, _ in order], out=offsets[1:])
+    return LexicalSegment(
+        terms=np.frombuffer(blob, dtype=np.uint8).copy(),
+        term_offsets=offsets,
+        indptr=indptr,
+        rows=row[by].astype(np.int32),
+        tfs=tf[by].astype(np.int32),
+        lengths=lengths.astype(np.int32),
+    )
 
 
 class LexicalBuilder:
-    """BM25 built a window of passages at a time, with bm25s's scores.
+    """A segment's statistics, built a window of passages at a time.
 
     Why not bm25s itself: it wants every text at once and holds every
     token of them as Python lists; on 1,000,000 short passages that was
     ~770 MB and 17 s (bench/memory.py). Here each window is tokenized
-    exactly as bm25s tokenizes (lowercase, its token pattern, stopwords,
-    then the Snowball stemmer) and only each passage's distinct terms and
-    their counts are kept, as int32 arrays; ``finish`` scores them with
-    bm25s's Lucene formula in the same float64-then-float32 arithmetic
-    (tests compare the scores with bm25s's).
+    exactly as bm25s tokenizes and only each passage's distinct terms and
+    their counts are kept, as int32 arrays.
     """
 
-    SCORE_SLICE = 1 << 20  # pairs scored at a time, bounding float64 temporaries
-
-    def __init__(
-        self,
-        k1: float = K1,
-        b: float = B,
-        stopwords: str | Sequence[str] = STOPWORDS,
-        stemmer: str | None = STEMMER_LANGUAGE,
-    ) -> None:
-        self.k1, self.b = float(k1), float(b)
-        self.stop_list = _stopword_list(stopwords)
-        self.stop = frozenset(self.stop_list)
-        self.stemmer_name = stemmer or ""
-        self.stemmer = _Stemmer(stemmer) if stemmer else None
-        self.split = re.compile(TOKEN_PATTERN).findall
-        self.word_term: dict[str, int] = {}  # word as written (lowercased) -> term id
+    def __init__(self, params: LexicalParams | None = None) -> None:
+        self.params = params or LexicalParams.default()
+        self.tok = self.params.tokenizer()
         self.term_id: dict[str, int] = {}  # term (stemmed) -> id, in order of first sight
+        self.word_term: dict[str, int] = {}  # word as written (lowercased) -> term id
         self.terms: list[np.ndarray] = []  # per window: term of each (passage, term) pair
         self.counts: list[np.ndarray] = []  # per window: occurrences of each pair
         self.pairs: list[np.ndarray] = []  # per window: pairs of each passage
-        self.lengths: list[np.ndarray] = []  # per window: tokens of each passage
+        self.lengths: list[np.ndarray] = []  # per window: terms of each passage
         self.num_passages = 0
 
     def add(self, texts: Sequence[str]) -> None:
         """Passages, in row order after those already added."""
         if not texts:
             return
-        docs = [[w for w in self.split(t.lower()) if w not in self.stop] for t in texts]
+        docs = [self.tok.words(t) for t in texts]
         new = list({w: None for d in docs for w in d if w not in self.word_term})
         if new:
-            stems = self.stemmer.stem_words(new) if self.stemmer else new
-            for word, term in zip(new, stems, strict=True):
+            for word, term in zip(new, self.tok.stem(new), strict=True):
                 self.word_term[word] = self.term_id.setdefault(term, len(self.term_id))
         lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
         ids = np.fromiter(
@@ -274,150 +377,134 @@ class LexicalBuilder:
         self.lengths.append(lengths.astype(np.int32))
         self.num_passages += len(docs)
 
-    def finish(self) -> LexicalIndex:
-        """The index of every passage added, columns in bytewise term order."""
+    def finish(self) -> LexicalSegment:
         n = self.num_passages
-        params: dict[str, Any] = {
-            "k1": self.k1,
-            "b": self.b,
-            "method": METHOD,
-            "stemmer": self.stemmer_name,
-            "stopwords": self.stop_list,
-            "token_pattern": TOKEN_PATTERN,
-        }
-        words = [t.encode("utf-8") for t in self.term_id]
+        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int32)
         terms = np.concatenate(self.terms) if self.terms else np.zeros(0, np.int32)
-        if not len(terms):  # nothing but stopwords and one-letter words
-            return LexicalIndex(
-                num_passages=n,
-                params=params,
-                data=np.zeros(0, dtype=np.float32),
-                indices=np.zeros(0, dtype=np.int32),
-                indptr=np.zeros(1, dtype=np.int64),
-                terms=np.zeros(0, dtype=np.uint8),
-                term_offsets=np.zeros(1, dtype=np.int64),
-            )
-        self.terms = []
-        counts = np.concatenate(self.counts)
-        self.counts = []
-        passage = np.repeat(np.arange(n, dtype=np.int32), np.concatenate(self.pairs))
-        lengths = np.concatenate(self.lengths)
-        # bm25s: idf as float32, the rest in float64, the score stored as float32.
-        df = np.bincount(terms, minlength=len(words))
-        idf = np.log(1 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
-        avg = lengths.astype(np.float64).mean()
-        k1, b = self.k1, self.b
-        data = np.empty(len(terms), dtype=np.float32)
-        for s in range(0, len(terms), self.SCORE_SLICE):
-            sl = slice(s, s + self.SCORE_SLICE)
-            tf = counts[sl].astype(np.float64)
-            tfc = tf / (k1 * ((1 - b) + b * lengths[passage[sl]] / avg) + tf)
-            data[sl] = idf[terms[sl]] * tfc
-        del counts
-
-        # Column t is the t-th term in bytewise order (no empty term: the
-        # token pattern needs two characters; a stemmer's empty result is dropped).
-        order = sorted((w, i) for i, w in enumerate(words) if w)
-        rank = np.full(len(words), -1, dtype=np.int32)
-        rank[[i for _, i in order]] = np.arange(len(order), dtype=np.int32)
-        col = rank[terms]
-        del terms
-        keep = col >= 0
-        if not keep.all():
-            col, data, passage = col[keep], data[keep], passage[keep]
-        del keep
-        indptr = np.zeros(len(order) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(col, minlength=len(order)), out=indptr[1:])
-        by_term = np.argsort(col, kind="stable")  # passages stay ascending in a column
-        del col
-        data = data[by_term]
-        passage = passage[by_term]
-        del by_term
-        blob = b"".join(w for w, _ in order)
-        offsets = np.zeros(len(order) + 1, dtype=np.int64)
-        np.cumsum([len(w) for w, _ in order], out=offsets[1:])
-        return LexicalIndex(
-            num_passages=n,
-            params=params,
-            data=data,
-            indices=passage,
-            indptr=indptr,
-            terms=np.frombuffer(blob, dtype=np.uint8).copy(),
-            term_offsets=offsets,
-        )
+        counts = np.concatenate(self.counts) if self.counts else np.zeros(0, np.int32)
+        pairs = np.concatenate(self.pairs) if self.pairs else np.zeros(0, np.int32)
+        self.terms, self.counts = [], []
+        row = np.repeat(np.arange(n, dtype=np.int32), pairs)
+        words = [t.encode("utf-8", "surrogatepass") for t in self.term_id]
+        return _inverted(words, terms, row, counts, lengths)
 
 
-def load_lexical(folder: Path | DataFolder, mmap: bool = True) -> LexicalIndex:
-    """Open an index written by :meth:`LexicalIndex.save`; arrays are memory-mapped
-    by default, so opening costs the same at any size.
+def build_lexical(texts: Sequence[str], params: LexicalParams | None = None) -> LexicalSegment:
+    """The statistics of ``texts`` (one per passage, in row order)."""
+    builder = LexicalBuilder(params)
+    builder.add(texts)
+    return builder.finish()
 
-    Everything read is checked: a damaged or hostile index is a
-    ``LexicalFormatError``, never an index that could make a query read
-    outside its arrays.
+
+def merge_lexical(parts: Sequence[tuple[LexicalSegment, np.ndarray]]) -> LexicalSegment:
+    """One segment from several, as Lucene merges postings: ``row_map[r]`` is
+    the new row of row ``r`` of a part, or -1 for a row that is dropped
+    (deleted). Nothing is tokenized again."""
+    vocab: dict[bytes, int] = {}
+    term_parts, row_parts, tf_parts = [], [], []
+    total = 0
+    for _seg, row_map in parts:
+        total = max(total, int(row_map.max()) + 1 if len(row_map) else 0)
+    lengths = np.zeros(total, dtype=np.int32)
+    for seg, row_map in parts:
+        row_map = np.asarray(row_map, dtype=np.int64)
+        kept = row_map >= 0
+        lengths[row_map[kept]] = np.asarray(seg.lengths)[kept]
+        ids = np.array([vocab.setdefault(w, len(vocab)) for w in seg.term_list()], dtype=np.int64)
+        counts = np.diff(np.asarray(seg.indptr))
+        term = np.repeat(ids, counts)
+        new_row = row_map[np.asarray(seg.rows)]
+        live = new_row >= 0
+        term_parts.append(term[live])
+        row_parts.append(new_row[live])
+        tf_parts.append(np.asarray(seg.tfs)[live])
+    words = list(vocab)
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
+    return _inverted(words, cat(term_parts), cat(row_parts), cat(tf_parts), lengths)
+
+
+@dataclass
+class LexicalPart:
+    """A segment as the scorer sees it: where its rows start among all rows
+    of the index, and which of them are live (None: all)."""
+
+    segment: LexicalSegment
+    offset: int
+    live: np.ndarray | None
+
+
+class Bm25:
+    """BM25 over the live rows of every segment, weights computed per query.
+
+    ``live_rows`` and ``live_tokens`` are the index's counts (kept in
+    ``meta.json``, updated as rows are added and deleted); a term's
+    document frequency is its number of live postings.
     """
-    from msearch.errors import IndexCorrupt
-    from msearch.store import DataFolder
 
-    if not isinstance(folder, DataFolder):
-        with DataFolder(Path(folder)) as opened:
-            return load_lexical(opened, mmap)
-    where = folder.path
-    try:
-        meta = folder.read_json(META_NAME)
-    except FileNotFoundError:
-        raise
-    except IndexCorrupt as exc:
-        raise LexicalFormatError(str(exc).split("; ")[0]) from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise LexicalFormatError(f"{where / META_NAME}: not lexical format {FORMAT_VERSION}")
+    def __init__(
+        self,
+        params: LexicalParams,
+        parts: Sequence[LexicalPart],
+        total_rows: int,
+        live_rows: int,
+        live_tokens: int,
+    ) -> None:
+        self.params = params
+        self.parts = list(parts)
+        self.total_rows = total_rows
+        self.live_rows = live_rows
+        self.avg = live_tokens / live_rows if live_rows else 0.0
+        self.tok = params.tokenizer()
 
-    def arr(name: str, dtype: type) -> np.ndarray:
-        try:
-            a = folder.npy(name, mmap)
-        except FileNotFoundError:
-            raise LexicalFormatError(f"{where / name}: missing") from None
-        except IndexCorrupt as exc:
-            raise LexicalFormatError(str(exc).split("; ")[0]) from None
-        if a.dtype != dtype or a.ndim != 1:
-            raise LexicalFormatError(f"{where / name}: {a.dtype} {a.shape}, expected {dtype}")
-        return a
+    def query_terms(self, query: str) -> list[str]:
+        return self.tok.terms(query)
 
-    params = {k: v for k, v in meta.items() if k not in ("format_version", "num_terms")}
-    num_passages = params.pop("num_passages", None)
-    stopwords = params.get("stopwords", [])
-    if (
-        type(num_passages) is not int
-        or num_passages < 0
-        or not isinstance(params.get("stemmer", ""), str)
-        or not isinstance(params.get("token_pattern", TOKEN_PATTERN), str)
-        or not isinstance(stopwords, list)
-        or not all(isinstance(w, str) for w in stopwords)
-    ):
-        raise LexicalFormatError(f"{where / META_NAME}: malformed parameters")
-    try:
-        re.compile(params.get("token_pattern", TOKEN_PATTERN))
-        if params.get("stemmer"):
-            _Stemmer(params["stemmer"])
-    except (re.error, KeyError, ValueError) as exc:
-        raise LexicalFormatError(f"{where / META_NAME}: unusable parameters ({exc})") from None
-    index = LexicalIndex(
-        num_passages=num_passages,
-        params=params,
-        data=arr(DATA_NAME, np.float32),
-        indices=arr(INDICES_NAME, np.int32),
-        indptr=arr(INDPTR_NAME, np.int64),
-        terms=arr(TERMS_NAME, np.uint8),
-        term_offsets=arr(TERM_OFFSETS_NAME, np.int64),
-    )
-    if (
-        len(index.indptr) != len(index.term_offsets)
-        or len(index.indptr) < 1
-        or len(index.data) != len(index.indices)
-        or int(index.indptr[-1]) != len(index.data)
-        or int(index.term_offsets[-1]) != len(index.terms)
-    ):
-        raise LexicalFormatError(f"{where}: lexical arrays do not fit together")
-    return index
+    def term_scores(self, term: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Per segment: (offset, live rows containing ``term``, their scores),
+        each score bm25s's float32(idf32 * tf-part64)."""
+        found = []
+        df = 0
+        for part in self.parts:
+            rows, tfs = part.segment.postings(term)
+            if len(rows) and part.live is not None:
+                keep = part.live[rows]
+                rows, tfs = rows[keep], tfs[keep]
+            if len(rows):
+                found.append((part, rows, tfs))
+                df += len(rows)
+        if not found:
+            return []
+        n = self.live_rows
+        idf = np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5)))
+        k1, b, avg = self.params.k1, self.params.b, self.avg
+        out = []
+        for part, rows, tfs in found:
+            tf = tfs.astype(np.float64)
+            dl = np.asarray(part.segment.lengths)[rows]
+            tfc = tf / (k1 * ((1 - b) + b * dl / avg) + tf)
+            out.append((part.offset, rows, (idf * tfc).astype(np.float32)))
+        return out
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every row of the index for ``query`` (float32; 0 where
+        no query term occurs, and for deleted rows)."""
+        out = np.zeros(self.total_rows, dtype=np.float32)
+        cache: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        for term in self.query_terms(query):
+            if term not in cache:
+                cache[term] = self.term_scores(term)
+            for offset, rows, values in cache[term]:
+                # Within one term every row appears once: a fancy-indexed add
+                # is exact (no np.add.at needed).
+                out[offset + rows] += values
+        return out
+
+
+def bm25_of(segment: LexicalSegment, params: LexicalParams | None = None) -> Bm25:
+    """BM25 over one segment whose rows are all live (a fresh build's)."""
+    n = segment.num_rows
+    tokens = int(np.asarray(segment.lengths, dtype=np.int64).sum())
+    return Bm25(params or LexicalParams.default(), [LexicalPart(segment, 0, None)], n, n, tokens)
 
 
 def fuse(

@@ -24,7 +24,7 @@ from msearch.store import INDEX_DIR_NAME
 from msearch.walk import NotText, decode
 
 if TYPE_CHECKING:
-    from msearch.lexical import LexicalIndex
+    from msearch.lexical import Bm25
 
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 QUERY_GROUP = 32
@@ -158,7 +158,7 @@ class Searcher:
         self,
         index: store.Index,
         encode: QueryEncoder | None,
-        lexical: LexicalIndex | None = None,
+        lexical: Bm25 | None = None,
         mode: str = "dense",
     ) -> None:
         if mode not in MODES:
@@ -184,7 +184,7 @@ class Searcher:
         for t in texts:
             if not t.strip():
                 raise UsageError("empty query")
-        if self.index.meta.count == 0:
+        if self.index.count == 0:
             return [[] for _ in texts]
         cache = FileCache(self.index)
         out: list[list[Hit]] = []
@@ -196,28 +196,31 @@ class Searcher:
                     floor = np.nextafter(np.float32(0), np.float32(1))
                     min_s = floor if min_score is None else max(min_score, float(floor))
                 else:
-                    min_s = min_score
+                    # Dead rows score -inf: below any score a live row can have.
+                    lowest = float(np.finfo(np.float32).min)
+                    min_s = lowest if min_score is None else max(min_score, lowest)
                 idx, sc = top_k(scores, k, min_s)
                 if self.mode != "lexical":
                     self._check_vectors(idx)
                 out.append(self._hits(idx, sc, cache))
         return out
 
-    def _check_vectors(self, rows: np.ndarray) -> None:
-        """The hits' vectors must be unit length, as every stored vector is: a
-        damaged vector (a flipped exponent bit) would otherwise top the
-        ranking. Costs k rows, not a pass over the index."""
-        if not len(rows):
-            return
-        norms = np.linalg.norm(np.asarray(self.index.embeddings[np.sort(rows)]), axis=1)
-        if not np.all(np.abs(norms - 1.0) < 1e-2):
-            raise IndexCorrupt(
-                f"{self.index.data_dir / store.EMBEDDINGS_NAME} holds damaged vectors; "
-                f"{store.FIX_HINT}"
-            )
+    def dense_scores(self, vecs: np.ndarray) -> np.ndarray:
+        """Cosine of every row with each query vector (rows x queries): one
+        matrix product per segment, a single one when the index is fully
+        merged. Dead rows get -inf."""
+        n = self.index.total_rows
+        out = np.empty((n, len(vecs)), dtype=np.float32)
+        for i, seg in enumerate(self.index.segments):
+            part = out[seg.offset : seg.offset + seg.rows]
+            np.matmul(seg.embeddings, vecs.T, out=part)
+            live = self.index.live_mask(i)
+            if live is not None:
+                part[~live] = -np.inf
+        return out
 
     def _score_group(self, texts: list[str]) -> list[np.ndarray]:
-        """One score per passage for each query.
+        """One score per row for each query.
 
         Dense scores for a group come from one pass over the matrix (a
         matrix-matrix product) instead of one pass per query.
@@ -225,14 +228,13 @@ class Searcher:
         dense: np.ndarray | None = None
         if self.mode != "lexical":
             assert self.encode is not None
-            vecs = np.asarray(self.encode(texts), dtype=np.float32)
-            dense = np.asarray(self.index.embeddings @ vecs.T, dtype=np.float32)
+            vecs = np.ascontiguousarray(self.encode(texts), dtype=np.float32)
+            dense = self.dense_scores(vecs)
             # One pass over the scores (a millisecond at a million rows):
             # a NaN in the index would otherwise rank silently.
-            if not np.isfinite(dense).all():
+            if np.isnan(dense).any() or np.isposinf(dense).any():
                 raise IndexCorrupt(
-                    f"{self.index.data_dir / store.EMBEDDINGS_NAME} holds invalid numbers; "
-                    f"{store.FIX_HINT}"
+                    f"{self.index.dir} holds invalid numbers in its vectors; {store.FIX_HINT}"
                 )
         out = []
         for j, text in enumerate(texts):
@@ -244,8 +246,7 @@ class Searcher:
             lex = self.lexical.scores(text)
             if not np.isfinite(lex).all():
                 raise IndexCorrupt(
-                    f"the lexical side of {self.index.data_dir} holds invalid numbers; "
-                    f"{store.FIX_HINT}"
+                    f"the lexical side of {self.index.dir} holds invalid numbers; {store.FIX_HINT}"
                 )
             if self.mode == "lexical":
                 out.append(lex)
@@ -256,6 +257,20 @@ class Searcher:
                 out.append(fuse(np.ascontiguousarray(dense[:, j]), lex))
         return out
 
+    def _check_vectors(self, rows: np.ndarray) -> None:
+        """The hits' vectors must be unit length, as every stored vector is: a
+        damaged vector (a flipped exponent bit) would otherwise top the
+        ranking. Costs k rows, not a pass over the index."""
+        for row in rows.tolist():
+            seg, r = self.index.locate(row)
+            segment = self.index.segments[seg]
+            norm = float(np.linalg.norm(np.asarray(segment.embeddings[r])))
+            if not abs(norm - 1.0) < 1e-2:
+                raise IndexCorrupt(
+                    f"{segment.path / store.EMBEDDINGS_NAME} holds damaged vectors; "
+                    f"{store.FIX_HINT}"
+                )
+
     def _hits(self, idx: np.ndarray, scores: np.ndarray, cache: FileCache) -> list[Hit]:
         hits: list[Hit] = []
         files = self.index.meta.files
@@ -265,10 +280,9 @@ class Searcher:
             abs_path = str(root / files[f].path)
             text = cache.text(f)
             if text is not None and end > len(text):
-                raise IndexCorrupt(
-                    f"{self.index.data_dir / store.PASSAGES_NAME} is damaged (row {row}); "
-                    f"{store.FIX_HINT}"
-                )
+                seg, r = self.index.locate(row)
+                where = self.index.segments[seg].path / store.PASSAGES_NAME
+                raise IndexCorrupt(f"{where} is damaged (row {r}); {store.FIX_HINT}")
             hits.append(
                 Hit(
                     rank=rank,
@@ -333,22 +347,17 @@ def query_encoder(
     return encode
 
 
-def open_lexical(index: store.Index) -> LexicalIndex | None:
-    """The index's BM25 side, memory-mapped; None for an index that has none."""
-    from msearch.lexical import META_NAME, LexicalFormatError, load_lexical
+def open_lexical(index: store.Index) -> Bm25:
+    """BM25 over the index's segments, their statistics memory-mapped."""
+    from msearch.lexical import Bm25, LexicalFormatError, LexicalParams, LexicalPart
 
     try:
-        with store.open_data(index.dir, index.meta) as folder:
-            if not folder.exists(META_NAME):
-                return None
-            lexical = load_lexical(folder)
-    except FileNotFoundError:
-        return None
+        params = LexicalParams.from_json(index.meta.lexical)
     except LexicalFormatError as exc:
-        raise IndexCorrupt(f"{exc}; {store.FIX_HINT}") from None
-    if lexical.num_passages != index.meta.count:
-        raise IndexCorrupt(
-            f"the lexical side of {index.data_dir} holds {lexical.num_passages} passages, "
-            f"the index {index.meta.count}; {store.FIX_HINT}"
-        )
-    return lexical
+        raise IndexCorrupt(f"{index.dir / store.META_NAME}: {exc}; {store.FIX_HINT}") from None
+    parts = [
+        LexicalPart(seg.lexical(), seg.offset, index.live_mask(i))
+        for i, seg in enumerate(index.segments)
+    ]
+    live_tokens = sum(s.live_tokens for s in index.meta.segments)
+    return Bm25(params, parts, index.total_rows, index.count, live_tokens)

@@ -74,13 +74,24 @@ def open_regular(
         raise
 
 
+READ_BLOCK = 1 << 20
+
+
 def read_limited(fh: BinaryIO, limit: int, what: str) -> bytes:
     """At most ``limit`` bytes: a file that grew since it was sized is refused
-    rather than read until memory runs out."""
-    data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise UnsafeFile(f"{what} is larger than {limit:,} bytes")
-    return data
+    rather than read until memory runs out. Read a block at a time, so that
+    a huge limit (from a damaged index) allocates nothing up front."""
+    blocks: list[bytes] = []
+    total = 0
+    while True:
+        block = fh.read(min(READ_BLOCK, limit + 1 - total))
+        if not block:
+            break
+        blocks.append(block)
+        total += len(block)
+        if total > limit:
+            raise UnsafeFile(f"{what} is larger than {limit:,} bytes")
+    return b"".join(blocks)
 
 
 def read_regular(

@@ -28,6 +28,8 @@ class Status:
     precision: str
     files: int
     passages: int
+    segments: int
+    dead: int  # rows of changed or deleted files, not yet reclaimed by a merge
     size_bytes: int
     created: float
     updated: float
@@ -80,11 +82,11 @@ def folder_changes(index: store.Index) -> Changes:
     return changes
 
 
-def _disk_size(index_dir: Path, data: str) -> int:
+def _disk_size(index_dir: Path, folders: list[str]) -> int:
     total = 0
-    for folder in (index_dir, index_dir / data):
-        if not safefs.is_dir_nofollow(folder) and folder != index_dir:
-            continue  # a link in the data folder's place is not followed
+    for folder in (index_dir, *(index_dir / name for name in folders)):
+        if folder != index_dir and not safefs.is_dir_nofollow(folder):
+            continue  # a link in a segment's place is not followed
         try:
             for entry in os.scandir(folder):
                 if entry.is_file(follow_symlinks=False):
@@ -109,7 +111,9 @@ def index_status(index_dir: Path) -> Status:
         precision=str(meta.model.get("precision", "float32")),
         files=len(meta.files),
         passages=meta.count,
-        size_bytes=_disk_size(index_dir, meta.data),
+        segments=len(meta.segments),
+        dead=sum(x.rows - x.live_rows for x in meta.segments),
+        size_bytes=_disk_size(index_dir, [x.name for x in meta.segments]),
         created=meta.created,
         updated=meta.updated,
         changed=changes.changed,

@@ -3,27 +3,28 @@
 Layout of an index folder (``DIR/.msearch`` by default)::
 
     msearch-index.json        msearch's marker: this folder is an index msearch made,
-                              and the generation folders it created here
-    meta.json                 the commit point: names the data folder below
-    data-<generation>/
-        embeddings.npy        float32 (passages x dim), one normalized row each
-        passages.npy          int32 (passages x 5): file, start line, end line,
-                              start char, end char
+                              and the segment folders it created here
+    meta.json                 the commit point: names the segments below and
+                              the file table (which rows of which segment
+                              hold each file's passages)
+    seg-<id>/                 one immutable segment (msearch.segment)
     lock                      held (flock) by the process writing the index
 
-A new index is written into a fresh ``data-*`` folder; only when every byte
-is on disk is ``meta.json`` replaced (``os.replace``), which switches readers
-from the old generation to the new one in a single step. A crash at any
-moment leaves either the old ``meta.json`` with its intact data folder, or
-the new one. Unreferenced data folders are removed by the next writer.
+An update writes a new segment folder; only when every byte of it is on
+disk is ``meta.json`` replaced (``os.replace``), which switches readers
+from the old list of segments to the new one in a single step. Rows of a
+file that changed or vanished stay where they are, dead: the file table no
+longer points at them, and a merge reclaims them later. A crash at any
+moment leaves either the old ``meta.json`` with its intact segments, or
+the new one. Folders no commit names are removed by the next writer.
 
 Safety rules (README, "Safety"): msearch writes only into a folder that is
 empty, or that carries its marker (or, for indexes made before the marker
-existed, whose ``meta.json`` is msearch's). It deletes only generation
-folders that the marker says it created. Everything read from an index is
-untrusted input: index files are opened without following links and must be
-regular files of the size their headers promise, and the data folder must be
-a real folder inside the index.
+existed, whose ``meta.json`` is msearch's). It deletes only folders that
+the marker says it created. Everything read from an index is untrusted
+input: index files are opened without following links and must be regular
+files of the size their headers promise, and segment folders must be real
+folders inside the index.
 """
 
 from __future__ import annotations
@@ -53,43 +54,58 @@ from msearch.errors import (
     IndexTooNew,
     IndexWriteError,
 )
+from msearch.segment import (
+    EMBEDDINGS_NAME,
+    PASSAGE_COLUMNS,
+    PASSAGES_NAME,
+    Segment,
+    SegmentInfo,
+    open_segment,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 META_NAME = "meta.json"
 LOCK_NAME = "lock"
 MARKER_NAME = "msearch-index.json"
 MARKER_KIND = "msearch index"
-EMBEDDINGS_NAME = "embeddings.npy"
-PASSAGES_NAME = "passages.npy"
-PASSAGE_COLUMNS = ("file", "start_line", "end_line", "start_char", "end_char")
 # The folder an index lives in by default (DIR/.msearch). Such a folder
 # always searches the folder it lies in, so an index that arrived with a
 # repository or an archive can never name another root.
 INDEX_DIR_NAME = ".msearch"
 # A root recorded as this means "the folder holding the index folder".
 PARENT_ROOT = ".."
-# Names msearch gives what it creates; nothing else is ever deleted.
-DATA_RE = re.compile(r"data-[0-9a-f]{12}\Z")
+# Names msearch gives the folders it creates; nothing else is ever deleted.
+# ("data-" folders were the generations of schema 1.)
+FOLDER_RE = re.compile(r"(?:seg|data)-[0-9a-f]{12}\Z")
+SEGMENT_RE = re.compile(r"seg-[0-9a-f]{12}\Z")
 TMP_RE = re.compile(r"\.(meta\.json|msearch-index\.json)\.[0-9a-f]{8}\.tmp\Z")
-# Fixed room for the .npy header so the row count can be filled in at the end
-# of a streamed write without moving the data (numpy pads headers with spaces).
-NPY_HEADER_LEN = 128
 # Upper bounds for files read whole: a damaged or hostile index cannot make
 # msearch read gigabytes into memory.
 META_MAX_BYTES = 1 << 31
 SMALL_JSON_MAX_BYTES = 1 << 24
 MAX_DIM = 1 << 16
 FIX_HINT = "rebuild it with `msearch index --full DIR`"
+__all__ = ["EMBEDDINGS_NAME", "PASSAGES_NAME", "PASSAGE_COLUMNS", "Segment", "SegmentInfo"]
 
 
 @dataclass
 class FileRecord:
-    """One indexed file, as it was when its passages were embedded."""
+    """One indexed file, as it was when its passages were embedded, and
+    where they are: rows ``row .. row + rows`` of segment ``segment`` (an
+    index into ``Meta.segments``)."""
 
     path: str  # relative to the index root, POSIX separators
     size: int
     mtime_ns: int
     sha256: str
+    segment: int = 0
+    row: int = 0
+    rows: int = 0
+
+
+class IndexOutdated(IndexCorrupt):
+    """The index was written by an older msearch (schema 1); ``msearch index``
+    converts it."""
 
 
 @dataclass
@@ -99,16 +115,18 @@ class Meta:
     chunking: dict[str, Any]
     walk: dict[str, Any]
     files: list[FileRecord]
-    count: int
     dim: int
-    data: str = ""
+    segments: list[SegmentInfo] = field(default_factory=list)
+    lexical: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
-    # CRC-32 of every file of the data folder: damage that parses (a flipped
-    # bit in a vector) is found by ``status`` and before an update builds on it.
-    checksums: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        """Live passages."""
+        return sum(s.live_rows for s in self.segments)
 
     def to_json(self) -> dict[str, Any]:
         # Columnar file table: parsing a few long lists is several times
@@ -121,17 +139,20 @@ class Meta:
             "model": self.model,
             "chunking": self.chunking,
             "walk": self.walk,
+            "lexical": self.lexical,
             "count": self.count,
             "dim": self.dim,
             "dtype": "float32",
             "normalized": True,
-            "data": self.data,
-            "checksums": self.checksums,
+            "segments": [s.to_json() for s in self.segments],
             "files": {
                 "path": [f.path for f in self.files],
                 "size": [f.size for f in self.files],
                 "mtime_ns": [f.mtime_ns for f in self.files],
                 "sha256": [f.sha256 for f in self.files],
+                "segment": [f.segment for f in self.files],
+                "row": [f.row for f in self.files],
+                "rows": [f.rows for f in self.files],
             },
             "extra": self.extra,
         }
@@ -149,53 +170,52 @@ class Meta:
                     f"{where}: index schema version {version} is newer than this msearch "
                     f"understands ({SCHEMA_VERSION}); upgrade msearch or {FIX_HINT}"
                 )
+            if version < SCHEMA_VERSION:
+                raise IndexOutdated(
+                    f"{where}: this index was made by an older msearch (schema {version}); "
+                    "update it with `msearch index DIR`, which converts it"
+                )
+            segments = [_segment_info(s) for s in _list(data["segments"], "segments")]
+            names = [s.name for s in segments]
+            if len(set(names)) != len(names):
+                raise ValueError("a segment is listed twice")
             cols = _dict(data["files"], "files")
-            paths, sizes = cols["path"], cols["size"]
-            mtimes, hashes = cols["mtime_ns"], cols["sha256"]
-            for name, col, kind in (
-                ("path", paths, str),
-                ("size", sizes, int),
-                ("mtime_ns", mtimes, int),
-                ("sha256", hashes, str),
+            columns = []
+            for name, kind in (
+                ("path", str),
+                ("size", int),
+                ("mtime_ns", int),
+                ("sha256", str),
+                ("segment", int),
+                ("row", int),
+                ("rows", int),
             ):
+                col = cols[name]
                 if not isinstance(col, list) or not all(type(v) is kind for v in col):
                     raise ValueError(f"files.{name} is not a list of {kind.__name__}")
-            files = [
-                FileRecord(p, s, m, h)
-                for p, s, m, h in zip(paths, sizes, mtimes, hashes, strict=True)
-            ]
-            count = _int(data["count"], "count")
+                columns.append(col)
+            files = [FileRecord(*rec) for rec in zip(*columns, strict=True)]
             dim = _int(data["dim"], "dim")
-            if count < 0 or not 0 < dim <= MAX_DIM:
-                raise ValueError(f"count {count} or dim {dim} out of range")
-            data_name = data["data"]
-            if not isinstance(data_name, str) or not DATA_RE.match(data_name):
-                raise ValueError(f"data folder {data_name!r} is not one msearch makes")
+            if not 0 < dim <= MAX_DIM:
+                raise ValueError(f"dim {dim} out of range")
             root = data["root"]
             if not isinstance(root, str):
                 raise ValueError("root is not a string")
-            checksums = _dict(data.get("checksums", {}), "checksums")
-            if not all(
-                isinstance(k, str) and type(v) is int and 0 <= v < 1 << 32
-                for k, v in checksums.items()
-            ):
-                raise ValueError("checksums are not CRC-32 values")
             return cls(
                 root=root,
                 model=_dict(data["model"], "model"),
                 chunking=_dict(data["chunking"], "chunking"),
                 walk=_dict(data.get("walk", {}), "walk"),
                 files=files,
-                count=count,
                 dim=dim,
-                data=data_name,
+                segments=segments,
+                lexical=_dict(data["lexical"], "lexical"),
                 created=float(data.get("created", 0.0)),
                 updated=float(data.get("updated", 0.0)),
                 schema_version=version,
                 extra=_dict(data.get("extra", {}), "extra"),
-                checksums=checksums,
             )
-        except IndexTooNew:
+        except IndexCorrupt:
             raise
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise IndexCorrupt(f"{where}: malformed index metadata ({exc}); {FIX_HINT}") from None
@@ -211,6 +231,29 @@ def _dict(value: Any, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{name} is not an object")
     return dict(value)
+
+
+def _list(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{name} is not a list")
+    return value
+
+
+def _segment_info(data: Any) -> SegmentInfo:
+    d = _dict(data, "segment")
+    name = d["name"]
+    if not isinstance(name, str) or not SEGMENT_RE.match(name):
+        raise ValueError(f"segment folder {name!r} is not one msearch makes")
+    nums = [_int(d[k], k) for k in ("rows", "tokens", "live_rows", "live_tokens")]
+    rows, tokens, live_rows, live_tokens = nums
+    if min(nums) < 0 or live_rows > rows or live_tokens > tokens:
+        raise ValueError(f"segment {name} counts are out of range")
+    checksums = _dict(d.get("checksums", {}), "checksums")
+    if not all(
+        isinstance(k, str) and type(v) is int and 0 <= v < 1 << 32 for k, v in checksums.items()
+    ):
+        raise ValueError("checksums are not CRC-32 values")
+    return SegmentInfo(name, rows, tokens, live_rows, live_tokens, checksums)
 
 
 def resolve_root(index_dir: Path, recorded: str) -> Path:
@@ -256,26 +299,105 @@ def root_record(index_dir: Path, root: Path) -> str:
 
 @dataclass
 class Index:
-    """A loaded index: metadata plus memory-mapped arrays."""
+    """A loaded index: metadata plus its open segments.
+
+    Rows are numbered across segments in ``meta.segments`` order (a
+    segment's rows start at its ``offset``); rows no file points at are
+    dead: their scores are masked, they are never hits.
+    """
 
     dir: Path
     meta: Meta
-    embeddings: np.ndarray  # (count, dim) float32, memory-mapped
-    passages: np.ndarray  # (count, 5) int32, memory-mapped: queries read only their hits
+    segments: list[Segment]
     root: Path = field(default_factory=Path)
-
-    def passage(self, row: int) -> tuple[int, int, int, int, int]:
-        """One passage row, checked: anything out of range means damage."""
-        f, a, b, s, e = (int(v) for v in self.passages[row])
-        if not (0 <= f < len(self.meta.files) and 1 <= a <= b and 0 <= s <= e):
-            raise IndexCorrupt(
-                f"{self.dir / self.meta.data / PASSAGES_NAME} is damaged (row {row}); {FIX_HINT}"
-            )
-        return f, a, b, s, e
+    _ranges: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+    _live: dict[int, np.ndarray | None] = field(default_factory=dict)
 
     @property
-    def data_dir(self) -> Path:
-        return self.dir / self.meta.data
+    def total_rows(self) -> int:
+        return sum(s.rows for s in self.segments)
+
+    @property
+    def count(self) -> int:
+        return self.meta.count
+
+    def file_ranges(self, seg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(first rows, row counts, file indices) of the live files of segment
+        ``seg``, ordered by first row."""
+        if self._ranges is None:
+            files = self.meta.files
+            segs = np.fromiter((f.segment for f in files), dtype=np.int64, count=len(files))
+            starts = np.fromiter((f.row for f in files), dtype=np.int64, count=len(files))
+            counts = np.fromiter((f.rows for f in files), dtype=np.int64, count=len(files))
+            segs[counts == 0] = -1  # a file without passages holds no rows
+            order = np.lexsort((starts, segs))
+            bounds = np.searchsorted(segs[order], np.arange(len(self.segments) + 1))
+            self._ranges = []
+            for i in range(len(self.segments)):
+                sel = order[bounds[i] : bounds[i + 1]]
+                self._ranges.append((starts[sel], counts[sel], sel))
+        return self._ranges[seg]
+
+    def live_mask(self, seg: int) -> np.ndarray | None:
+        """Which rows of segment ``seg`` are live; None when all are."""
+        if seg not in self._live:
+            info = self.segments[seg].info
+            if info.live_rows == info.rows:
+                self._live[seg] = None
+            else:
+                starts, counts, _ = self.file_ranges(seg)
+                mask = np.zeros(info.rows, dtype=bool)
+                for a, n in zip(starts.tolist(), counts.tolist(), strict=True):
+                    mask[a : a + n] = True
+                self._live[seg] = mask
+        return self._live[seg]
+
+    def locate(self, row: int) -> tuple[int, int]:
+        """(segment, row within it) of a row number across segments."""
+        offsets = [s.offset for s in self.segments]
+        seg = int(np.searchsorted(offsets, row, side="right")) - 1
+        return seg, row - self.segments[seg].offset
+
+    def passage(self, row: int) -> tuple[int, int, int, int, int]:
+        """(file index, start line, end line, start char, end char) of a live
+        row, checked: anything out of range means damage."""
+        seg, r = self.locate(row)
+        starts, counts, files = self.file_ranges(seg)
+        i = int(np.searchsorted(starts, r, side="right")) - 1
+        segment = self.segments[seg]
+        if i < 0 or r >= starts[i] + counts[i]:
+            raise IndexCorrupt(f"{segment.path / PASSAGES_NAME} is damaged (row {r}); {FIX_HINT}")
+        _, a, b, s, e = (int(v) for v in segment.passages[r])
+        if not (1 <= a <= b and 0 <= s <= e):
+            raise IndexCorrupt(f"{segment.path / PASSAGES_NAME} is damaged (row {r}); {FIX_HINT}")
+        return int(files[i]), a, b, s, e
+
+    def file_rows(self, file_idx: int) -> tuple[Segment | None, int, int]:
+        """The segment and row range holding a file's passages (None for a
+        file without passages)."""
+        rec = self.meta.files[file_idx]
+        if not rec.rows:
+            return None, 0, 0
+        return self.segments[rec.segment], rec.row, rec.row + rec.rows
+
+    def table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every live passage in file-table order: (passages, vectors), the
+        passages' first column the file index. What a fully merged index
+        stores as it is; for tests and the retrieval benchmark."""
+        rows, vecs = [], []
+        for i in range(len(self.meta.files)):
+            seg, a, b = self.file_rows(i)
+            if seg is None:
+                continue
+            part = np.array(seg.passages[a:b], dtype=np.int32)
+            part[:, 0] = i
+            rows.append(part)
+            vecs.append(np.asarray(seg.embeddings[a:b]))
+        empty = np.zeros((0, len(PASSAGE_COLUMNS)), np.int32)
+        return (
+            np.concatenate(rows) if rows else empty,
+            np.concatenate(vecs) if vecs else np.zeros((0, self.meta.dim), np.float32),
+        )
 
 
 def _parse_json(raw: bytes) -> Any:
@@ -299,7 +421,7 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def read_meta(index_dir: Path) -> Meta:
+def _read_meta_json(index_dir: Path) -> Any:
     path = Path(index_dir) / META_NAME
     try:
         fh, _ = safefs.open_regular(path, follow=False, max_size=META_MAX_BYTES)
@@ -319,7 +441,11 @@ def read_meta(index_dir: Path) -> Meta:
         raise IndexCorrupt(f"{path} is not valid JSON; {FIX_HINT}") from None
     if not isinstance(data, dict):
         raise IndexCorrupt(f"{path} is not an msearch index; {FIX_HINT}")
-    return Meta.from_json(data, path)
+    return data
+
+
+def read_meta(index_dir: Path) -> Meta:
+    return Meta.from_json(_read_meta_json(index_dir), Path(index_dir) / META_NAME)
 
 
 class DataFolder:
@@ -417,9 +543,9 @@ class DataFolder:
                 raise IndexCorrupt(f"{where} is damaged or truncated ({exc}); {FIX_HINT}") from None
 
 
-def open_data(index_dir: Path, meta: Meta) -> DataFolder:
-    """The data folder ``meta`` names: a real folder directly inside the index."""
-    path = Path(index_dir) / meta.data
+def open_folder(index_dir: Path, name: str) -> DataFolder:
+    """A folder of the index: a real folder directly inside it."""
+    path = Path(index_dir) / name
     try:
         return DataFolder(path, parent=Path(index_dir))
     except FileNotFoundError:
@@ -436,42 +562,53 @@ def load_index(index_dir: Path, mmap: bool = True) -> Index:
     for attempt in range(3):
         meta = read_meta(index_dir)
         root = resolve_root(index_dir, meta.root)
+        segments: list[Segment] = []
         try:
-            with open_data(index_dir, meta) as folder:
-                emb = folder.npy(EMBEDDINGS_NAME, mmap)
-                pas = folder.npy(PASSAGES_NAME, mmap)
+            offset = 0
+            for info in meta.segments:
+                with open_folder(index_dir, info.name) as folder:
+                    seg = open_segment(folder, info, meta.dim, mmap)
+                seg.offset = offset
+                offset += info.rows
+                segments.append(seg)
         except FileNotFoundError as exc:
             # A writer may have committed and cleaned up between our reads.
             if attempt < 2:
                 continue
-            missing = index_dir / meta.data / (exc.filename or "")
-            raise IndexCorrupt(f"{missing} is missing; {FIX_HINT}") from None
+            raise IndexCorrupt(f"{exc.filename or index_dir} is missing; {FIX_HINT}") from None
         break
-    data_dir = index_dir / meta.data
-    emb_path = data_dir / EMBEDDINGS_NAME
-    if emb.dtype != np.float32 or emb.ndim != 2:
-        raise IndexCorrupt(
-            f"{emb_path} holds {emb.dtype} {emb.shape}, not float32 rows; {FIX_HINT}"
-        )
     model_dim = meta.model.get("dim", meta.dim)
-    if emb.shape[1] != meta.dim or type(model_dim) is not int or meta.dim != model_dim:
+    if type(model_dim) is not int or meta.dim != model_dim:
         raise IndexCorrupt(
-            f"{emb_path} has vectors of dimension {emb.shape[1]}, the model makes {meta.dim}; "
-            f"{FIX_HINT}"
+            f"{index_dir / META_NAME}: vectors of dimension {meta.dim}, the model makes "
+            f"{model_dim}; {FIX_HINT}"
         )
-    if emb.shape[0] != meta.count:
-        raise IndexCorrupt(
-            f"{emb_path} has {emb.shape[0]} rows but {index_dir / META_NAME} lists "
-            f"{meta.count} passages; {FIX_HINT}"
-        )
-    if pas.shape != (meta.count, len(PASSAGE_COLUMNS)):
-        raise IndexCorrupt(
-            f"{data_dir / PASSAGES_NAME} has shape {pas.shape}, expected "
-            f"({meta.count}, {len(PASSAGE_COLUMNS)}); {FIX_HINT}"
-        )
-    if pas.dtype != np.int32:
-        raise IndexCorrupt(f"{data_dir / PASSAGES_NAME} is not int32; {FIX_HINT}")
-    return Index(index_dir, meta, emb, pas, root)
+    index = Index(index_dir, meta, segments, root)
+    _check_file_table(index)
+    return index
+
+
+def _check_file_table(index: Index) -> None:
+    """Every file's rows lie inside its segment, no two files share a row,
+    and each segment's live count is what its files hold."""
+    where = index.dir / META_NAME
+    n_seg = len(index.segments)
+    for f in index.meta.files:
+        if f.rows == 0 and f.segment == 0 and f.row == 0:
+            continue  # a file without passages
+        if not (0 <= f.segment < n_seg and f.row >= 0 and f.rows > 0):
+            raise IndexCorrupt(f"{where}: a file points outside the segments; {FIX_HINT}")
+        if f.row + f.rows > index.segments[f.segment].rows:
+            raise IndexCorrupt(f"{where}: a file points outside its segment; {FIX_HINT}")
+    for i, seg in enumerate(index.segments):
+        starts, counts, _ = index.file_ranges(i)
+        if len(starts) > 1 and (starts[1:] < starts[:-1] + counts[:-1]).any():
+            raise IndexCorrupt(f"{where}: two files share rows of {seg.info.name}; {FIX_HINT}")
+        if int(counts.sum()) != seg.info.live_rows:
+            raise IndexCorrupt(
+                f"{where}: segment {seg.info.name} has {int(counts.sum())} live rows, "
+                f"not {seg.info.live_rows}; {FIX_HINT}"
+            )
 
 
 VERIFY_ROWS = 1 << 16
@@ -479,38 +616,58 @@ VERIFY_ROWS = 1 << 16
 
 def verify(index: Index) -> None:
     """Check every row of an index (what ``status`` does, not every query):
-    passages in file order with sane line and character ranges, and finite
-    vectors. Raises ``IndexCorrupt`` at the first problem."""
-    n_files = len(index.meta.files)
-    # A passage ends within its file: a character is at least one byte.
+    checksums, passages with sane line and character ranges inside their
+    files, finite unit vectors, lexical counts that match the rows. Raises
+    ``IndexCorrupt`` at the first problem."""
+    verify_checksums(index.dir, index.meta)
     sizes = np.array([f.size for f in index.meta.files] or [0], dtype=np.int64)
-    where = index.data_dir
-    last_file = 0
-    for s in range(0, index.meta.count, VERIFY_ROWS):
-        rows = np.asarray(index.passages[s : s + VERIFY_ROWS], dtype=np.int64)
-        f, a, b, cs, ce = rows.T
-        ok = (
-            (f >= 0).all()
-            and (f < n_files).all()
-            and (np.diff(f) >= 0).all()
-            and f[0] >= last_file
-            and (a >= 1).all()
-            and (b >= a).all()
-            and (cs >= 0).all()
-            and (ce >= cs).all()
-            and (ce <= sizes[np.clip(f, 0, len(sizes) - 1)]).all()
-        )
-        if not ok:
-            raise IndexCorrupt(f"{where / PASSAGES_NAME} is damaged; {FIX_HINT}")
-        last_file = int(f[-1])
-        if not np.isfinite(np.asarray(index.embeddings[s : s + VERIFY_ROWS])).all():
-            raise IndexCorrupt(f"{where / EMBEDDINGS_NAME} holds invalid numbers; {FIX_HINT}")
+    for i, seg in enumerate(index.segments):
+        starts, counts, files = index.file_ranges(i)
+        owner = np.full(seg.rows, -1, dtype=np.int64)
+        for a, n, f in zip(starts.tolist(), counts.tolist(), files.tolist(), strict=True):
+            owner[a : a + n] = f
+        ordinal_of: list[np.ndarray] = []
+        for s in range(0, seg.rows, VERIFY_ROWS):
+            rows = np.asarray(seg.passages[s : s + VERIFY_ROWS], dtype=np.int64)
+            own = owner[s : s + VERIFY_ROWS]
+            live = own >= 0
+            _, a, b, cs, ce = rows[live].T
+            ok = (
+                (a >= 1).all()
+                and (b >= a).all()
+                and (cs >= 0).all()
+                and (ce >= cs).all()
+                and (ce <= sizes[own[live]]).all()  # a character is at least one byte
+            )
+            if not ok:
+                raise IndexCorrupt(f"{seg.path / PASSAGES_NAME} is damaged; {FIX_HINT}")
+            ordinals = np.asarray(seg.passages[s : s + VERIFY_ROWS, 0], dtype=np.int64)
+            ordinal_of.append(ordinals)
+            vecs = np.asarray(seg.embeddings[s : s + VERIFY_ROWS])[live]
+            norms = np.linalg.norm(vecs, axis=1) if len(vecs) else np.ones(0)
+            if not (np.isfinite(vecs).all() and (np.abs(norms - 1) < 1e-2).all()):
+                raise IndexCorrupt(
+                    f"{seg.path / EMBEDDINGS_NAME} holds invalid vectors; {FIX_HINT}"
+                )
+        # All rows of a file carry one ordinal, and ordinals rise with the rows.
+        col = np.concatenate(ordinal_of) if ordinal_of else np.zeros(0, np.int64)
+        if len(starts):
+            first = col[starts]
+            last = col[starts + counts - 1]
+            lo = np.minimum.reduceat(col, starts) if len(col) else first
+            if not ((first == last).all() and (lo == first).all() and (np.diff(first) > 0).all()):
+                raise IndexCorrupt(f"{seg.path / PASSAGES_NAME} is damaged; {FIX_HINT}")
+        lengths = np.asarray(seg.lexical().lengths, dtype=np.int64)
+        live_tokens = int(lengths[owner >= 0].sum())
+        if int(lengths.sum()) != seg.info.tokens or live_tokens != seg.info.live_tokens:
+            raise IndexCorrupt(
+                f"{index.dir / META_NAME}: {seg.info.name}'s lexical counts are wrong; {FIX_HINT}"
+            )
     bad = [f.path for f in index.meta.files if not safefs.safe_relpath(f.path)]
     if bad:
         raise IndexCorrupt(
             f"{index.dir / META_NAME} names a file outside its root ({bad[0]!r}); {FIX_HINT}"
         )
-    verify_checksums(index.dir, index.meta)
 
 
 CRC_BLOCK = 1 << 22
@@ -528,22 +685,24 @@ def checksum(fh: IO[bytes]) -> int:
     return crc
 
 
-def verify_checksums(index_dir: Path, meta: Meta) -> None:
-    """Read every data file ``meta`` has a checksum for, and compare."""
-    if not meta.checksums:
-        return  # an index made before checksums were recorded
-    with open_data(index_dir, meta) as folder:
-        for name, expected in sorted(meta.checksums.items()):
-            if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
-                raise IndexCorrupt(f"{index_dir / META_NAME}: bad checksum entry; {FIX_HINT}")
-            try:
-                fh, _ = folder._open(name)
-            except FileNotFoundError:
-                raise IndexCorrupt(f"{folder.path / name} is missing; {FIX_HINT}") from None
-            with fh:
-                got = checksum(fh)
-            if got != expected:
-                raise IndexCorrupt(f"{folder.path / name} is damaged (checksum); {FIX_HINT}")
+def verify_checksums(index_dir: Path, meta: Meta, names: set[str] | None = None) -> None:
+    """Read every file of the segments (those in ``names``, or all) and compare
+    its CRC-32 with the one recorded when it was written."""
+    for info in meta.segments:
+        if names is not None and info.name not in names:
+            continue
+        with open_folder(index_dir, info.name) as folder:
+            for name, expected in sorted(info.checksums.items()):
+                if "/" in name or name in ("", ".", ".."):
+                    raise IndexCorrupt(f"{index_dir / META_NAME}: bad checksum entry; {FIX_HINT}")
+                try:
+                    fh, _ = folder._open(name)
+                except FileNotFoundError:
+                    raise IndexCorrupt(f"{folder.path / name} is missing; {FIX_HINT}") from None
+                with fh:
+                    got = checksum(fh)
+                if got != expected:
+                    raise IndexCorrupt(f"{folder.path / name} is damaged (checksum); {FIX_HINT}")
 
 
 # ---------------------------------------------------------------- ownership
@@ -564,7 +723,7 @@ def _writing(path: Path) -> Iterator[None]:
         ) from None
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -625,7 +784,7 @@ def read_marker(index_dir: Path) -> Marker | None:
             raise ValueError
     except (ValueError, KeyError, TypeError):
         return Marker()
-    return Marker([g for g in gens if isinstance(g, str) and DATA_RE.match(g)])
+    return Marker([g for g in gens if isinstance(g, str) and FOLDER_RE.match(g)])
 
 
 def _write_marker(index_dir: Path, marker: Marker) -> None:
@@ -633,7 +792,7 @@ def _write_marker(index_dir: Path, marker: Marker) -> None:
     tmp = index_dir / _tmp_name(MARKER_NAME)
     _write_durable(tmp, marker.to_bytes())
     os.replace(tmp, index_dir / MARKER_NAME)
-    _fsync_dir(index_dir)
+    fsync_dir(index_dir)
 
 
 def _create_marker(index_dir: Path, marker: Marker) -> bool:
@@ -648,18 +807,23 @@ def _create_marker(index_dir: Path, marker: Marker) -> bool:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-    _fsync_dir(index_dir)
+    fsync_dir(index_dir)
     return True
 
 
-def _legacy_generation(index_dir: Path) -> str | None:
-    """The data folder of an index made before the marker existed: a folder
-    whose ``meta.json`` is msearch's own metadata. None if it is not one."""
+def _legacy_index(index_dir: Path) -> list[str] | None:
+    """The folders of an index made before the marker existed (a folder
+    whose ``meta.json`` is msearch's, of any schema): None if it is not one."""
     try:
-        meta = read_meta(index_dir)
+        data = _read_meta_json(index_dir)
     except (IndexNotFound, IndexCorrupt):
         return None
-    return meta.data
+    if not {"schema_version", "root", "model", "files"} <= set(data):
+        return None
+    names = [data.get("data")] + [
+        s.get("name") for s in data.get("segments", []) if isinstance(s, dict)
+    ]
+    return [n for n in names if isinstance(n, str) and FOLDER_RE.match(n)]
 
 
 def claim(index_dir: Path) -> None:
@@ -691,13 +855,13 @@ def claim(index_dir: Path) -> None:
             if not entries:
                 marker = Marker()
             else:
-                legacy = _legacy_generation(index_dir)
+                legacy = _legacy_index(index_dir)
                 if legacy is None:
                     raise IndexRefused(
                         f"{index_dir} is not an msearch index and is not empty; msearch writes "
                         "only into an empty folder or an index it made (choose another --index)"
                     )
-                marker = Marker([legacy])
+                marker = Marker(legacy)
             if _create_marker(index_dir, marker):
                 return
         raise IndexRefused(f"{index_dir}: could not mark it as an msearch index")
@@ -707,7 +871,7 @@ def is_index_folder(index_dir: Path) -> bool:
     """Whether ``index_dir`` is recognisably an msearch index (so that
     "damaged, rebuilding" may apply to it)."""
     try:
-        return read_marker(index_dir) is not None or _legacy_generation(index_dir) is not None
+        return read_marker(index_dir) is not None or _legacy_index(index_dir) is not None
     except IndexRefused:
         return False
 
@@ -740,19 +904,8 @@ def prepare_commit_point(index_dir: Path, notice: Callable[[str], None]) -> None
 # ---------------------------------------------------------------- writing
 
 
-def _npy_header(rows: int, dim: int) -> bytes:
-    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
-    body = header.encode("latin1")
-    prefix = b"\x93NUMPY\x01\x00"
-    room = NPY_HEADER_LEN - len(prefix) - 2 - 1
-    if len(body) > room:
-        raise ValueError("npy header does not fit")
-    body = body + b" " * (room - len(body)) + b"\n"
-    return prefix + len(body).to_bytes(2, "little") + body
-
-
-def new_generation(index_dir: Path) -> Path:
-    """Create a fresh data folder, recorded in the marker before it exists
+def new_segment_dir(index_dir: Path) -> Path:
+    """Create a fresh segment folder, recorded in the marker before it exists
     (so a crash leaves nothing that cleanup cannot prove is msearch's).
     Only the lock holder calls this."""
     index_dir = Path(index_dir)
@@ -760,87 +913,26 @@ def new_generation(index_dir: Path) -> Path:
         marker = read_marker(index_dir)
         if marker is None:
             raise IndexRefused(f"{index_dir} is not marked as an msearch index")
-        name = f"data-{uuid.uuid4().hex[:12]}"
+        name = f"seg-{uuid.uuid4().hex[:12]}"
         _write_marker(index_dir, Marker([*marker.generations, name]))
         path = index_dir / name
         os.mkdir(path)
         return path
 
 
-class DataWriter:
-    """Streams rows into a new, not yet visible, data folder.
-
-    Vectors go to disk as they are produced, so memory stays flat however
-    large the index; the row count is written into the header at the end.
-    """
-
-    def __init__(self, index_dir: Path, dim: int) -> None:
-        self.index_dir = Path(index_dir)
-        self.dim = dim
-        self.dir = new_generation(self.index_dir)
-        self.name = self.dir.name
-        self.count = 0
-        self.checksums: dict[str, int] = {}
-        with _writing(self.dir):
-            self._fh: IO[bytes] = _create_new(self.dir / EMBEDDINGS_NAME)
-            self._fh.write(_npy_header(0, dim))
-        self._rows: list[np.ndarray] = []
-
-    def append(self, vectors: np.ndarray, rows: np.ndarray) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype="<f4")
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"expected (n, {self.dim}) vectors, got {vectors.shape}")
-        if len(rows) != len(vectors):
-            raise ValueError("one passage row per vector")
-        with _writing(self.dir / EMBEDDINGS_NAME):
-            self._fh.write(vectors.tobytes())
-        self._rows.append(np.asarray(rows, dtype=np.int32).reshape(-1, len(PASSAGE_COLUMNS)))
-        self.count += len(vectors)
-
-    def finish(self, extra: Callable[[Path], None] | None = None) -> str:
-        """Flush everything to stable storage; returns the data folder name.
-
-        ``extra`` may write more files into the folder (the lexical index);
-        they are made durable along with the rest, before any commit.
-        """
-        with _writing(self.dir):
-            self._fh.seek(0)
-            self._fh.write(_npy_header(self.count, self.dim))
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            rows = (
-                np.concatenate(self._rows)
-                if self._rows
-                else np.zeros((0, len(PASSAGE_COLUMNS)), dtype=np.int32)
-            )
-            with _create_new(self.dir / PASSAGES_NAME) as fh:
-                np.save(fh, rows)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if extra is not None:
-                extra(self.dir)
-            for entry in os.scandir(self.dir):
-                with open(
-                    os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb"
-                ) as fh:
-                    if entry.name not in (EMBEDDINGS_NAME, PASSAGES_NAME):
-                        os.fsync(fh.fileno())
-                    self.checksums[entry.name] = checksum(fh)
-            _fsync_dir(self.dir)
-        return self.name
-
-    def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            self._fh.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """OS errors while writing become ``IndexWriteError`` (one line)."""
+    with _writing(path):
+        yield
 
 
 def commit(index_dir: Path, meta: Meta) -> None:
-    """Make ``meta`` (and the data folder it names) the index, atomically."""
+    """Make ``meta`` (and the segments it names) the index, atomically."""
     index_dir = Path(index_dir)
+    meta.updated = time.time()
     # Names that are not UTF-8 live in ``str`` as lone surrogates; they are
-    # written as JSON "\udcXX" escapes, which read back as the same names.
+    # written as JSON "\\udcXX" escapes, which read back as the same names.
     payload = json.dumps(meta.to_json(), ensure_ascii=False, separators=(",", ":"))
     raw = payload.encode("utf-8", "backslashreplace")
     with _writing(index_dir / META_NAME):
@@ -853,19 +945,19 @@ def commit(index_dir: Path, meta: Meta) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(index_dir)
-    cleanup(index_dir, keep=meta.data)
+        fsync_dir(index_dir)
+    cleanup(index_dir, keep={s.name for s in meta.segments})
 
 
-def cleanup(index_dir: Path, keep: str | None) -> None:
-    """Remove the generation folders msearch created here that no commit
-    refers to, and its own temporary files.
+def cleanup(index_dir: Path, keep: set[str]) -> None:
+    """Remove the folders msearch created here that no commit refers to, and
+    its own temporary files.
 
     Only what the marker records is deleted, and only if it is still a real
     folder (a link in its place is dropped from the record, not followed).
     Only called by the lock holder, so nothing removed here is being
-    written. Readers that still map an old generation keep working: on
-    POSIX an unlinked file lives on while it is open.
+    written. Readers that still map an old segment keep working: on POSIX
+    an unlinked file lives on while it is open.
     """
     index_dir = Path(index_dir)
     try:
@@ -883,7 +975,7 @@ def cleanup(index_dir: Path, keep: str | None) -> None:
     remaining: list[str] = []
     for name in marker.generations:
         path = index_dir / name
-        if name == keep:
+        if name in keep:
             remaining.append(name)
         elif safefs.is_dir_nofollow(path):
             shutil.rmtree(path, ignore_errors=True)
@@ -892,6 +984,19 @@ def cleanup(index_dir: Path, keep: str | None) -> None:
     if remaining != marker.generations:
         with contextlib.suppress(OSError):
             _write_marker(index_dir, Marker(remaining))
+
+
+def current_segments(index_dir: Path) -> set[str]:
+    """The folders the committed ``meta.json`` names (any schema), for
+    cleanup before a write; empty when it cannot be read."""
+    try:
+        data = _read_meta_json(index_dir)
+    except (IndexNotFound, IndexCorrupt):
+        return set()
+    names = [data.get("data")] + [
+        s.get("name") for s in data.get("segments", []) if isinstance(s, dict)
+    ]
+    return {n for n in names if isinstance(n, str) and FOLDER_RE.match(n)}
 
 
 LOCK_PID_WIDTH = 16

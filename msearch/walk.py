@@ -66,6 +66,7 @@ NOISE_GLOBS = ("*.min.js", "*.min.css", "*.map")
 MINIFIED_LINE_LENGTH = 5000
 MINIFIED_SPACE_SHARE = 0.05
 BINARY_SNIFF_BYTES = 8192
+IGNORE_FILE_MAX_BYTES = 16 << 20
 # Control characters that text files do not contain, as a str.translate table
 # that deletes them: counting them is then a C loop, about 15x faster than the
 # Python one it replaces (which cost up to 0.15 ms a file, twice per file).
@@ -167,10 +168,11 @@ class _IgnoreRules:
         lines: list[str] = []
         for name in (".gitignore", ".ignore"):
             try:
-                with open(dir_path / name, encoding="utf-8", errors="replace") as fh:
-                    lines.extend(fh.read().splitlines())
+                # Regular files only: a FIFO named .gitignore must not block the walk.
+                raw = safefs.read_regular(dir_path / name, IGNORE_FILE_MAX_BYTES)
             except OSError:
                 continue
+            lines.extend(raw.decode("utf-8", "replace").splitlines())
         if not lines:
             return self
         import pathspec  # only the indexer walks; queries never pay for it

@@ -1,6 +1,8 @@
 """Run build_index with a slow fake embedder, for the kill -9 and lock tests.
 
-Usage: python tests/crash_index.py ROOT INDEX_DIR [SECONDS_PER_BATCH]
+Usage: python tests/crash_index.py ROOT INDEX_DIR [SECONDS_PER_BATCH] [compact]
+(``compact``: update, then merge every segment, slowly: SECONDS_PER_BATCH
+before every few rows copied.)
 Not a test module: the crash tests start it as a subprocess and kill it.
 """
 
@@ -30,14 +32,28 @@ class SlowFake(FakeEmbedder):
 if __name__ == "__main__":
     root, index_dir = Path(sys.argv[1]), Path(sys.argv[2])
     delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.05
+    compact = len(sys.argv) > 4 and sys.argv[4] == "compact"
     import msearch.indexer
+    import msearch.merge
+    import msearch.segment
 
     msearch.indexer.WINDOW_PASSAGES = 64  # many small windows: many moments to die in
+    if compact:
+        # A slow merge: few rows copied at a time, each after a pause.
+        msearch.merge.COPY_ROWS = 8
+        real = msearch.segment.SegmentWriter.add_kept
+
+        def slow(self, *a, **k):  # type: ignore[no-untyped-def]
+            time.sleep(delay)
+            return real(self, *a, **k)
+
+        msearch.segment.SegmentWriter.add_kept = slow  # type: ignore[method-assign]
     stats = build_index(
         root,
         index_dir,
-        SlowFake(delay),
+        SlowFake(0.0 if compact else delay),
         chunking=ChunkSettings(max_tokens=24, overlap_tokens=4),
         notice=lambda m: print(m, file=sys.stderr, flush=True),
+        compact=compact,
     )
-    print(f"done {stats.passages}", flush=True)
+    print(f"done {stats.passages} {stats.segments}", flush=True)

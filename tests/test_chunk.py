@@ -134,16 +134,23 @@ def test_filling_a_passage_never_cuts_a_word() -> None:
     line's first word, it was filled with part of that word ("... cells\nTe"
     and "tetraploid" began the next passage)."""
     hf = _hf_counter()
-    title = "Common variants are strongly associated with risk in the study group\n"
-    body = "Hypospadias is a common congenital malformation. " * 10 + "\n"
-    budget = hf.count([title])[0] + 1  # room for one token after the title
-    assert hf.count(["Hypospadias"])[0] > 1
+    title = "Common variants of risk genes\n"
+    t = hf.count([title])[0]
+    budget = 4 * t  # a title of a quarter of the budget may share its passage
+    giant = "Hypospadias" * 4  # one word: more tokens than the room left, fewer than a passage
+    assert budget - t < hf.count([giant])[0] <= budget
+    body = giant + " is a common congenital malformation. " * 10 + "\n"
     ps = chunk_text(title + body, hf, ChunkSettings(max_tokens=budget + SPECIAL_TOKENS))
     assert ps[0].text == title.rstrip("\n") and (ps[0].start_line, ps[0].end_line) == (1, 1)
-    assert ps[1].text.startswith("Hypospadias is")
-    # With room for whole words, the title still shares its passage.
-    ps = chunk_text(title + body, hf, ChunkSettings(max_tokens=budget + 8 + SPECIAL_TOKENS))
+    assert ps[1].text.startswith(giant[:40])
+    # With room for whole words, the title shares its passage.
+    body = "Hypospadias is a common congenital malformation. " * 10 + "\n"
+    ps = chunk_text(title + body, hf, ChunkSettings(max_tokens=budget + SPECIAL_TOKENS))
     assert ps[0].text.startswith(title + "Hypospadias is")
+    # A longer open passage closes instead: the long line's passages then
+    # start with the line, whatever came before it.
+    ps = chunk_text(title + body, hf, ChunkSettings(max_tokens=3 * t + SPECIAL_TOKENS))
+    assert ps[0].text == title.rstrip("\n") and ps[1].text.startswith("Hypospadias is")
 
 
 def test_hf_split_reuses_counted_tokens_and_matches_a_fresh_tokenizer() -> None:

@@ -155,7 +155,7 @@ def test_bad_index_dirs(tmp_path: Path, use_fake: FakeEmbedder) -> None:
 def test_corrupt_index_is_a_clear_error(corpus: Path) -> None:
     meta = corpus / ".msearch" / "meta.json"
     data = json.loads(meta.read_text())
-    npy = corpus / ".msearch" / data["data"] / "embeddings.npy"
+    npy = corpus / ".msearch" / data["segments"][0]["name"] / "embeddings.npy"
     npy.write_bytes(npy.read_bytes()[:100])
     r = run("query", "moon", "--index", idx(corpus))
     assert r.exit_code == 2
@@ -272,13 +272,15 @@ def test_lexical_only_dense_only_and_hybrid(corpus: Path) -> None:
     assert r.exit_code == 2 and "exclude each other" in r.stderr
 
 
-def test_index_without_lexical_side(corpus: Path) -> None:
-    data = corpus / ".msearch" / json.loads((corpus / ".msearch" / "meta.json").read_text())["data"]
-    for f in data.glob("lexical*"):
+def test_index_with_its_lexical_side_missing(corpus: Path) -> None:
+    meta = json.loads((corpus / ".msearch" / "meta.json").read_text())
+    data = corpus / ".msearch" / meta["segments"][0]["name"]
+    for f in data.glob("lex_*"):
         f.unlink()
-    assert run("query", "bread", "--index", idx(corpus)).exit_code == 0  # dense still answers
-    r = run("query", "bread", "--index", idx(corpus), "--lexical-only")
-    assert r.exit_code == 2 and "no lexical side" in r.stderr
+    assert run("query", "bread", "--index", idx(corpus), "--dense-only").exit_code == 0
+    for mode in ((), ("--lexical-only",)):
+        r = run("query", "bread", "--index", idx(corpus), *mode)
+        assert r.exit_code == 2 and "lex_" in r.stderr and "--full" in r.stderr
 
 
 def test_help_does_not_import_heavy_modules() -> None:

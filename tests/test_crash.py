@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,9 +25,12 @@ def make_corpus(root: Path, version: int, files: int = 60) -> None:
         write(root, f"d{i % 6}/f{i}.txt", "\n".join([words] * (8 + version)) + "\n")
 
 
-def start(root: Path, index_dir: Path, delay: float = 0.05) -> subprocess.Popen[str]:
+def start(
+    root: Path, index_dir: Path, delay: float = 0.05, compact: bool = False
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(HELPER), str(root), str(index_dir), str(delay)],
+        [sys.executable, str(HELPER), str(root), str(index_dir), str(delay)]
+        + (["compact"] if compact else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -36,7 +40,7 @@ def start(root: Path, index_dir: Path, delay: float = 0.05) -> subprocess.Popen[
 def finish(proc: subprocess.Popen[str]) -> int:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    return int(out.split()[-1])
+    return int(out.split()[1])
 
 
 def query_ok(index_dir: Path) -> int:
@@ -77,8 +81,48 @@ def test_kill_9_at_random_moments_leaves_a_usable_index(tmp_path: Path) -> None:
     assert False in outcomes  # some kills landed before the commit
     final = finish(start(root, index_dir, 0.0))
     assert query_ok(index_dir) == final == expected[target]
-    leftovers = [p.name for p in index_dir.iterdir() if p.name.startswith(("data-", ".meta"))]
-    assert leftovers == [store.read_meta(index_dir).data]
+    leftovers = {p.name for p in index_dir.iterdir() if p.name.startswith(("seg-", ".meta"))}
+    assert leftovers == {s.name for s in store.read_meta(index_dir).segments}
+
+
+def answers(index_dir: Path) -> list[tuple[str, int, float]]:
+    idx = store.load_index(index_dir)
+    hits = Searcher(idx, FakeEmbedder().encode).query("w5 w18 w40", k=idx.meta.count)
+    return sorted((h.path, h.start_line, round(h.score, 5)) for h in hits)
+
+
+def test_kill_9_during_a_merge_leaves_a_usable_index(tmp_path: Path) -> None:
+    """Merges (here ``--compact``, slowed down) are killed at random moments:
+    the index always answers exactly as before, whichever side of the
+    merge's commit the kill landed on."""
+    root, index_dir = tmp_path / "corpus", tmp_path / "index"
+    make_corpus(root, 1, files=24)
+    finish(start(root, index_dir, 0.0))
+    for i in range(5):  # five updates of a few files each: six segments
+        for f in range(i * 4, i * 4 + 4):
+            write(root, f"d{f % 6}/f{f}.txt", f"edited {i} w{f} w5 w18 " * 6 + "\n")
+        finish(start(root, index_dir, 0.0))
+    assert len(store.read_meta(index_dir).segments) == 6
+    want = answers(index_dir)
+    saved = tmp_path / "six-segments"
+    shutil.copytree(index_dir, saved)
+    rng = random.Random(99)
+    merged = []
+    for _ in range(8):
+        if len(store.read_meta(index_dir).segments) == 1:  # merged: start again
+            shutil.rmtree(index_dir)
+            shutil.copytree(saved, index_dir)
+        proc = start(root, index_dir, 0.05, compact=True)
+        time.sleep(rng.uniform(0.5, 3.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert answers(index_dir) == want
+        merged.append(len(store.read_meta(index_dir).segments) == 1)
+    assert False in merged  # some kills landed inside the merge
+    out = start(root, index_dir, 0.0, compact=True).communicate(timeout=120)[0]
+    assert out.split()[-1] == "1" and answers(index_dir) == want
+    leftovers = {p.name for p in index_dir.iterdir() if p.name.startswith(("seg-", ".meta"))}
+    assert leftovers == {s.name for s in store.read_meta(index_dir).segments}
 
 
 def test_second_writer_waits_for_the_first(tmp_path: Path) -> None:
@@ -133,10 +177,10 @@ def test_interrupt_keeps_previous_index(tmp_path: Path, sig: signal.Signals) -> 
     proc.send_signal(sig)
     proc.wait(timeout=30)
     assert query_ok(index_dir) == old
-    data_dirs = [p.name for p in index_dir.iterdir() if p.name.startswith("data-")]
+    data_dirs = {p.name for p in index_dir.iterdir() if p.name.startswith("seg-")}
     if sig == signal.SIGINT:  # the writer removes its half-written folder itself
-        assert data_dirs == [store.read_meta(index_dir).data]
+        assert data_dirs == {s.name for s in store.read_meta(index_dir).segments}
     finish(start(root, index_dir, 0.0))  # the next writer removes any leftovers
-    assert [p.name for p in index_dir.iterdir() if p.name.startswith("data-")] == [
-        store.read_meta(index_dir).data
-    ]
+    assert {p.name for p in index_dir.iterdir() if p.name.startswith("seg-")} == {
+        s.name for s in store.read_meta(index_dir).segments
+    }

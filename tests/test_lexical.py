@@ -1,4 +1,5 @@
-"""msearch.lexical: BM25 over passages (build, save/load, score) and score fusion."""
+"""msearch.lexical: BM25 statistics (build, save/load, merge), scoring at query
+time over segments, and score fusion."""
 
 from __future__ import annotations
 
@@ -14,15 +15,20 @@ from hypothesis import strategies as st
 
 from msearch.lexical import (
     LEXICAL_WEIGHT,
-    META_NAME,
+    Bm25,
     LexicalBuilder,
     LexicalFormatError,
+    LexicalParams,
+    LexicalPart,
+    LexicalSegment,
     build_lexical,
     fuse,
-    load_lexical,
+    merge_lexical,
 )
+from msearch.store import DataFolder
 
 REPO = Path(__file__).resolve().parent.parent
+PARAMS = LexicalParams.default()
 
 TEXTS = [
     "The cat sat on the mat.",
@@ -38,31 +44,50 @@ def sample_texts() -> list[str]:
     return [p.read_text(encoding="utf-8") for p in sorted((REPO / "sample_corpus").rglob("*.md"))]
 
 
+def bm25(*segments: tuple[LexicalSegment, np.ndarray | None]) -> Bm25:
+    """BM25 over segments laid end to end, with their live masks."""
+    parts, offset, live, tokens = [], 0, 0, 0
+    for seg, mask in segments:
+        parts.append(LexicalPart(seg, offset, mask))
+        offset += seg.num_rows
+        keep = np.ones(seg.num_rows, bool) if mask is None else mask
+        live += int(keep.sum())
+        tokens += int(np.asarray(seg.lengths)[keep].sum())
+    return Bm25(PARAMS, parts, offset, live, tokens)
+
+
+def of(texts: list[str]) -> Bm25:
+    return bm25((build_lexical(texts), None))
+
+
+def load(folder: Path) -> LexicalSegment:
+    with DataFolder(folder) as opened:
+        return LexicalSegment.load(opened)
+
+
 def test_round_trip_gives_identical_scores(tmp_path: Path) -> None:
     texts = TEXTS + sample_texts()
-    index = build_lexical(texts)
-    index.save(tmp_path / "lex")
+    seg = build_lexical(texts)
+    (tmp_path / "lex").mkdir()
+    seg.save(tmp_path / "lex")
+    loaded = load(tmp_path / "lex")
+    assert loaded.num_rows == len(texts) and loaded.num_terms == seg.num_terms
     queries = ["dogs at night", "zebrafish", "café Zürich", "the", "compost smells bad", "moon"]
-    for mmap in (True, False):
-        loaded = load_lexical(tmp_path / "lex", mmap=mmap)
-        assert loaded.num_passages == len(texts)
-        assert loaded.num_terms == index.num_terms
-        for q in queries:
-            a, b = index.scores(q), loaded.scores(q)
-            assert a.dtype == b.dtype == np.float32
-            assert a.shape == (len(texts),)
-            assert np.array_equal(a, b)
+    for q in queries:
+        a, b = bm25((seg, None)).scores(q), bm25((loaded, None)).scores(q)
+        assert a.dtype == b.dtype == np.float32
+        assert a.shape == (len(texts),)
+        assert np.array_equal(a, b)
 
 
 def test_only_the_passage_with_the_word_scores() -> None:
-    index = build_lexical(TEXTS)
-    s = index.scores("Zebrafish?")
+    s = of(TEXTS).scores("Zebrafish?")
     assert int(np.argmax(s)) == 2
     assert s[2] > 0 and np.count_nonzero(s) == 1
 
 
 def test_stemming_stopwords_and_case() -> None:
-    index = build_lexical(TEXTS)
+    index = of(TEXTS)
     # "barking" and "Dog" stem to the same terms as "bark" and "Dogs".
     s = index.scores("BARKING Dog")
     assert int(np.argmax(s)) == 1
@@ -73,19 +98,22 @@ def test_stemming_stopwords_and_case() -> None:
     assert int(np.argmax(index.scores("zürich"))) == 4  # non-ASCII terms are found
 
 
-def test_matches_bm25s() -> None:
-    """Our numpy scorer over the saved arrays gives bm25s's own scores."""
+def _bm25s(texts: list[str]):  # type: ignore[no-untyped-def]
     import bm25s
     import Stemmer
 
-    texts = sample_texts()
-    index = build_lexical(texts)
-    stemmer = Stemmer.Stemmer("english")
-    ref = bm25s.BM25(k1=1.5, b=0.75)
-    ref.index(
-        bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False),
-        show_progress=False,
+    tok = bm25s.tokenize(
+        texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False
     )
+    ref = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    ref.index(tok, create_empty_token=False, show_progress=False)
+    return ref
+
+
+def test_matches_bm25s() -> None:
+    """Scores computed at query time from the statistics are bm25s's own."""
+    texts = sample_texts()
+    index, ref = of(texts), _bm25s(texts)
     for q in [
         "why does the moon change shape",
         "compost smells bad",
@@ -97,100 +125,130 @@ def test_matches_bm25s() -> None:
         assert np.allclose(index.scores(q), want, rtol=1e-6, atol=1e-6)
 
 
-def _bm25s_arrays(texts: list[str]) -> tuple[np.ndarray, ...]:
-    """bm25s's own index of ``texts``, columns reordered bytewise as msearch stores them."""
-    import bm25s
-    import Stemmer
-
-    tok = bm25s.tokenize(
-        texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False
-    )
-    ref = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
-    ref.index(tok, create_empty_token=False, show_progress=False)
-    data, indices, indptr = (np.asarray(ref.scores[k]) for k in ("data", "indices", "indptr"))
-    cols = sorted((t.encode(), c) for t, c in ref.vocab_dict.items() if t)
-    parts = [(data[indptr[c] : indptr[c + 1]], indices[indptr[c] : indptr[c + 1]]) for _, c in cols]
-    return (
-        np.concatenate([d for d, _ in parts]),
-        np.concatenate([i for _, i in parts]),
-        np.cumsum([0] + [len(d) for d, _ in parts]),
-        b"".join(t for t, _ in cols),
-    )
-
-
-def test_same_arrays_as_bm25s_bit_for_bit() -> None:
-    """msearch scores BM25 itself (streaming, see LexicalBuilder): the stored
-    arrays are bm25s's, to the last bit, on real text and edge cases."""
+def test_term_scores_are_bm25s_arrays_bit_for_bit() -> None:
+    """Each (term, passage) weight is the float32 value bm25s stores, to the
+    last bit: on real text and edge cases."""
     texts = sample_texts() + TEXTS + ["", "Ünïcödé wörds straße ÄÖ", "don't 123 4567 x1"]
-    got = build_lexical(texts)
-    data, indices, indptr, terms = _bm25s_arrays(texts)
-    assert np.array_equal(got.data, data) and got.data.dtype == np.float32
-    assert np.array_equal(got.indices, indices)
-    assert np.array_equal(got.indptr, indptr)
-    assert got.terms.tobytes() == terms
+    index, ref = of(texts), _bm25s(texts)
+    data, indices, indptr = (np.asarray(ref.scores[k]) for k in ("data", "indices", "indptr"))
+    assert ref.vocab_dict
+    for term, col in ref.vocab_dict.items():
+        if not term:
+            continue
+        [(offset, rows, values)] = index.term_scores(term)
+        want_rows = indices[indptr[col] : indptr[col + 1]]
+        want = data[indptr[col] : indptr[col + 1]]
+        order = np.argsort(want_rows)
+        assert offset == 0 and np.array_equal(rows, want_rows[order])
+        assert values.dtype == np.float32 and np.array_equal(values, want[order]), term
 
 
 words = st.sampled_from(["moon", "moons", "river", "the", "a", "stone", "cafés", "x9", "rain"])
+texts_st = st.lists(st.lists(words, max_size=12).map(" ".join), max_size=30)
+
+
+def stat_arrays(seg: LexicalSegment) -> list[np.ndarray]:
+    return [
+        np.asarray(getattr(seg, a))
+        for a in ("terms", "term_offsets", "indptr", "rows", "tfs", "lengths")
+    ]
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    texts=st.lists(st.lists(words, max_size=12).map(" ".join), max_size=30),
-    cuts=st.lists(st.integers(min_value=0, max_value=30), max_size=5),
-)
+@given(texts=texts_st, cuts=st.lists(st.integers(min_value=0, max_value=30), max_size=5))
 def test_built_window_by_window_equals_built_at_once(texts: list[str], cuts: list[int]) -> None:
-    """The indexer feeds BM25 a window at a time: any split gives the same index."""
+    """The indexer feeds BM25 a window at a time: any split gives the same statistics."""
     builder = LexicalBuilder()
     bounds = sorted({0, len(texts), *(c for c in cuts if c <= len(texts))})
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         builder.add(texts[a:b])
     got, want = builder.finish(), build_lexical(texts)
-    assert got.num_passages == want.num_passages == len(texts)
-    for name in ("data", "indices", "indptr", "terms", "term_offsets"):
-        assert np.array_equal(getattr(got, name), getattr(want, name)), name
-    if texts and any(want.indptr):
-        assert np.array_equal(want.data, _bm25s_arrays(texts)[0])
+    assert got.num_rows == want.num_rows == len(texts)
+    for x, y in zip(stat_arrays(got), stat_arrays(want), strict=True):
+        assert np.array_equal(x, y)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    parts=st.lists(
+        st.tuples(texts_st, st.lists(st.booleans(), max_size=30)), min_size=1, max_size=4
+    ),
+    query=st.lists(words, min_size=1, max_size=4).map(" ".join),
+)
+def test_segments_with_deleted_rows_score_as_a_fresh_build(
+    parts: list[tuple[list[str], list[bool]]], query: str
+) -> None:
+    """Scores over several segments with dead rows equal those of one segment
+    of the live texts (document frequencies and the average length are those
+    of the live rows); and merging the segments gives that very segment."""
+    segs, live_texts, merge_parts, row = [], [], [], 0
+    for texts, alive in parts:
+        mask = np.array([alive[i] if i < len(alive) else True for i in range(len(texts))], bool)
+        seg = build_lexical(texts)
+        segs.append((seg, mask))
+        live_texts += [t for t, keep in zip(texts, mask, strict=True) if keep]
+        row_map = np.full(len(texts), -1, np.int64)
+        row_map[mask] = np.arange(row, row + int(mask.sum()))
+        row += int(mask.sum())
+        merge_parts.append((seg, row_map))
+    got = bm25(*segs).scores(query)
+    live = np.concatenate([m for _, m in segs]) if segs else np.zeros(0, bool)
+    want = of(live_texts).scores(query)
+    assert np.array_equal(got[live], want)
+    assert not got[~live].any()
+    merged = merge_lexical(merge_parts)
+    for x, y in zip(stat_arrays(merged), stat_arrays(build_lexical(live_texts)), strict=True):
+        assert np.array_equal(x, y)
 
 
 def test_empty_corpus(tmp_path: Path) -> None:
-    index = build_lexical([])
-    assert index.scores("anything").shape == (0,)
-    index.save(tmp_path / "lex")
-    assert load_lexical(tmp_path / "lex").scores("anything").shape == (0,)
+    seg = build_lexical([])
+    assert bm25((seg, None)).scores("anything").shape == (0,)
+    (tmp_path / "lex").mkdir()
+    seg.save(tmp_path / "lex")
+    assert bm25((load(tmp_path / "lex"), None)).scores("anything").shape == (0,)
 
 
 def test_corpus_without_terms(tmp_path: Path) -> None:
-    index = build_lexical(["the a", "", "of"])
-    assert index.num_terms == 0
-    index.save(tmp_path / "lex")
-    s = load_lexical(tmp_path / "lex").scores("the cat")
+    seg = build_lexical(["the a", "", "of"])
+    assert seg.num_terms == 0
+    (tmp_path / "lex").mkdir()
+    seg.save(tmp_path / "lex")
+    s = bm25((load(tmp_path / "lex"), None)).scores("the cat")
     assert s.shape == (3,) and not s.any()
 
 
-def test_damaged_index_is_reported(tmp_path: Path) -> None:
+def test_damaged_statistics_are_reported(tmp_path: Path) -> None:
     folder = tmp_path / "lex"
+    folder.mkdir()
     build_lexical(TEXTS).save(folder)
     with pytest.raises(FileNotFoundError):
-        load_lexical(tmp_path / "missing")
-    (folder / "lexical_indices.npy").write_bytes(b"\x93NUMPY garbage")
+        load(tmp_path / "missing")
+    (folder / "lex_rows.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(LexicalFormatError):
-        load_lexical(folder)
-    (folder / META_NAME).write_text(json.dumps({"format_version": 99}))
+        load(folder)
     with pytest.raises(LexicalFormatError):
-        load_lexical(folder)
-    (folder / META_NAME).write_text("{not json")
+        LexicalParams.from_json({"format_version": 99})
     with pytest.raises(LexicalFormatError):
-        load_lexical(folder)
+        LexicalParams.from_json({**PARAMS.to_json(), "stemmer": "klingon"})
+    with pytest.raises(LexicalFormatError):
+        LexicalParams.from_json({**PARAMS.to_json(), "token_pattern": "("})
 
 
 def test_query_path_imports_neither_bm25s_nor_scipy(tmp_path: Path) -> None:
+    (tmp_path / "lex").mkdir()
     build_lexical(TEXTS).save(tmp_path / "lex")
+    (tmp_path / "params.json").write_text(json.dumps(PARAMS.to_json()))
     code = (
-        "import sys; from pathlib import Path; import msearch.lexical as lx; "
-        f"s = lx.load_lexical(Path({str(tmp_path / 'lex')!r})).scores('dogs at night'); "
-        "assert s.argmax() == 1, s; "
-        "bad = [m for m in ('bm25s', 'scipy', 'tqdm') if m in sys.modules]; "
-        "assert not bad, bad"
+        "import sys, json; from pathlib import Path; import msearch.lexical as lx\n"
+        "from msearch.store import DataFolder\n"
+        f"params = lx.LexicalParams.from_json(json.loads(Path({str(tmp_path / 'params.json')!r}).read_text()))\n"
+        f"seg = lx.LexicalSegment.load(DataFolder(Path({str(tmp_path / 'lex')!r})))\n"
+        "n = seg.num_rows; t = int(seg.lengths.sum())\n"
+        "s = lx.Bm25(params, [lx.LexicalPart(seg, 0, None)], n, n, t).scores('dogs at night')\n"
+        "assert s.argmax() == 1, s\n"
+        "bad = [m for m in ('bm25s', 'scipy', 'tqdm') if m in sys.modules]\n"
+        "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

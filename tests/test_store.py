@@ -10,29 +10,46 @@ from hypothesis import strategies as st
 
 from msearch import store
 from msearch.errors import IndexCorrupt, IndexLocked, IndexNotFound, IndexTooNew
+from msearch.lexical import LexicalParams, build_lexical
+from msearch.segment import SegmentWriter
 
 
-def make_meta(n_files: int, count: int, dim: int, data: str) -> store.Meta:
-    files = [store.FileRecord(f"f{i}.txt", i, i * 10, "0" * 64) for i in range(n_files)]
+def make_meta(n_files: int, infos: list[store.SegmentInfo], dim: int) -> store.Meta:
+    rows = infos[0].rows if infos else 0
+    per = rows // n_files if n_files else 0
+    files = [
+        store.FileRecord(
+            f"f{i}.txt",
+            i,
+            i * 10,
+            "0" * 64,
+            0,
+            i * per,
+            (rows - i * per) if i == n_files - 1 else per,
+        )
+        for i in range(n_files)
+    ]
+    files = [f if f.rows else store.FileRecord(f.path, f.size, f.mtime_ns, f.sha256) for f in files]
     return store.Meta(
         root="/r",
         model={"name": "m", "dim": dim, "fingerprint": "x"},
         chunking={"max_tokens": 10, "overlap_tokens": 2},
         walk={},
         files=files,
-        count=count,
         dim=dim,
-        data=data,
+        segments=infos,
+        lexical=LexicalParams.default().to_json(),
     )
 
 
 def write_index(index_dir: Path, vecs: np.ndarray, rows: np.ndarray, n_files: int) -> None:
     store.claim(index_dir)
-    w = store.DataWriter(index_dir, vecs.shape[1])
+    w = SegmentWriter(store.new_segment_dir(index_dir), vecs.shape[1], window=7)
+    keys = np.zeros((len(vecs), 16), np.uint8)
     for s in range(0, len(vecs), 7):  # awkward chunk size: streaming in pieces
-        w.append(vecs[s : s + 7], rows[s : s + 7])
-    name = w.finish()
-    store.commit(index_dir, make_meta(n_files, len(vecs), vecs.shape[1], name))
+        w.add_kept(rows[s : s + 7], vecs[s : s + 7], keys[s : s + 7])
+    info = w.close(build_lexical(["word"] * len(vecs)))
+    store.commit(index_dir, make_meta(n_files, [info] if len(vecs) else [], vecs.shape[1]))
 
 
 @settings(
@@ -43,18 +60,21 @@ def test_round_trip(tmp_path: Path, n: int, dim: int, seed: int) -> None:
     index_dir = tmp_path / f"idx-{n}-{dim}-{seed}"
     rng = np.random.default_rng(seed)
     vecs = rng.standard_normal((n, dim)).astype(np.float32)
-    n_files = max(1, n // 3)
+    n_files = max(1, n // 3) if n else 1
     rows = np.stack(
-        [np.sort(rng.integers(0, n_files, n))] + [rng.integers(1, 1000, n) for _ in range(4)],
-        axis=1,
+        [np.zeros(n, np.int64)] + [rng.integers(1, 1000, n) for _ in range(4)], axis=1
     ).astype(np.int32)
     write_index(index_dir, vecs, rows, n_files)
     idx = store.load_index(index_dir)
-    assert np.array_equal(np.asarray(idx.embeddings), vecs)
-    assert np.array_equal(idx.passages, rows)
-    assert idx.meta.files == make_meta(n_files, n, dim, "").files
-    # The streamed header is a valid .npy for plain numpy too.
-    assert np.load(index_dir / idx.meta.data / store.EMBEDDINGS_NAME).shape == (n, dim)
+    assert len(idx.segments) == (1 if n else 0)
+    if n:
+        seg = idx.segments[0]
+        assert np.array_equal(np.asarray(seg.embeddings), vecs)
+        assert np.array_equal(seg.passages, rows)
+        # The streamed header is a valid .npy for plain numpy too.
+        assert np.load(seg.path / store.EMBEDDINGS_NAME).shape == (n, dim)
+    infos = store.read_meta(index_dir).segments
+    assert idx.meta.files == make_meta(n_files, infos, dim).files
 
 
 def good_index(tmp_path: Path) -> Path:
@@ -66,7 +86,7 @@ def good_index(tmp_path: Path) -> Path:
 
 
 def data_file(index_dir: Path, name: str) -> Path:
-    return index_dir / store.read_meta(index_dir).data / name
+    return index_dir / store.read_meta(index_dir).segments[0].name / name
 
 
 def test_missing_index(tmp_path: Path) -> None:
@@ -92,9 +112,10 @@ def test_invalid_json(tmp_path: Path) -> None:
 def test_row_count_mismatch(tmp_path: Path) -> None:
     index_dir = good_index(tmp_path)
     meta = json.loads((index_dir / store.META_NAME).read_text())
-    meta["count"] = 5
+    meta["segments"][0]["rows"] = 5
+    meta["segments"][0]["live_rows"] = 5
     (index_dir / store.META_NAME).write_text(json.dumps(meta))
-    with pytest.raises(IndexCorrupt, match="4 rows but .* lists 5 passages"):
+    with pytest.raises(IndexCorrupt, match="4 rows, meta.json says 5"):
         store.load_index(index_dir)
 
 
@@ -107,13 +128,22 @@ def test_newer_schema(tmp_path: Path) -> None:
         store.load_index(index_dir)
 
 
+def test_older_schema_says_how_to_convert(tmp_path: Path) -> None:
+    index_dir = good_index(tmp_path)
+    meta = json.loads((index_dir / store.META_NAME).read_text())
+    meta["schema_version"] = 1
+    (index_dir / store.META_NAME).write_text(json.dumps(meta))
+    with pytest.raises(store.IndexOutdated, match="older msearch.*msearch index DIR"):
+        store.load_index(index_dir)
+
+
 def test_wrong_dimension(tmp_path: Path) -> None:
     index_dir = good_index(tmp_path)
     meta = json.loads((index_dir / store.META_NAME).read_text())
     meta["dim"] = 16
     meta["model"]["dim"] = 16
     (index_dir / store.META_NAME).write_text(json.dumps(meta))
-    with pytest.raises(IndexCorrupt, match="dimension 8, the model makes 16"):
+    with pytest.raises(IndexCorrupt, match="not float32 rows of dimension 16"):
         store.load_index(index_dir)
 
 
@@ -124,21 +154,21 @@ def test_missing_data_folder(tmp_path: Path) -> None:
         store.load_index(index_dir)
 
 
-def test_commit_removes_old_generations(tmp_path: Path) -> None:
+def test_commit_removes_old_segments(tmp_path: Path) -> None:
     index_dir = good_index(tmp_path)
-    first = store.read_meta(index_dir).data
+    first = store.read_meta(index_dir).segments[0].name
     write_index(index_dir, np.ones((2, 8), np.float32), np.zeros((2, 5), np.int32), 1)
     assert not (index_dir / first).exists()
-    assert sorted(p.name for p in index_dir.iterdir() if p.name.startswith("data-")) == [
-        store.read_meta(index_dir).data
+    assert sorted(p.name for p in index_dir.iterdir() if p.name.startswith("seg-")) == [
+        store.read_meta(index_dir).segments[0].name
     ]
 
 
 def test_abandoned_writer_leaves_old_index(tmp_path: Path) -> None:
     index_dir = good_index(tmp_path)
-    w = store.DataWriter(index_dir, 8)
-    w.append(np.ones((3, 8), np.float32), np.zeros((3, 5), np.int32))
-    # never finished nor committed: a crash at this point
+    w = SegmentWriter(store.new_segment_dir(index_dir), 8, window=2)
+    w.add_kept(np.zeros((3, 5), np.int32), np.ones((3, 8), np.float32), np.zeros((3, 16), np.uint8))
+    # never closed nor committed: a crash at this point
     assert store.load_index(index_dir).meta.count == 4
 
 

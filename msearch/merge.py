@@ -1,0 +1,163 @@
+"""Merging segments: which to merge (the policy) and how (copy, never re-embed).
+
+Every update adds a segment, so without merging a watch loop would pile up
+thousands of them, and every query would pay for each. The policy is
+tiered, as Lucene's and LSM stores' are: segments are grouped by size in
+powers of MERGE_FACTOR, and when a tier holds MERGE_FACTOR segments they
+are merged into one of the next tier. So the number of segments grows with
+the logarithm of the index's size, each row is copied about once per tier,
+and a small update never merges a large segment. A segment whose rows are
+mostly dead (files edited or deleted since) is rewritten with its live
+rows alone, which reclaims the space.
+
+A merge copies the live rows of its segments in file-table order: vectors,
+passages and keys as they are, BM25 postings merged (msearch.lexical). So
+merging everything (``msearch index --compact``) gives exactly the index a
+fresh build would: one segment, its rows in walk order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from msearch import store
+from msearch.lexical import merge_lexical
+from msearch.segment import SegmentInfo, SegmentWriter
+
+MERGE_FACTOR = 10
+# Segments below this many live rows all share the lowest tier.
+FLOOR_ROWS = 1000
+# A segment at least this share dead (and not tiny) is rewritten alone.
+DEAD_SHARE = 0.5
+# Rows copied at a time.
+COPY_ROWS = 1 << 16
+
+
+def tier(info: SegmentInfo) -> int:
+    if info.live_rows < FLOOR_ROWS:
+        return 0
+    return 1 + int(math.log(info.live_rows / FLOOR_ROWS, MERGE_FACTOR))
+
+
+def plan_merges(segments: Sequence[SegmentInfo]) -> list[list[int]]:
+    """Groups of segment positions to merge, each into one segment."""
+    groups: list[list[int]] = []
+    taken: set[int] = set()
+    for i, info in enumerate(segments):
+        dead = info.rows - info.live_rows
+        if info.rows >= FLOOR_ROWS and dead >= DEAD_SHARE * info.rows:
+            groups.append([i])
+            taken.add(i)
+    by_tier: dict[int, list[int]] = {}
+    for i, info in enumerate(segments):
+        if i not in taken:
+            by_tier.setdefault(tier(info), []).append(i)
+    for members in by_tier.values():
+        while len(members) >= MERGE_FACTOR:
+            members.sort(key=lambda i: segments[i].live_rows)
+            groups.append(sorted(members[:MERGE_FACTOR]))
+            members = members[MERGE_FACTOR:]
+    return groups
+
+
+def merge(
+    index: store.Index,
+    groups: Sequence[Sequence[int]],
+    say: Callable[[str], None] = lambda _m: None,
+) -> store.Meta:
+    """Write one segment per group and return the metadata that names them
+    instead of the group's members (to be committed by the caller, under
+    the writer lock). The members are checked against their checksums
+    first: a merge reads them whole, and must not copy damage."""
+    meta = index.meta
+    store.verify_checksums(
+        index.dir, meta, {meta.segments[i].name for group in groups for i in group}
+    )
+    segments = list(meta.segments)
+    replaced: dict[int, int] = {}  # old position -> position of its merged segment
+    new_rows: dict[int, tuple[int, int]] = {}  # file index -> (row, rows) in the new segment
+    for group in groups:
+        info, rows = _merge_group(index, set(group))
+        first = min(group)
+        segments[first] = info
+        for i in group:
+            replaced[i] = first
+        new_rows.update(rows)
+    dropped = set(replaced) - set(replaced.values())
+    position = {}
+    kept: list[SegmentInfo] = []
+    for i, info in enumerate(segments):
+        if i not in dropped:
+            position[i] = len(kept)
+            kept.append(info)
+    files = []
+    for f, rec in enumerate(meta.files):
+        seg = replaced.get(rec.segment, rec.segment)
+        row, n = new_rows.get(f, (rec.row, rec.rows))
+        files.append(
+            store.FileRecord(rec.path, rec.size, rec.mtime_ns, rec.sha256, position[seg], row, n)
+        )
+    say(
+        f"msearch: merged {sum(len(g) for g in groups)} segments into {len(groups)} "
+        f"({len(kept)} now)"
+    )
+    return store.Meta(
+        root=meta.root,
+        model=meta.model,
+        chunking=meta.chunking,
+        walk=meta.walk,
+        files=files,
+        dim=meta.dim,
+        segments=kept,
+        lexical=meta.lexical,
+        created=meta.created,
+        extra=meta.extra,
+    )
+
+
+def _merge_group(
+    index: store.Index, members: set[int]
+) -> tuple[SegmentInfo, dict[int, tuple[int, int]]]:
+    """The live rows of segments ``members`` copied into a new segment, in
+    file-table order; returns its record and each moved file's new rows."""
+    folder = store.new_segment_dir(index.dir)
+    writer = SegmentWriter(folder, index.meta.dim, window=COPY_ROWS)
+    try:
+        with store.writing(folder):
+            maps = {i: np.full(index.segments[i].rows, -1, dtype=np.int64) for i in members}
+            moved: dict[int, tuple[int, int]] = {}
+            ordinal = 0
+            for f, rec in enumerate(index.meta.files):
+                if rec.segment not in members:
+                    continue
+                seg = index.segments[rec.segment]
+                start = writer.next_row
+                for a in range(rec.row, rec.row + rec.rows, COPY_ROWS):
+                    b = min(a + COPY_ROWS, rec.row + rec.rows)
+                    rows = np.array(seg.passages[a:b], dtype=np.int32)
+                    rows[:, 0] = ordinal
+                    writer.add_kept(
+                        rows, np.asarray(seg.embeddings[a:b]), np.asarray(seg.keys()[a:b])
+                    )
+                maps[rec.segment][rec.row : rec.row + rec.rows] = np.arange(start, start + rec.rows)
+                moved[f] = (start, rec.rows)
+                ordinal += 1
+            lexical = merge_lexical(
+                [(index.segments[i].lexical(), maps[i]) for i in sorted(members)]
+            )
+            info = writer.close(lexical)
+        return info, moved
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def compact_groups(index: store.Index) -> list[list[int]]:
+    """Everything into one segment, unless it already is one with no dead rows."""
+    infos = index.meta.segments
+    if len(infos) == 1 and infos[0].live_rows == infos[0].rows:
+        return []
+    return [list(range(len(infos)))] if infos else []

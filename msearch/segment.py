@@ -1,0 +1,382 @@
+"""One segment of an index: an immutable folder of passages, written once.
+
+An index is a list of segments named by ``meta.json`` (see
+:mod:`msearch.store`). An update writes one new segment holding the
+passages of the files it added or changed; the rows those files had in
+older segments are dead from then on (the file table no longer points at
+them), and a merge (:mod:`msearch.merge`) later copies the live rows of
+several segments into one. Nothing in a segment is ever rewritten. Files::
+
+    embeddings.npy     float32 (rows x dim), one normalized vector a row
+    passages.npy       int32 (rows x 5): file ordinal within the segment,
+                       start line, end line, start char, end char
+    keys.npy           uint8 (rows x 16): each passage's key, a keyed hash of
+                       its text (see passage_keys), to reuse its vector later
+    lex_*.npy          BM25 statistics of the same rows (msearch.lexical)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from msearch.errors import IndexCorrupt
+from msearch.lexical import LexicalBuilder, LexicalParams, LexicalSegment
+
+EMBEDDINGS_NAME = "embeddings.npy"
+PASSAGES_NAME = "passages.npy"
+KEYS_NAME = "keys.npy"
+PASSAGE_COLUMNS = ("file", "start_line", "end_line", "start_char", "end_char")
+KEY_BYTES = 16
+# Fixed room for the .npy header so the row count can be filled in at the end
+# of a streamed write without moving the data (numpy pads headers with spaces).
+NPY_HEADER_LEN = 128
+FIX_HINT = "rebuild it with `msearch index --full DIR`"
+
+Pending = Callable[[], np.ndarray]
+
+
+def passage_keys(texts: Sequence[str], salt: bytes) -> np.ndarray:
+    """One 16-byte key per passage text: BLAKE2b keyed with ``salt``, a
+    digest of what else decides a vector (model fingerprint, precision,
+    chunking), so a key matches only a vector that the same text would get
+    again."""
+    out = np.empty((len(texts), KEY_BYTES), dtype=np.uint8)
+    for i, text in enumerate(texts):
+        h = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=KEY_BYTES, key=salt)
+        out[i] = np.frombuffer(h.digest(), dtype=np.uint8)
+    return out
+
+
+def key_salt(model: dict[str, Any], chunking: dict[str, Any]) -> bytes:
+    """The salt of :func:`passage_keys` for an index's model and settings."""
+    facts = {
+        "fingerprint": model.get("fingerprint"),
+        "precision": model.get("precision", "float32"),
+        "chunking": chunking,
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).digest()[:32]
+
+
+@dataclass
+class SegmentInfo:
+    """What ``meta.json`` records of a segment. ``live_rows`` and
+    ``live_tokens`` are updated (by deltas) as rows die; ``tokens`` is the
+    total BM25 length of all its rows."""
+
+    name: str
+    rows: int
+    tokens: int
+    live_rows: int
+    live_tokens: int
+    checksums: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rows": self.rows,
+            "tokens": self.tokens,
+            "live_rows": self.live_rows,
+            "live_tokens": self.live_tokens,
+            "checksums": self.checksums,
+        }
+
+
+def _npy_header(rows: int, dim: int, descr: str = "<f4") -> bytes:
+    shape = f"({rows}, {dim})"
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    body = header.encode("latin1")
+    prefix = b"\x93NUMPY\x01\x00"
+    room = NPY_HEADER_LEN - len(prefix) - 2 - 1
+    if len(body) > room:
+        raise ValueError("npy header does not fit")
+    body = body + b" " * (room - len(body)) + b"\n"
+    return prefix + len(body).to_bytes(2, "little") + body
+
+
+@dataclass
+class _Item:
+    """Rows of one file (or part of one) waiting to be written: vectors for
+    the rows in ``todo`` are still to come from the embedder."""
+
+    rows: np.ndarray  # int32 (n, 5)
+    keys: np.ndarray  # uint8 (n, 16)
+    vectors: np.ndarray  # float32 (n, dim); rows in ``todo`` filled in later
+    todo: list[int]
+    texts: list[str] | None  # for the lexical statistics; None for copied rows
+    nbytes: int = 0
+
+
+@dataclass
+class _Window:
+    items: list[_Item]
+    vectors: Pending | None
+
+
+class SegmentWriter:
+    """Streams rows into a new segment folder that no commit names yet.
+
+    Owns the window of passages waiting to be embedded and the one in
+    flight (submitted to the embedder, written once the next is submitted,
+    so a GPU computes while the host reads and chunks), the lexical
+    statistics, and the files it writes. Rows are written in the order they
+    were added, whatever is embedded or copied.
+
+    ``embed(texts)`` starts embedding and returns a callable that waits for
+    the vectors (see :func:`msearch.embed.embed_async`).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        dim: int,
+        embed: Callable[[list[str]], Pending] | None = None,
+        lexical: LexicalParams | None = None,
+        window: int = 1024,
+        on_write: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """``lexical`` given: statistics are built from the texts added;
+        otherwise ``close`` must be handed them (a merge). ``on_write(n, b)``
+        is told of ``n`` newly embedded passages and ``b`` bytes of text
+        written."""
+        self.dir = Path(folder)
+        self.name = self.dir.name
+        self.dim = dim
+        self.embed = embed
+        self.builder = LexicalBuilder(lexical) if lexical is not None else None
+        self.window = window
+        self.on_write = on_write or (lambda _n, _b: None)
+        self.count = 0  # rows written
+        self.next_row = 0  # rows added: the row the next one will be
+        self.embedded = 0
+        self.ordinals = 0
+        self._pending: list[_Item] = []
+        self._pending_todo = 0
+        self._inflight: _Window | None = None
+        self._rows: list[np.ndarray] = []
+        self._keys: list[np.ndarray] = []
+        self._fh: IO[bytes] = open(self.dir / EMBEDDINGS_NAME, "xb")
+        self._fh.write(_npy_header(0, dim))
+
+    # ------------------------------------------------------------ adding rows
+
+    def add_file(
+        self,
+        rows: np.ndarray,
+        keys: np.ndarray,
+        texts: list[str],
+        reused: np.ndarray | None = None,
+        nbytes: int = 0,
+    ) -> int:
+        """The passages of one file (``rows``: start line, end line, start
+        char, end char; the file's ordinal is filled in and returned).
+        ``reused`` holds a vector for every passage that need not be
+        embedded again and NaN in the first element of the others."""
+        ordinal = self.ordinals
+        self.ordinals += 1
+        n = len(rows)
+        full = np.empty((n, len(PASSAGE_COLUMNS)), dtype=np.int32)
+        full[:, 0] = ordinal
+        full[:, 1:] = np.asarray(rows, dtype=np.int32).reshape(n, 4)
+        vectors = (
+            np.asarray(reused, dtype=np.float32)
+            if reused is not None
+            else np.full((n, self.dim), np.nan, dtype=np.float32)
+        )
+        todo = [i for i in range(n) if np.isnan(vectors[i, 0])] if n else []
+        self.next_row += n
+        if todo and self.embed is None:
+            raise ValueError("this writer copies rows; it cannot embed")
+        # A long file goes in window-sized parts, so memory is bounded by the
+        # window, not by the file (its rows stay contiguous).
+        step = max(self.window, 1)
+        for s in range(0, max(n, 1), step):
+            part = [i - s for i in todo if s <= i < s + step]
+            self._pending.append(
+                _Item(
+                    full[s : s + step],
+                    np.asarray(keys[s : s + step], dtype=np.uint8),
+                    vectors[s : s + step],
+                    part,
+                    texts[s : s + step],
+                    nbytes if s == 0 else 0,
+                )
+            )
+            self._pending_todo += len(part)
+            if self._pending_todo >= self.window:
+                self.flush()
+        return ordinal
+
+    def add_kept(self, rows: np.ndarray, vectors: np.ndarray, keys: np.ndarray) -> None:
+        """Rows copied as they are from another segment (a merge): ``rows``
+        with their file ordinal already set."""
+        self.next_row += len(rows)
+        self._pending.append(
+            _Item(
+                np.asarray(rows, dtype=np.int32),
+                np.asarray(keys, dtype=np.uint8),
+                np.asarray(vectors, dtype=np.float32),
+                [],
+                None,
+            )
+        )
+        if sum(len(it.rows) for it in self._pending) >= self.window:
+            self.flush()
+
+    def flush(self) -> None:
+        """Submit the waiting passages to the embedder; write the window that
+        was in flight before them."""
+        texts = [it.texts[i] for it in self._pending if it.texts is not None for i in it.todo]
+        job = self.embed(texts) if texts and self.embed is not None else None
+        if self._inflight is not None:
+            self._write(self._inflight)
+        self._inflight = _Window(self._pending, job) if self._pending else None
+        self._pending, self._pending_todo = [], 0
+
+    def _write(self, window: _Window) -> None:
+        vecs = window.vectors() if window.vectors is not None else None
+        pos = 0
+        for it in window.items:
+            if it.todo:
+                assert vecs is not None
+                it.vectors[it.todo] = vecs[pos : pos + len(it.todo)]
+                pos += len(it.todo)
+            if len(it.rows):
+                self._fh.write(np.ascontiguousarray(it.vectors, dtype="<f4").tobytes())
+                self._rows.append(it.rows)
+                self._keys.append(it.keys)
+                self.count += len(it.rows)
+            if self.builder is not None and it.texts is not None:
+                self.builder.add(it.texts)
+            self.embedded += len(it.todo)
+            self.on_write(len(it.todo), it.nbytes)
+
+    # ------------------------------------------------------------ finishing
+
+    def close(self, lexical: LexicalSegment | None = None) -> SegmentInfo:
+        """Write what is left and flush every file to stable storage."""
+        self.flush()
+        if self._inflight is not None:
+            self._write(self._inflight)
+            self._inflight = None
+        if lexical is None:
+            if self.builder is None:
+                raise ValueError("a merge hands close() its lexical statistics")
+            lexical = self.builder.finish()
+        if lexical.num_rows != self.count:
+            raise ValueError(f"{lexical.num_rows} lexical rows for {self.count} passages")
+        self._fh.seek(0)
+        self._fh.write(_npy_header(self.count, self.dim))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        empty = np.zeros((0, len(PASSAGE_COLUMNS)), dtype=np.int32)
+        rows = np.concatenate(self._rows) if self._rows else empty
+        keys = np.concatenate(self._keys) if self._keys else np.zeros((0, KEY_BYTES), np.uint8)
+        for name, arr in ((PASSAGES_NAME, rows), (KEYS_NAME, keys)):
+            with open(self.dir / name, "xb") as fh:
+                np.save(fh, arr)
+        lexical.save(self.dir)
+        from msearch.store import checksum, fsync_dir
+
+        checksums = {}
+        for entry in sorted(os.scandir(self.dir), key=lambda e: e.name):
+            with open(os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as fh:
+                os.fsync(fh.fileno())
+                checksums[entry.name] = checksum(fh)
+        fsync_dir(self.dir)
+        tokens = int(np.asarray(lexical.lengths, dtype=np.int64).sum())
+        return SegmentInfo(self.name, self.count, tokens, self.count, tokens, checksums)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class Segment:
+    """An open segment: memory-mapped vectors and passages; keys and the
+    lexical statistics are opened when first asked for."""
+
+    info: SegmentInfo
+    path: Path
+    embeddings: np.ndarray
+    passages: np.ndarray
+    offset: int = 0  # where its rows start among all rows of the index
+    _folder: Any = None
+    _lexical: LexicalSegment | None = None
+    _keys: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.info.rows
+
+    def lexical(self) -> LexicalSegment:
+        if self._lexical is None:
+            from msearch.lexical import LexicalFormatError
+
+            try:
+                with self._reopen() as folder:
+                    self._lexical = LexicalSegment.load(folder)
+            except LexicalFormatError as exc:
+                raise IndexCorrupt(f"{exc}; {FIX_HINT}") from None
+            if self._lexical.num_rows != self.rows:
+                raise IndexCorrupt(
+                    f"the lexical side of {self.path} holds {self._lexical.num_rows} rows, "
+                    f"the segment {self.rows}; {FIX_HINT}"
+                )
+        return self._lexical
+
+    def keys(self) -> np.ndarray:
+        if self._keys is None:
+            with self._reopen() as folder:
+                keys = folder.npy(KEYS_NAME)
+            if keys.shape != (self.rows, KEY_BYTES) or keys.dtype != np.uint8:
+                raise IndexCorrupt(f"{self.path / KEYS_NAME} has shape {keys.shape}; {FIX_HINT}")
+            self._keys = keys
+        return self._keys
+
+    def _reopen(self) -> Any:
+        from msearch.store import DataFolder
+
+        try:
+            return DataFolder(self.path, parent=self.path.parent)
+        except FileNotFoundError:
+            raise IndexCorrupt(f"{self.path} is missing; {FIX_HINT}") from None
+        except OSError as exc:
+            raise IndexCorrupt(f"{self.path}: cannot open ({exc.strerror}); {FIX_HINT}") from None
+
+
+def open_segment(folder: Any, info: SegmentInfo, dim: int, mmap: bool = True) -> Segment:
+    """A segment's vectors and passages from its open folder (a
+    :class:`msearch.store.DataFolder`), checked against what ``meta.json``
+    says of it."""
+    emb = folder.npy(EMBEDDINGS_NAME, mmap)
+    pas = folder.npy(PASSAGES_NAME, mmap)
+    where = folder.path
+    if emb.dtype != np.float32 or emb.ndim != 2 or emb.shape[1] != dim:
+        raise IndexCorrupt(
+            f"{where / EMBEDDINGS_NAME} holds {emb.dtype} {emb.shape}, not float32 rows of "
+            f"dimension {dim}; {FIX_HINT}"
+        )
+    if emb.shape[0] != info.rows:
+        raise IndexCorrupt(
+            f"{where / EMBEDDINGS_NAME} has {emb.shape[0]} rows, meta.json says {info.rows}; "
+            f"{FIX_HINT}"
+        )
+    if pas.shape != (info.rows, len(PASSAGE_COLUMNS)) or pas.dtype != np.int32:
+        raise IndexCorrupt(
+            f"{where / PASSAGES_NAME} has shape {pas.shape}, expected "
+            f"({info.rows}, {len(PASSAGE_COLUMNS)}) int32; {FIX_HINT}"
+        )
+    return Segment(info, Path(where), emb, pas)
