@@ -8,6 +8,7 @@ error paths stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -250,7 +251,7 @@ def index(
             resolve_precision,
         )
         from msearch.indexer import build_index
-        from msearch.store import INDEX_DIR_NAME, read_meta
+        from msearch.store import INDEX_DIR_NAME, recorded_model
         from msearch.walk import WalkOptions, check_globs
 
         if not os.path.exists(directory):
@@ -273,7 +274,7 @@ def index(
         emb: Any = None
         rec: ModelRecord | None = None
         try:
-            rec = ModelRecord.from_json(read_meta(Path(index_dir)).model)
+            rec = ModelRecord.from_json(recorded_model(Path(index_dir)))
         except MsearchError:
             rec = None
         if model is None and rec is not None:
@@ -299,24 +300,12 @@ def index(
             exclude=tuple(exclude or ()),
         )
         settings = ChunkSettings(max_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
-        show_bar = not quiet and sys.stderr.isatty()
-        if show_bar:
+        bar: Any = contextlib.nullcontext()
+        if not quiet and sys.stderr.isatty():
             from msearch.tty import BarProgress, make_console
 
-            with BarProgress(make_console(sys.stderr, "auto")) as bar:
-                stats = build_index(
-                    directory,
-                    Path(index_dir),
-                    emb,
-                    wopts,
-                    settings,
-                    full,
-                    bar,
-                    notice,
-                    batch_size,
-                    compact,
-                )
-        else:
+            bar = BarProgress(make_console(sys.stderr, "auto"))
+        with bar as progress:
             stats = build_index(
                 directory,
                 Path(index_dir),
@@ -324,7 +313,7 @@ def index(
                 wopts,
                 settings,
                 full,
-                None,
+                progress,
                 notice,
                 batch_size,
                 compact,
@@ -500,13 +489,9 @@ def _open_searcher(index_dir: Path, model: str | None, device: str, mode: str) -
     from msearch.query import Searcher, check_model, open_lexical, query_encoder
     from msearch.store import load_index
 
-    idx = load_index(index_dir)
+    idx = load_index(index_dir, lexical=mode != "dense")
     check_model(idx, model)
     lexical = open_lexical(idx) if mode != "dense" else None
-    if lexical is None and mode != "dense":
-        if mode == "lexical":
-            fail("this index has no lexical side; re-index with `msearch index --full DIR`")
-        mode = "dense"  # an index without a lexical side still answers
     encode = query_encoder(idx, device, notice=err) if mode != "lexical" else None
     return Searcher(idx, encode, lexical, mode)
 

@@ -24,8 +24,9 @@ import numpy as np
 from msearch import merge, store
 from msearch.chunk import ChunkSettings, Passage, chunk_texts
 from msearch.embed import Embedder, embed_async
-from msearch.errors import IndexCorrupt, IndexNotFound, UsageError
+from msearch.errors import IndexCorrupt, IndexNotFound, IndexTooNew, UsageError
 from msearch.lexical import LexicalParams
+from msearch.safefs import open_beneath, read_limited, safe_relpath
 from msearch.segment import KEY_BYTES, SegmentInfo, SegmentWriter, key_salt, passage_keys
 from msearch.walk import (
     FileEntry,
@@ -209,7 +210,7 @@ def build_index(
         todo = [item for item in plan if isinstance(item, Embed)]
         if todo:
             if convert:
-                pool = _v1_pool(index_dir, root, salt, wopts)
+                pool = _v1_pool(index_dir, root, salt, wopts, model_json)
             else:
                 pool = _reuse_pool(old, [i.old for i in todo if i.old] + removed)
             info = _write_segment(
@@ -275,6 +276,8 @@ def _open_previous(
         store.verify_checksums(index_dir, old.meta, small)
     except IndexNotFound:
         return None, False
+    except IndexTooNew:
+        raise  # never rebuild (and delete) an index a newer msearch made; --full can
     except store.IndexOutdated:
         say(
             "msearch: this index was made by an older msearch; converting it "
@@ -344,9 +347,9 @@ def _reuse_pool(
     if old is None:
         return pool
     for rec in records:
-        seg = old.segments[rec.segment]
         if not rec.rows:
             continue
+        seg = old.segments[rec.segment]
         keys = np.asarray(seg.keys()[rec.row : rec.row + rec.rows])
         vecs = np.asarray(seg.embeddings[rec.row : rec.row + rec.rows])
         for k, v in zip(keys, vecs, strict=True):
@@ -355,32 +358,43 @@ def _reuse_pool(
 
 
 def _v1_pool(
-    index_dir: Path, root: Path, salt: bytes, wopts: WalkOptions
+    index_dir: Path, root: Path, salt: bytes, wopts: WalkOptions, model: dict[str, Any]
 ) -> dict[bytes, np.ndarray]:
     """For converting an index of schema 1: the vectors of its passages, keyed
     by their text as read from files that are still as they were. Passages
-    whose text the new chunking keeps need not be embedded again."""
+    whose text the new chunking keeps need not be embedded again; only
+    vectors of the very model (fingerprint, precision, dimension) are
+    reused, and only files inside the root are read."""
     pool: dict[bytes, np.ndarray] = {}
     try:
         raw = store._read_meta_json(index_dir)
         data_name = raw["data"]
         cols = raw["files"]
-        if not isinstance(data_name, str) or not store.FOLDER_RE.match(data_name):
+        old_model = raw["model"]
+        same = all(
+            old_model.get(k, "float32" if k == "precision" else None)
+            == model.get(k, "float32" if k == "precision" else None)
+            for k in ("fingerprint", "precision", "dim")
+        )
+        if not same or not isinstance(data_name, str) or not store.FOLDER_RE.match(data_name):
             return pool
         with store.open_folder(index_dir, data_name) as folder:
             emb = folder.npy("embeddings.npy")
             pas = folder.npy("passages.npy")
-        if emb.ndim != 2 or pas.ndim != 2 or pas.shape[1] != 5 or len(emb) != len(pas):
+        shape_ok = emb.ndim == 2 and emb.shape[1] == model.get("dim") and emb.dtype == np.float32
+        if not shape_ok or pas.ndim != 2 or pas.shape[1] != 5 or len(emb) != len(pas):
             return pool
         col = np.asarray(pas[:, 0], dtype=np.int64)
         paths, sizes, hashes = cols["path"], cols["size"], cols["sha256"]
         for f, (path, size, digest) in enumerate(zip(paths, sizes, hashes, strict=True)):
             a, b = np.searchsorted(col, [f, f + 1])
-            if a == b or not isinstance(path, str):
+            if a == b or not safe_relpath(path) or not isinstance(size, int):
                 continue
             try:
-                data = read_bytes(root / path, wopts.max_file_size, follow=wopts.follow_symlinks)
-            except NotText:
+                fh, _ = open_beneath(root, path, wopts.follow_symlinks, wopts.max_file_size)
+                with fh:
+                    data = read_limited(fh, wopts.max_file_size, path)
+            except OSError:
                 continue
             if len(data) != size or sha256_bytes(data) != digest:
                 continue
@@ -444,9 +458,10 @@ def _write_segment(
                     text = text_from_bytes(_read(item.entry, wopts), True)
                 except NotText:
                     # Vanished or changed under us since planning: index it as
-                    # empty; its hits would be stale anyway, and the next run
-                    # sees it again.
+                    # empty, recorded so that the next run reads it again
+                    # (no content hash, no mtime can match these).
                     text = ""
+                    item.record.sha256, item.record.mtime_ns = "", -1
                 batch.append((item, text))
                 batch_chars += len(text)
                 prog.advance(1, 0, 0)

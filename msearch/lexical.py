@@ -257,15 +257,15 @@ class LexicalSegment:
     @classmethod
     def load(cls, folder: DataFolder, mmap: bool = True) -> LexicalSegment:
         """Open the arrays of a segment folder (memory-mapped by default, so
-        opening costs the same at any size) and check that they fit together."""
+        opening costs the same at any size) and check that they fit together.
+        A missing file is a ``FileNotFoundError`` (a writer may have just
+        removed the segment: the caller may look again)."""
         from msearch.errors import IndexCorrupt
 
         arrays: dict[str, np.ndarray] = {}
         for attr, (name, dtype) in FILES.items():
             try:
                 a = folder.npy(name, mmap)
-            except FileNotFoundError:
-                raise LexicalFormatError(f"{folder.path / name}: missing") from None
             except IndexCorrupt as exc:
                 raise LexicalFormatError(str(exc).split("; ")[0]) from None
             if a.dtype != dtype or a.ndim != 1:
@@ -408,6 +408,17 @@ def merge_lexical(parts: Sequence[tuple[LexicalSegment, np.ndarray]]) -> Lexical
     lengths = np.zeros(total, dtype=np.int32)
     for seg, row_map in parts:
         row_map = np.asarray(row_map, dtype=np.int64)
+        rows, counts = np.asarray(seg.rows), np.diff(np.asarray(seg.indptr))
+        if (
+            len(row_map) != seg.num_rows
+            or (counts < 0).any()
+            or (len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= seg.num_rows))
+        ):
+            from msearch.errors import IndexCorrupt
+
+            raise IndexCorrupt(
+                "the index's lexical side is damaged; rebuild it with `msearch index --full DIR`"
+            )
         kept = row_map >= 0
         lengths[row_map[kept]] = np.asarray(seg.lengths)[kept]
         ids = np.array([vocab.setdefault(w, len(vocab)) for w in seg.term_list()], dtype=np.int64)

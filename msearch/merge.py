@@ -95,6 +95,9 @@ def merge(
             kept.append(info)
     files = []
     for f, rec in enumerate(meta.files):
+        if not rec.rows:  # a file without passages holds no rows anywhere
+            files.append(store.FileRecord(rec.path, rec.size, rec.mtime_ns, rec.sha256))
+            continue
         seg = replaced.get(rec.segment, rec.segment)
         row, n = new_rows.get(f, (rec.row, rec.rows))
         files.append(
@@ -131,7 +134,7 @@ def _merge_group(
             moved: dict[int, tuple[int, int]] = {}
             ordinal = 0
             for f, rec in enumerate(index.meta.files):
-                if rec.segment not in members:
+                if not rec.rows or rec.segment not in members:
                     continue
                 seg = index.segments[rec.segment]
                 start = writer.next_row

@@ -161,6 +161,7 @@ class SegmentWriter:
         self.ordinals = 0
         self._pending: list[_Item] = []
         self._pending_todo = 0
+        self._pending_rows = 0
         self._inflight: _Window | None = None
         self._rows: list[np.ndarray] = []
         self._keys: list[np.ndarray] = []
@@ -212,7 +213,10 @@ class SegmentWriter:
                 )
             )
             self._pending_todo += len(part)
-            if self._pending_todo >= self.window:
+            self._pending_rows += len(full[s : s + step])
+            # A window of passages to embed, or of rows held (reused vectors
+            # and texts): memory stays bounded either way.
+            if self._pending_todo >= self.window or self._pending_rows >= 4 * self.window:
                 self.flush()
         return ordinal
 
@@ -229,7 +233,8 @@ class SegmentWriter:
                 None,
             )
         )
-        if sum(len(it.rows) for it in self._pending) >= self.window:
+        self._pending_rows += len(rows)
+        if self._pending_rows >= self.window:
             self.flush()
 
     def flush(self) -> None:
@@ -240,7 +245,7 @@ class SegmentWriter:
         if self._inflight is not None:
             self._write(self._inflight)
         self._inflight = _Window(self._pending, job) if self._pending else None
-        self._pending, self._pending_todo = [], 0
+        self._pending, self._pending_todo, self._pending_rows = [], 0, 0
 
     def _write(self, window: _Window) -> None:
         vecs = window.vectors() if window.vectors is not None else None
@@ -328,6 +333,8 @@ class Segment:
             try:
                 with self._reopen() as folder:
                     self._lexical = LexicalSegment.load(folder)
+            except FileNotFoundError as exc:
+                raise IndexCorrupt(f"{exc.filename or self.path} is missing; {FIX_HINT}") from None
             except LexicalFormatError as exc:
                 raise IndexCorrupt(f"{exc}; {FIX_HINT}") from None
             if self._lexical.num_rows != self.rows:
@@ -339,8 +346,11 @@ class Segment:
 
     def keys(self) -> np.ndarray:
         if self._keys is None:
-            with self._reopen() as folder:
-                keys = folder.npy(KEYS_NAME)
+            try:
+                with self._reopen() as folder:
+                    keys = folder.npy(KEYS_NAME)
+            except FileNotFoundError:
+                raise IndexCorrupt(f"{self.path / KEYS_NAME} is missing; {FIX_HINT}") from None
             if keys.shape != (self.rows, KEY_BYTES) or keys.dtype != np.uint8:
                 raise IndexCorrupt(f"{self.path / KEYS_NAME} has shape {keys.shape}; {FIX_HINT}")
             self._keys = keys

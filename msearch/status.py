@@ -65,7 +65,8 @@ def folder_changes(index: store.Index) -> Changes:
         return Changes(deleted=[f.path for f in index.meta.files])
     walked = walk(root, opts, exclude_dirs=[index.dir])
     known = {f.path: f for f in index.meta.files}
-    skipped = set(index.meta.extra.get("skipped", []))
+    listed = index.meta.extra.get("skipped", [])
+    skipped = {s for s in listed if isinstance(s, str)} if isinstance(listed, list) else set()
     changes = Changes()
     present: set[str] = set()
     for entry in walked.files:

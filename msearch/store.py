@@ -84,6 +84,7 @@ TMP_RE = re.compile(r"\.(meta\.json|msearch-index\.json)\.[0-9a-f]{8}\.tmp\Z")
 META_MAX_BYTES = 1 << 31
 SMALL_JSON_MAX_BYTES = 1 << 24
 MAX_DIM = 1 << 16
+MAX_ROWS = 1 << 40  # rows of a segment: far beyond any real index
 FIX_HINT = "rebuild it with `msearch index --full DIR`"
 __all__ = ["EMBEDDINGS_NAME", "PASSAGES_NAME", "PASSAGE_COLUMNS", "Segment", "SegmentInfo"]
 
@@ -194,6 +195,9 @@ class Meta:
                 if not isinstance(col, list) or not all(type(v) is kind for v in col):
                     raise ValueError(f"files.{name} is not a list of {kind.__name__}")
                 columns.append(col)
+            for col in columns[4:]:  # segment, row, rows
+                if col and (min(col) < 0 or max(col) >= MAX_ROWS):
+                    raise ValueError("a file's rows are out of range")
             files = [FileRecord(*rec) for rec in zip(*columns, strict=True)]
             dim = _int(data["dim"], "dim")
             if not 0 < dim <= MAX_DIM:
@@ -246,7 +250,7 @@ def _segment_info(data: Any) -> SegmentInfo:
         raise ValueError(f"segment folder {name!r} is not one msearch makes")
     nums = [_int(d[k], k) for k in ("rows", "tokens", "live_rows", "live_tokens")]
     rows, tokens, live_rows, live_tokens = nums
-    if min(nums) < 0 or live_rows > rows or live_tokens > tokens:
+    if min(nums) < 0 or max(nums) >= MAX_ROWS * 1024 or live_rows > rows or live_tokens > tokens:
         raise ValueError(f"segment {name} counts are out of range")
     checksums = _dict(d.get("checksums", {}), "checksums")
     if not all(
@@ -311,6 +315,7 @@ class Index:
     segments: list[Segment]
     root: Path = field(default_factory=Path)
     _ranges: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+    _arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     _live: dict[int, np.ndarray | None] = field(default_factory=dict)
 
     @property
@@ -321,15 +326,24 @@ class Index:
     def count(self) -> int:
         return self.meta.count
 
+    def _file_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(segment, first row, row count) of every file, as arrays; a file
+        without passages has segment -1."""
+        if self._arrays is None:
+            files = self.meta.files
+            n = len(files)
+            segs = np.fromiter((f.segment for f in files), dtype=np.int64, count=n)
+            starts = np.fromiter((f.row for f in files), dtype=np.int64, count=n)
+            counts = np.fromiter((f.rows for f in files), dtype=np.int64, count=n)
+            segs[counts == 0] = -1
+            self._arrays = (segs, starts, counts)
+        return self._arrays
+
     def file_ranges(self, seg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(first rows, row counts, file indices) of the live files of segment
         ``seg``, ordered by first row."""
         if self._ranges is None:
-            files = self.meta.files
-            segs = np.fromiter((f.segment for f in files), dtype=np.int64, count=len(files))
-            starts = np.fromiter((f.row for f in files), dtype=np.int64, count=len(files))
-            counts = np.fromiter((f.rows for f in files), dtype=np.int64, count=len(files))
-            segs[counts == 0] = -1  # a file without passages holds no rows
+            segs, starts, counts = self._file_arrays()
             order = np.lexsort((starts, segs))
             bounds = np.searchsorted(segs[order], np.arange(len(self.segments) + 1))
             self._ranges = []
@@ -346,10 +360,12 @@ class Index:
                 self._live[seg] = None
             else:
                 starts, counts, _ = self.file_ranges(seg)
-                mask = np.zeros(info.rows, dtype=bool)
-                for a, n in zip(starts.tolist(), counts.tolist(), strict=True):
-                    mask[a : a + n] = True
-                self._live[seg] = mask
+                # +1 where a file's rows start, -1 where they end: the running
+                # sum is 1 on live rows (ranges never overlap: checked at load).
+                edges = np.zeros(info.rows + 1, dtype=np.int32)
+                edges[starts] += 1
+                edges[starts + counts] -= 1
+                self._live[seg] = np.cumsum(edges[:-1]) > 0
         return self._live[seg]
 
     def locate(self, row: int) -> tuple[int, int]:
@@ -556,8 +572,14 @@ def open_folder(index_dir: Path, name: str) -> DataFolder:
         raise IndexCorrupt(f"{path}: cannot open ({reason}); {FIX_HINT}") from None
 
 
-def load_index(index_dir: Path, mmap: bool = True) -> Index:
-    """Load and validate an index; every inconsistency is an ``IndexCorrupt``."""
+def load_index(index_dir: Path, mmap: bool = True, lexical: bool = False) -> Index:
+    """Load and validate an index; every inconsistency is an ``IndexCorrupt``.
+
+    ``lexical``: open the BM25 statistics now, in the same attempt as the
+    rest, so that a writer's cleanup between the two cannot fail a query.
+    """
+    from msearch.lexical import LexicalFormatError, LexicalSegment
+
     index_dir = Path(index_dir).absolute()
     for attempt in range(3):
         meta = read_meta(index_dir)
@@ -568,6 +590,16 @@ def load_index(index_dir: Path, mmap: bool = True) -> Index:
             for info in meta.segments:
                 with open_folder(index_dir, info.name) as folder:
                     seg = open_segment(folder, info, meta.dim, mmap)
+                    if lexical:
+                        try:
+                            seg._lexical = LexicalSegment.load(folder, mmap)
+                        except LexicalFormatError as exc:
+                            raise IndexCorrupt(f"{exc}; {FIX_HINT}") from None
+                        if seg._lexical.num_rows != info.rows:
+                            raise IndexCorrupt(
+                                f"the lexical side of {folder.path} holds "
+                                f"{seg._lexical.num_rows} rows, not {info.rows}; {FIX_HINT}"
+                            )
                 seg.offset = offset
                 offset += info.rows
                 segments.append(seg)
@@ -590,25 +622,36 @@ def load_index(index_dir: Path, mmap: bool = True) -> Index:
 
 def _check_file_table(index: Index) -> None:
     """Every file's rows lie inside its segment, no two files share a row,
-    and each segment's live count is what its files hold."""
+    and each segment's live count is what its files hold. Vectorized: it
+    runs on every query."""
     where = index.dir / META_NAME
     n_seg = len(index.segments)
-    for f in index.meta.files:
-        if f.rows == 0 and f.segment == 0 and f.row == 0:
-            continue  # a file without passages
-        if not (0 <= f.segment < n_seg and f.row >= 0 and f.rows > 0):
-            raise IndexCorrupt(f"{where}: a file points outside the segments; {FIX_HINT}")
-        if f.row + f.rows > index.segments[f.segment].rows:
-            raise IndexCorrupt(f"{where}: a file points outside its segment; {FIX_HINT}")
-    for i, seg in enumerate(index.segments):
-        starts, counts, _ = index.file_ranges(i)
-        if len(starts) > 1 and (starts[1:] < starts[:-1] + counts[:-1]).any():
-            raise IndexCorrupt(f"{where}: two files share rows of {seg.info.name}; {FIX_HINT}")
-        if int(counts.sum()) != seg.info.live_rows:
-            raise IndexCorrupt(
-                f"{where}: segment {seg.info.name} has {int(counts.sum())} live rows, "
-                f"not {seg.info.live_rows}; {FIX_HINT}"
-            )
+    segs, starts, counts = index._file_arrays()
+    files = index.meta.files
+    empty = counts == 0
+    if empty.any():
+        raw = np.array([(files[i].segment, files[i].row) for i in np.flatnonzero(empty)])
+        if raw.any():
+            raise IndexCorrupt(f"{where}: a file without passages points at rows; {FIX_HINT}")
+    held = ~empty
+    seg_rows = np.array([s.rows for s in index.segments] + [0], dtype=np.int64)
+    if held.any() and (
+        (segs[held] < 0).any()
+        or (segs[held] >= n_seg).any()
+        or (starts[held] < 0).any()
+        or (counts[held] < 0).any()
+        or (starts[held] > seg_rows[np.clip(segs[held], 0, n_seg)] - counts[held]).any()
+    ):
+        raise IndexCorrupt(f"{where}: a file points outside its segment; {FIX_HINT}")
+    order = np.lexsort((starts, segs))
+    s_seg, s_start, s_count = segs[order], starts[order], counts[order]
+    same = (s_seg[1:] == s_seg[:-1]) & (s_seg[1:] >= 0)
+    if (same & (s_start[1:] < s_start[:-1] + s_count[:-1])).any():
+        raise IndexCorrupt(f"{where}: two files share rows of a segment; {FIX_HINT}")
+    live = np.bincount(segs[held], weights=counts[held], minlength=n_seg).astype(np.int64)
+    expected = np.array([s.info.live_rows for s in index.segments], dtype=np.int64)
+    if not np.array_equal(live[:n_seg], expected):
+        raise IndexCorrupt(f"{where}: the segments' live counts do not match the files; {FIX_HINT}")
 
 
 VERIFY_ROWS = 1 << 16
@@ -984,6 +1027,12 @@ def cleanup(index_dir: Path, keep: set[str]) -> None:
     if remaining != marker.generations:
         with contextlib.suppress(OSError):
             _write_marker(index_dir, Marker(remaining))
+
+
+def recorded_model(index_dir: Path) -> Any:
+    """The model record of the committed ``meta.json``, of any schema (an
+    index of an older msearch is converted with the model it was made with)."""
+    return _read_meta_json(index_dir).get("model")
 
 
 def current_segments(index_dir: Path) -> set[str]:

@@ -272,17 +272,14 @@ def test_many_small_updates_keep_few_segments(
     same_answers(tmp_path / ".msearch", fresh)
 
 
-def test_an_index_of_schema_1_is_converted(tmp_path: Path) -> None:
-    """An index made before segments (schema 1: one data folder) is converted
-    by the next `msearch index`, with a notice; passages whose text the new
-    chunking keeps are not embedded again."""
+def make_v1_index(tmp_path: Path) -> Path:
+    """An index as schema 1 stored it (one data folder), of four one-passage files."""
     for i in range(4):
         write(tmp_path, f"f{i}.md", paragraph(i, 1) + "\n")  # one short passage each
     build(tmp_path)
     index_dir = tmp_path / ".msearch"
     idx = store.load_index(index_dir)
     passages, vectors = idx.table()
-    # Write the same rows the way schema 1 stored them.
     old = index_dir / "data-0123456789ab"
     old.mkdir()
     np.save(old / "embeddings.npy", vectors)
@@ -298,7 +295,15 @@ def test_an_index_of_schema_1_is_converted(tmp_path: Path) -> None:
     marker = json.loads((index_dir / store.MARKER_NAME).read_text())
     marker["generations"] = [old.name]
     (index_dir / store.MARKER_NAME).write_text(json.dumps(marker))
+    return index_dir
 
+
+def test_an_index_of_schema_1_is_converted(tmp_path: Path) -> None:
+    """An index made before segments (schema 1: one data folder) is converted
+    by the next `msearch index`, with a notice; passages whose text the new
+    chunking keeps are not embedded again."""
+    index_dir = make_v1_index(tmp_path)
+    old = index_dir / "data-0123456789ab"
     from clihelp import cli
 
     r = cli("query", "moon", "--index", str(index_dir))
@@ -310,3 +315,54 @@ def test_an_index_of_schema_1_is_converted(tmp_path: Path) -> None:
     assert s.embedded == emb.embedded == 0 and s.passages == 4
     assert not old.exists()  # the old data folder was msearch's: removed
     assert store.load_index(index_dir).meta.schema_version == store.SCHEMA_VERSION
+
+
+def test_cli_compact_and_status(tmp_path: Path, use_fake: FakeEmbedder) -> None:
+    from clihelp import cli
+
+    for i in range(3):
+        write(tmp_path, f"f{i}.md", document([i, i + 5]))
+    assert cli("index", str(tmp_path)).code == 0
+    write(tmp_path, "f1.md", document([40, 41]))
+    r = cli("index", str(tmp_path))
+    assert r.code == 0 and "1 changed" in r.stderr
+    status = cli("status", "--index", str(tmp_path / ".msearch"))
+    assert b"segments:  2 (" in status.stdout
+    r = cli("index", str(tmp_path), "--compact")
+    assert r.code == 0 and "merged 2 segments into 1" in r.stderr and "(0 embedded)" in r.stderr
+    status = cli("status", "--index", str(tmp_path / ".msearch"))
+    assert b"segments:  1 (0 dead rows)" in status.stdout
+    st = json.loads(cli("status", "--json", "--index", str(tmp_path / ".msearch")).stdout)
+    assert st["segments"] == 1 and st["dead"] == 0
+
+
+def test_files_without_passages_survive_updates_and_merges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (review): a merge gave an empty file a row; an update of an
+    index with no segment at all raised IndexError."""
+    monkeypatch.setattr(merge, "FLOOR_ROWS", 4)
+    monkeypatch.setattr(merge, "MERGE_FACTOR", 2)
+    write(tmp_path, "empty.md", "")
+    write(tmp_path, "blank.md", "\n  \n")
+    build(tmp_path)  # files, no passage, no segment
+    write(tmp_path, "blank.md", document([1, 2]))
+    write(tmp_path, "new.md", document([3]))
+    build(tmp_path)
+    for k in range(4):
+        write(tmp_path, "new.md", document([10 + k]))
+        build(tmp_path)  # policy merges every other update
+    build(tmp_path, compact=True)
+    fresh = tmp_path.parent / (tmp_path.name + "-fresh")
+    build_index(tmp_path, fresh, FakeEmbedder(), chunking=SMALL, full=True)
+    same_answers(tmp_path / ".msearch", fresh)
+    assert [f.rows for f in store.load_index(tmp_path / ".msearch").meta.files][1] == 0
+
+
+def test_converting_keeps_only_the_same_models_vectors(tmp_path: Path) -> None:
+    """Regression (review): a schema-1 index of another model must not lend
+    its vectors to the new one."""
+    make_v1_index(tmp_path)
+    emb = FakeEmbedder(fingerprint="another-model")
+    s = build(tmp_path, emb)
+    assert s.embedded == emb.embedded == s.passages == 4
