@@ -20,6 +20,8 @@ SPECIAL_TOKENS = 2
 # whitespace: one call on a 50 MB line held gigabytes of token objects and
 # could not be interrupted (Ctrl-C waits for a tokenizer call to return).
 PIECE_CHARS = 16 * 1024
+# A passage at least this full may close at a paragraph break (see _soft_cut).
+SOFT_CUT_FILL = 0.5
 # Characters of lines counted per tokenizer call: memory stays bounded
 # whatever the file, and Ctrl-C acts between calls.
 COUNT_GROUP_CHARS = 1 << 20
@@ -297,7 +299,7 @@ def _soft_cut(lines: Sequence[str], last: int, nxt: int, used: int, budget: int)
     """
     if is_heading(lines, nxt):
         return used >= budget // 4
-    if used < budget // 2:
+    if used < budget * SOFT_CUT_FILL:
         return False
     return zlib.crc32(lines[last].strip().encode("utf-8", "surrogatepass")) & 1 == 1
 

@@ -214,9 +214,9 @@ class Searcher:
         for i, seg in enumerate(self.index.segments):
             part = out[seg.offset : seg.offset + seg.rows]
             np.matmul(seg.embeddings, vecs.T, out=part)
-            live = self.index.live_mask(i)
-            if live is not None:
-                part[~live] = -np.inf
+            dead = self.index.dead_rows(i)
+            if dead is not None:
+                part[dead] = -np.inf
         return out
 
     def _score_group(self, texts: list[str]) -> list[np.ndarray]:

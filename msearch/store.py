@@ -317,6 +317,7 @@ class Index:
     _ranges: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
     _arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     _live: dict[int, np.ndarray | None] = field(default_factory=dict)
+    _dead: dict[int, np.ndarray | None] = field(default_factory=dict)
 
     @property
     def total_rows(self) -> int:
@@ -351,6 +352,13 @@ class Index:
                 sel = order[bounds[i] : bounds[i + 1]]
                 self._ranges.append((starts[sel], counts[sel], sel))
         return self._ranges[seg]
+
+    def dead_rows(self, seg: int) -> np.ndarray | None:
+        """The dead rows of segment ``seg``; None when all are live."""
+        if seg not in self._dead:
+            live = self.live_mask(seg)
+            self._dead[seg] = None if live is None else np.flatnonzero(~live)
+        return self._dead[seg]
 
     def live_mask(self, seg: int) -> np.ndarray | None:
         """Which rows of segment ``seg`` are live; None when all are."""

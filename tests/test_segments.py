@@ -247,7 +247,7 @@ def test_merge_policy() -> None:
     assert merge.plan_merges([seg(10**6)] + [seg(5)] * (f - 1)) == []
     groups = merge.plan_merges([seg(10**6)] + [seg(5 + i) for i in range(f)])
     assert groups == [list(range(1, f + 1))]  # the small ones, never the big one
-    # A mostly dead segment is rewritten with its live rows alone.
+    # A segment with many dead rows is rewritten with its live rows alone.
     assert merge.plan_merges([seg(10**5, 10**4), seg(10**6)]) == [[0]]
     # Tiers: ten segments of 10,000 make one of 100,000; a lone tier stays.
     assert merge.plan_merges([seg(10**4)] * f) == [list(range(f))]
