@@ -192,7 +192,7 @@ def main() -> None:
     # Warm the OS cache, then measure interleaved so drift hits both sides.
     for d in (idx_1k, idx_100k, idx_1m, idx_1m_10):
         cold_queries(d, 2)
-    emb_100k = idx_100k / store.read_meta(idx_100k).data / store.EMBEDDINGS_NAME
+    emb_100k = idx_100k / store.read_meta(idx_100k).segments[0].name / store.EMBEDDINGS_NAME
     base_cmd = [
         sys.executable,
         str(BENCH / "baseline_query.py"),

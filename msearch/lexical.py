@@ -302,28 +302,48 @@ def _empty_segment(lengths: np.ndarray) -> LexicalSegment:
 
 
 def _inverted(
-    words: list[bytes], term: np.ndarray, row: np.ndarray, tf: np.ndarray, lengths: np.ndarray
+    words: list[bytes],
+    term: np.ndarray,
+    row: np.ndarray,
+    tf: np.ndarray,
+    lengths: np.ndarray,
+    rows_ascending: bool = False,
 ) -> LexicalSegment:
     """Postings grouped by term in bytewise order, rows ascending within a
-    term, from (term id, row, tf) triples; ``words[id]`` is the term."""
+    term, from (term id, row, tf) triples; ``words[id]`` is the term.
+    ``rows_ascending``: the triples come in row order already (a build), so
+    a stable sort by term alone keeps the rows in order (and costs less
+    memory than sorting by both)."""
     order = sorted((w, i) for i, w in enumerate(words) if w)  # an empty stem is dropped
     if not order or not len(term):
         return _empty_segment(lengths)
-    rank = np.full(len(words), -1, dtype=np.int64)
-    rank[[i for _, i in order]] = np.arange(len(order), dtype=np.int64)
+    rank = np.full(len(words), -1, dtype=np.int32)
+    rank[[i for _, i in order]] = np.arange(len(order), dtype=np.int32)
     col = rank[term]
+    del term
     keep = col >= 0
     if not keep.all():
         col, row, tf = col[keep], row[keep], tf[keep]
-    present = np.bincount(col, minlength=len(order)) > 0
+    del keep
+    counts = np.bincount(col, minlength=len(order))
+    present = counts > 0
     if not present.all():  # a term all of whose passages were dropped (a merge)
         order = [o for o, p in zip(order, present.tolist(), strict=True) if p]
-        col = (np.cumsum(present) - 1)[col]
+        col = (np.cumsum(present, dtype=np.int32) - 1)[col]
+        counts = counts[present]
         if not order:
             return _empty_segment(lengths)
-    by = np.lexsort((row, col))
+    if rows_ascending:
+        by = np.argsort(col, kind="stable")
+    else:
+        by = np.argsort(col.astype(np.int64) * (int(row.max()) + 1) + row, kind="stable")
+    del col
     indptr = np.zeros(len(order) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(col, minlength=len(order)), out=indptr[1:])
+    np.cumsum(counts, out=indptr[1:])
+    rows = row[by].astype(np.int32, copy=False)
+    del row
+    tfs = tf[by].astype(np.int32, copy=False)
+    del tf, by
     blob = b"".join(w for w, _ in order)
     offsets = np.zeros(len(order) + 1, dtype=np.int64)
     np.cumsum([len(w) for w, _ in order], out=offsets[1:])
@@ -331,8 +351,8 @@ def _inverted(
         terms=np.frombuffer(blob, dtype=np.uint8).copy(),
         term_offsets=offsets,
         indptr=indptr,
-        rows=row[by].astype(np.int32),
-        tfs=tf[by].astype(np.int32),
+        rows=rows,
+        tfs=tfs,
         lengths=lengths.astype(np.int32),
     )
 
@@ -384,12 +404,14 @@ class LexicalBuilder:
         n = self.num_passages
         lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int32)
         terms = np.concatenate(self.terms) if self.terms else np.zeros(0, np.int32)
+        self.terms = []
         counts = np.concatenate(self.counts) if self.counts else np.zeros(0, np.int32)
+        self.counts = []
         pairs = np.concatenate(self.pairs) if self.pairs else np.zeros(0, np.int32)
-        self.terms, self.counts = [], []
         row = np.repeat(np.arange(n, dtype=np.int32), pairs)
+        del pairs
         words = [t.encode("utf-8", "surrogatepass") for t in self.term_id]
-        return _inverted(words, terms, row, counts, lengths)
+        return _inverted(words, terms, row, counts, lengths, rows_ascending=True)
 
 
 def build_lexical(texts: Sequence[str], params: LexicalParams | None = None) -> LexicalSegment:

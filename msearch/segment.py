@@ -163,10 +163,18 @@ class SegmentWriter:
         self._pending_todo = 0
         self._pending_rows = 0
         self._inflight: _Window | None = None
-        self._rows: list[np.ndarray] = []
-        self._keys: list[np.ndarray] = []
-        self._fh: IO[bytes] = open(self.dir / EMBEDDINGS_NAME, "xb")
-        self._fh.write(_npy_header(0, dim))
+        # Vectors, passage rows and keys all stream to disk as they are
+        # written: memory stays flat however large the segment; the row
+        # count goes into each header at the end.
+        self._files: dict[str, tuple[IO[bytes], int, str]] = {}
+        for name, width, descr in (
+            (EMBEDDINGS_NAME, dim, "<f4"),
+            (PASSAGES_NAME, len(PASSAGE_COLUMNS), "<i4"),
+            (KEYS_NAME, KEY_BYTES, "|u1"),
+        ):
+            fh = open(self.dir / name, "xb")
+            self._files[name] = (fh, width, descr)
+            fh.write(_npy_header(0, width, descr))
 
     # ------------------------------------------------------------ adding rows
 
@@ -256,9 +264,12 @@ class SegmentWriter:
                 it.vectors[it.todo] = vecs[pos : pos + len(it.todo)]
                 pos += len(it.todo)
             if len(it.rows):
-                self._fh.write(np.ascontiguousarray(it.vectors, dtype="<f4").tobytes())
-                self._rows.append(it.rows)
-                self._keys.append(it.keys)
+                for name, arr, dtype in (
+                    (EMBEDDINGS_NAME, it.vectors, "<f4"),
+                    (PASSAGES_NAME, it.rows, "<i4"),
+                    (KEYS_NAME, it.keys, "|u1"),
+                ):
+                    self._files[name][0].write(np.ascontiguousarray(arr, dtype=dtype).tobytes())
                 self.count += len(it.rows)
             if self.builder is not None and it.texts is not None:
                 self.builder.add(it.texts)
@@ -279,17 +290,10 @@ class SegmentWriter:
             lexical = self.builder.finish()
         if lexical.num_rows != self.count:
             raise ValueError(f"{lexical.num_rows} lexical rows for {self.count} passages")
-        self._fh.seek(0)
-        self._fh.write(_npy_header(self.count, self.dim))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        empty = np.zeros((0, len(PASSAGE_COLUMNS)), dtype=np.int32)
-        rows = np.concatenate(self._rows) if self._rows else empty
-        keys = np.concatenate(self._keys) if self._keys else np.zeros((0, KEY_BYTES), np.uint8)
-        for name, arr in ((PASSAGES_NAME, rows), (KEYS_NAME, keys)):
-            with open(self.dir / name, "xb") as fh:
-                np.save(fh, arr)
+        for fh, width, descr in self._files.values():
+            fh.seek(0)
+            fh.write(_npy_header(self.count, width, descr))
+            fh.close()
         lexical.save(self.dir)
         from msearch.store import checksum, fsync_dir
 
@@ -303,8 +307,9 @@ class SegmentWriter:
         return SegmentInfo(self.name, self.count, tokens, self.count, tokens, checksums)
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            self._fh.close()
+        for fh, _, _ in self._files.values():
+            with contextlib.suppress(OSError):
+                fh.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
