@@ -186,7 +186,7 @@ class _SortedTerms:
         # A memoryview of the blob and a plain view of the offsets: slicing a
         # numpy.memmap makes a new memmap object each time, several times
         # slower in a binary search (a query looks up each term in each segment).
-        self.blob = memoryview(np.ascontiguousarray(blob)).cast("B")
+        self.blob = np.ascontiguousarray(blob).data.cast("B")
         self.offsets = np.asarray(offsets)
 
     def __len__(self) -> int:
