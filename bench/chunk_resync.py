@@ -19,12 +19,13 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from _results import report, table
 
 import msearch.chunk as chunk
 from msearch.chunk import ChunkSettings, chunk_text
-from msearch.embed import HFTokenCounter, bundled_model_path
+from msearch.encoders import bundled_model_path, token_counter
 
 REPO = Path(__file__).resolve().parent.parent
 INSERT = (
@@ -61,9 +62,7 @@ def insert_near_top(text: str) -> str:
     return "\n\n".join([parts[0], INSERT, *parts[1:]])
 
 
-def measure(
-    docs: list[str], counter: HFTokenCounter, soft: Callable[..., bool]
-) -> tuple[int, int, int]:
+def measure(docs: list[str], counter: Any, soft: Callable[..., bool]) -> tuple[int, int, int]:
     """(passages, passages after the insertion, of them new)."""
     chunk._soft_cut = soft  # type: ignore[assignment]
     settings = ChunkSettings()
@@ -82,7 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    counter = HFTokenCounter.from_folder(bundled_model_path())
+    counter = token_counter(bundled_model_path())
     built = chunk._soft_cut
     rows = []
     for name, docs in texts().items():

@@ -34,7 +34,7 @@ from _results import report, table
 
 from msearch import store
 from msearch.chunk import ChunkSettings
-from msearch.embed import ModelRecord
+from msearch.encoders import ModelRecord
 from msearch.indexer import build_index
 
 BENCH = Path(__file__).resolve().parent
@@ -241,7 +241,7 @@ def many_updates_rows(passages: int, updates: int) -> list[tuple[str, str, str]]
 def append_rows() -> list[tuple[str, str, str]]:
     """A long Markdown file (the sample corpus, concatenated) with the real
     tokenizer and default chunking; a paragraph appended."""
-    from msearch.embed import HFTokenCounter, bundled_model_path
+    from msearch.encoders import bundled_model_path, token_counter
 
     root = BENCH / ".work" / "edit-append"
     shutil.rmtree(root, ignore_errors=True)
@@ -250,7 +250,7 @@ def append_rows() -> list[tuple[str, str, str]]:
     text = "\n\n".join(p.read_text() for p in docs) * 2
     (root / "long.md").write_text(text)
     emb = FastFake()
-    emb.counter = HFTokenCounter.from_folder(bundled_model_path())  # type: ignore[assignment]
+    emb.counter = token_counter(bundled_model_path())  # type: ignore[assignment]
     emb.record = ModelRecord("fake", "fake", 384, 256, True, "fake")
     index_dir = root / ".msearch"
     first = build_index(root, index_dir, emb)  # type: ignore[arg-type]

@@ -9,11 +9,12 @@ interleaved round by round so machine noise hits all candidates alike.
 Candidates: plain ``SentenceTransformer.encode`` at its default batch 32 in a
 process of its own (the baseline, see PlainProcess), and in msearch's process
 for reference; msearch's own indexing encoder as `msearch index` runs it
-(``msearch.torch_bert``: length-sorted batches of at most 2,048 tokens), in
+(``msearch.encoders.torch_encoder``: length-sorted batches of at most 2,048 tokens), in
 float32 (the default) and in bfloat16 (``--fast``; only where the CPU has
 bfloat16); and, with --st-batched, the same batches through
-sentence-transformers (``SentenceTransformerEmbedder``, the path for
-non-BERT models, and msearch's indexing path before torch_bert). With --onnx (needs
+sentence-transformers (``SentenceTransformerEncoder``, the path for
+models msearch's own encoders do not cover, and msearch's indexing path
+before its torch encoder). With --onnx (needs
 ``pip install -e '.[bench]'``): ONNX Runtime fp32 (plain export; with ORT's
 BERT fusions) and int8 (dynamic quantization, per channel). Reports
 passages/s, the ratio to the baseline and the cosine to the baseline's
@@ -195,15 +196,16 @@ def main() -> None:
 
     from sentence_transformers import SentenceTransformer
 
-    from msearch.embed import (
+    from msearch.encoders import (
         BUNDLED_MODEL,
         BUNDLED_SOURCE,
         Model,
-        SentenceTransformerEmbedder,
         bundled_model_path,
         cpu_has_bfloat16,
         quiet_libraries,
+        token_counter,
     )
+    from msearch.encoders.st_encoder import SentenceTransformerEncoder
 
     quiet_libraries()
     folder = bundled_model_path()
@@ -219,15 +221,14 @@ def main() -> None:
     }
     precisions = ["float32"] + (["bfloat16"] if cpu_has_bfloat16() else [])
     for prec in precisions:
-        ours = Model(BUNDLED_MODEL, BUNDLED_SOURCE, folder, "cpu", prec).embedder
+        ours = Model(BUNDLED_MODEL, BUNDLED_SOURCE, folder, "cpu", prec).passage_encoder()
         label = "default" if prec == "float32" else "--fast"
         cands[f"msearch {prec} ({label})"] = lambda ours=ours: ours.encode(texts, 32)
         if args.st_batched:
-            via = SentenceTransformerEmbedder(
-                BUNDLED_MODEL, BUNDLED_SOURCE, folder, "cpu", precision=prec
-            )
-            cands[f"token batches via sentence-transformers, {prec}"] = lambda via=via: via.encode(
-                texts, 32
+            via = SentenceTransformerEncoder(BUNDLED_MODEL, folder, "cpu", precision=prec)
+            lengths = [n + 2 for n in token_counter(folder).count(texts)]
+            cands[f"token batches via sentence-transformers, {prec}"] = (
+                lambda via=via, lengths=lengths: via.encode_documents(texts, lengths, 32)
             )
     if args.onnx:
         add_onnx(cands, folder, texts)

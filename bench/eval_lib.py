@@ -230,21 +230,20 @@ class CachedEmbedder:
     its own truncation), under a folder named by the model fingerprint and
     maximum length. So "title text" (the reference) and "title\\ntext"
     (msearch's passage of a short file) are one vector, embedded once. Misses
-    are embedded by ``Model.embedder`` (msearch.torch_bert for BERT models):
+    are embedded by ``Model.passage_encoder()`` (msearch's torch encoder for BERT models):
     the same path ``msearch index`` uses for big jobs.
     """
 
     def __init__(self, model: Any, cache_dir: Path = CACHE_DIR) -> None:
-        from tokenizers import Tokenizer
+        from msearch.encoders.tokenizer import load_tokenizer
 
         self.model = model
         self.record = model.record
         self.counter = model.counter
-        self.lowercase = bool(model.config.get("do_lower_case", False))
-        tok = Tokenizer.from_file(str(Path(model.folder) / "tokenizer.json"))
-        tok.no_padding()
-        tok.enable_truncation(max_length=self.record.max_seq_length)
-        self.tok = tok
+        self.document_prompt_tokens = model.document_prompt_tokens
+        self.big = model.passage_encoder()
+        self.lowercase = False  # the tokenizer lowercases where the model says so
+        self.tok = load_tokenizer(model.spec)
         folder = cache_dir / f"vectors-{self.record.fingerprint[:16]}-{self.record.max_seq_length}"
         if self.record.precision != "float32":
             folder = folder.with_name(f"{folder.name}-{self.record.precision}")
@@ -279,7 +278,7 @@ class CachedEmbedder:
             chunk_texts = [texts[missing[k][0]] for k in chunk]
             ntok = sum(lengths[missing[k][0]] for k in chunk)
             t0 = time.perf_counter()
-            vecs = self.model.embedder.encode(chunk_texts, batch_size=batch_size)
+            vecs = self.big.encode(chunk_texts, batch_size=batch_size)
             dt = time.perf_counter() - t0
             self.stats.embedded += len(chunk)
             self.stats.tokens += ntok
@@ -298,7 +297,7 @@ class CachedEmbedder:
 
 def load_embedder(cache_dir: Path = CACHE_DIR, precision: str = "float32") -> CachedEmbedder:
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from msearch.embed import load_model
+    from msearch.encoders import load_model
 
     model = load_model(MODEL, device="cpu", notice=say, precision=precision)
     return CachedEmbedder(model, cache_dir)

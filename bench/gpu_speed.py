@@ -49,7 +49,7 @@ def prepare() -> None:
 
     from safetensors.numpy import load_file, save_file
 
-    from msearch.embed import bundled_model_path
+    from msearch.encoders import bundled_model_path
 
     src = bundled_model_path()
     if GPU_MODEL.exists():
@@ -132,7 +132,7 @@ def main() -> int:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from msearch.embed import BUNDLED_MODEL, Model, quiet_libraries
+    from msearch.encoders import BUNDLED_MODEL, Model, quiet_libraries
 
     quiet_libraries()
     cuda = torch.cuda.is_available()
@@ -144,7 +144,7 @@ def main() -> int:
             torch.cuda.synchronize()
 
     texts = make_passages(args.passages)
-    ref = Model(BUNDLED_MODEL, "path", GPU_MODEL, "cpu").embedder.encode(texts[:CHECK], 32)
+    ref = Model(BUNDLED_MODEL, "path", GPU_MODEL, "cpu").passage_encoder().encode(texts[:CHECK], 32)
 
     st = SentenceTransformer(str(GPU_MODEL), device=device, model_kwargs={"dtype": torch.float32})
     cands = {
@@ -157,7 +157,7 @@ def main() -> int:
         ("msearch --device cuda (default batch: 1024)", "float32", None),
         ("msearch --device cuda --fast (default batch: 1024)", "bfloat16", None),
     ):
-        emb = Model(BUNDLED_MODEL, "path", GPU_MODEL, device, prec).embedder
+        emb = Model(BUNDLED_MODEL, "path", GPU_MODEL, device, prec).passage_encoder()
         cands[label] = lambda t, emb=emb, batch=batch: emb.encode(t, batch)
 
     rows = []

@@ -40,13 +40,13 @@ MEMORY_CHILD = """
 import sys, numpy as np
 {patch}
 from msearch.chunk import ChunkSettings
-from msearch.embed import HFTokenCounter, ModelRecord, bundled_model_path
+from msearch.encoders import ModelRecord, bundled_model_path, token_counter
 from msearch.indexer import build_index
 
 class Fake:
     def __init__(self):
         self.record = ModelRecord("fake", "fake", 384, 256, True, "fake")
-        self.counter = HFTokenCounter.from_folder(bundled_model_path())
+        self.counter = token_counter(bundled_model_path())
         self.rng = np.random.default_rng(0)
     def encode(self, texts, batch_size=32):
         v = self.rng.standard_normal((len(texts), 384)).astype(np.float32)

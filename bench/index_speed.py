@@ -46,14 +46,15 @@ class Timed:
         self.inner = inner
         self.record = inner.record
         self.counter = inner.counter
+        self.document_prompt_tokens = getattr(inner, "document_prompt_tokens", 0)
         self.seconds = 0.0
 
     def submit(self, texts: Sequence[str], batch_size: int = 32) -> Callable[[], np.ndarray]:
-        import msearch.embed
+        import msearch.encoders
 
         t = time.perf_counter()
-        if hasattr(msearch.embed, "embed_async"):
-            pending = msearch.embed.embed_async(self.inner, texts, batch_size)
+        if hasattr(msearch.encoders, "embed_async"):
+            pending = msearch.encoders.embed_async(self.inner, texts, batch_size)
         else:  # --src: an msearch from before embed_async
             vecs = self.inner.encode(texts, batch_size)
             pending = lambda: vecs  # noqa: E731
@@ -72,16 +73,17 @@ class Timed:
 
 
 class TokenizeOnly:
-    """Does the host's share of embedding (tokenizing, as torch_bert does)
+    """Does the host's share of embedding (tokenizing, as the torch encoder does)
     and returns zero vectors."""
 
     def __init__(self, model: Any) -> None:
         self.spec = model._numpy_encoder()
         self.record = model.record
         self.counter = model.counter
+        self.document_prompt_tokens = model.document_prompt_tokens
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        self.spec.tokenizer.encode_batch([self.spec._prep(t) for t in texts])
+        self.spec.tokenizer.encode_batch(list(texts))
         return np.zeros((len(texts), self.record.dim), dtype=np.float32)
 
 
@@ -102,7 +104,7 @@ def main() -> None:
 
         sys.path.insert(0, args.src)
 
-    from msearch.embed import load_model
+    from msearch.encoders import load_model
     from msearch.indexer import build_index
 
     work = Path(tempfile.mkdtemp(prefix="msearch-index-speed-"))
@@ -110,7 +112,7 @@ def main() -> None:
     docs.mkdir()
     write_corpus(docs, args.files)
     model = load_model(None, device=args.device, precision=args.precision, notice=lambda _m: None)
-    inner: Any = TokenizeOnly(model) if args.host_only else model.embedder
+    inner: Any = TokenizeOnly(model) if args.host_only else model
     inner.encode(["warm up"] * 8)
     rows = []
     for r in range(args.rounds):

@@ -21,7 +21,7 @@ import numpy as np
 from _results import report, table
 
 from msearch.chunk import ChunkSettings, WhitespaceCounter
-from msearch.embed import ModelRecord
+from msearch.encoders import ModelRecord
 from msearch.indexer import build_index
 
 BENCH = Path(__file__).resolve().parent

@@ -27,7 +27,7 @@ import numpy as np
 from _results import report, table
 
 from msearch import store
-from msearch.embed import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
+from msearch.encoders import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
 
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / ".work"

@@ -162,6 +162,19 @@ IndexOpt = Annotated[
         show_default=False,
     ),
 ]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Allow a model that ships its own code to run it (env MSEARCH_TRUST_REMOTE_CODE=1).",
+    ),
+]
+
+
+def trust_from_env() -> bool:
+    return os.environ.get("MSEARCH_TRUST_REMOTE_CODE", "").lower() in ("1", "true", "yes", "on")
+
+
 ModelOpt = Annotated[
     str | None,
     typer.Option(
@@ -238,12 +251,13 @@ def index(
         bool,
         typer.Option("--compact", help="Then merge every segment into one (no re-embedding)."),
     ] = False,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Index the text files under DIR (again: only what changed)."""
 
     def body() -> int:
         from msearch.chunk import ChunkSettings
-        from msearch.embed import (
+        from msearch.encoders import (
             ModelRecord,
             check_device,
             load_model,
@@ -277,10 +291,13 @@ def index(
             rec = ModelRecord.from_json(recorded_model(Path(index_dir)))
         except MsearchError:
             rec = None
+        trust = trust_remote_code or trust_from_env()
         if model is None and rec is not None:
             # Re-indexing keeps the index's model and precision unless others are asked for.
+            if rec.trust_remote_code and not trust:
+                emb = load_recorded(rec, device.value, trust)  # one line: allow it or not
             try:
-                emb = load_recorded(rec, device.value)
+                emb = load_recorded(rec, device.value, trust, notice=say)
             except MsearchError:
                 emb = None
             if emb is not None and wanted is not None:
@@ -289,7 +306,9 @@ def index(
                     emb = emb.with_precision(got)
         if emb is None:
             keep = rec.precision if rec is not None else "float32"
-            emb = load_model(model, device.value, notice=say, precision=wanted or keep)
+            emb = load_model(
+                model, device.value, notice=say, precision=wanted or keep, trust_remote_code=trust
+            )
         wopts = WalkOptions(
             hidden=hidden,
             follow_symlinks=follow,
@@ -382,6 +401,7 @@ def query(
     lexical_only: Annotated[
         bool, typer.Option("--lexical-only", help="Rank by BM25 alone (no model needed).")
     ] = False,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Search the index for passages that answer TEXT."""
 
@@ -397,18 +417,19 @@ def query(
         if text != "-" and not text.strip():
             fail("empty query")
         if device == Device.cuda:
-            from msearch.embed import check_device
+            from msearch.encoders import check_device
 
             check_device(device.value)
         chosen = _choose_format(fmt, as_json, files_with_matches, null)
         queries = _read_queries() if text == "-" else [query_text(text)]
         index_dir = find_index(index_path)
+        trust = trust_remote_code or trust_from_env()
         if refresh:
-            _refresh(index_dir)
+            _refresh(index_dir, trust)
         if dense_only and lexical_only:
             fail("--dense-only and --lexical-only exclude each other")
         wanted = "dense" if dense_only else "lexical" if lexical_only else "hybrid"
-        searcher = _open_searcher(index_dir, model, device.value, wanted)
+        searcher = _open_searcher(index_dir, model, device.value, wanted, trust)
         k = top
         if chosen == Format.paths:
             k = max(top * 20, 100)  # enough passages to find `top` distinct files
@@ -485,27 +506,29 @@ def _emit(
     buffer.write(b"".join(output.to_bytes(line) for line in lines))
 
 
-def _open_searcher(index_dir: Path, model: str | None, device: str, mode: str) -> Any:
+def _open_searcher(
+    index_dir: Path, model: str | None, device: str, mode: str, trust: bool = False
+) -> Any:
     from msearch.query import Searcher, check_model, open_lexical, query_encoder
     from msearch.store import load_index
 
     idx = load_index(index_dir, lexical=mode != "dense")
     check_model(idx, model)
     lexical = open_lexical(idx) if mode != "dense" else None
-    encode = query_encoder(idx, device, notice=err) if mode != "lexical" else None
+    encode = query_encoder(idx, device, err, trust) if mode != "lexical" else None
     return Searcher(idx, encode, lexical, mode)
 
 
-def _refresh(index_dir: Path) -> None:
+def _refresh(index_dir: Path, trust: bool = False) -> None:
     from msearch.chunk import ChunkSettings
-    from msearch.embed import ModelRecord, load_recorded
+    from msearch.encoders import ModelRecord, load_recorded
     from msearch.errors import IndexCorrupt
     from msearch.indexer import build_index, walk_options_from_json
     from msearch.store import read_meta, resolve_root
 
     meta = read_meta(index_dir)
     root = resolve_root(index_dir, meta.root)
-    emb = load_recorded(ModelRecord.from_json(meta.model))
+    emb = load_recorded(ModelRecord.from_json(meta.model), "auto", trust, notice=say)
     chunking = meta.chunking
     if set(chunking) != {"max_tokens", "overlap_tokens"} or not all(
         type(v) is int for v in chunking.values()

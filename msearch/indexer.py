@@ -23,7 +23,7 @@ import numpy as np
 
 from msearch import merge, store
 from msearch.chunk import ChunkSettings, Passage, chunk_texts
-from msearch.embed import Embedder, embed_async
+from msearch.encoders import Embedder, embed_async
 from msearch.errors import IndexCorrupt, IndexNotFound, IndexTooNew, UsageError
 from msearch.lexical import LexicalParams
 from msearch.safefs import open_beneath, read_limited, safe_relpath
@@ -107,25 +107,39 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def effective_chunking(settings: ChunkSettings, max_seq_length: int) -> ChunkSettings:
-    """Cap the passage size at what the model can see without truncating;
-    the overlap is checked against the capped size."""
+def effective_chunking(
+    settings: ChunkSettings, max_seq_length: int, prompt_tokens: int = 0
+) -> tuple[ChunkSettings, ChunkSettings]:
+    """(the settings to record, the settings to chunk with).
+
+    The passage size is capped at what the model can see without
+    truncating; the index records that. The model then sees the document
+    prompt in front of every passage, so passages are cut that much
+    smaller (a prompt's tokens count toward the passage's size); the
+    overlap is checked against what is left."""
     if settings.max_tokens < 8:
         raise UsageError("--chunk-tokens must be at least 8")
     if settings.overlap_tokens < 0:
         raise UsageError("--overlap-tokens must not be negative")
     capped = min(settings.max_tokens, max_seq_length)
-    if settings.overlap_tokens >= capped:
+    room = capped - prompt_tokens
+    if room < 8:
+        raise UsageError(
+            f"the model's document prompt takes {prompt_tokens} of the passage's {capped} "
+            "tokens: no room left for text (raise --chunk-tokens)"
+        )
+    if settings.overlap_tokens >= room:
+        what = (
+            ", --chunk-tokens capped at the model's maximum" if capped < settings.max_tokens else ""
+        )
+        what += f", less {prompt_tokens} for the model's document prompt" if prompt_tokens else ""
         raise UsageError(
             f"--overlap-tokens ({settings.overlap_tokens}) must be below the passage size "
-            f"({capped} tokens"
-            + (
-                ", --chunk-tokens capped at the model's maximum)"
-                if capped < settings.max_tokens
-                else ")"
-            )
+            f"({room} tokens{what})"
         )
-    return ChunkSettings(capped, settings.overlap_tokens)
+    return ChunkSettings(capped, settings.overlap_tokens), ChunkSettings(
+        room, settings.overlap_tokens
+    )
 
 
 def _full_rebuild_reason(
@@ -135,6 +149,9 @@ def _full_rebuild_reason(
         return f"the model changed ({old.meta.model.get('name')} -> {model_record['name']})"
     if old.meta.model.get("precision", "float32") != model_record.get("precision", "float32"):
         return "the precision changed"
+    for key in ("query_prompt", "document_prompt"):
+        if old.meta.model.get(key, "") != model_record.get(key, ""):
+            return "the model's prompts changed"
     if old.meta.chunking != chunking:
         return "the chunking settings changed"
     if os.path.realpath(old.root) != os.path.realpath(root):
@@ -185,8 +202,10 @@ def build_index(
         store.prepare_commit_point(index_dir, say)
         store.cleanup(index_dir, keep=store.current_segments(index_dir))
         record = embedder.record
-        settings = effective_chunking(chunking or ChunkSettings(), record.max_seq_length)
-        chunk_json = asdict(settings)
+        recorded, settings = effective_chunking(
+            chunking or ChunkSettings(), record.max_seq_length, embedder.document_prompt_tokens
+        )
+        chunk_json = asdict(recorded)
         model_json = record.to_json()
         stats = IndexStats()
         old, convert = (

@@ -122,7 +122,7 @@ class FileCache:
 def check_model(index: store.Index, model: str | None) -> None:
     """Refuse a malformed model record, and a ``--model`` that is not the
     index's model."""
-    from msearch.embed import ModelRecord
+    from msearch.encoders import ModelRecord
 
     ModelRecord.from_json(index.meta.model)  # IndexCorrupt if malformed
     if not model:
@@ -132,7 +132,7 @@ def check_model(index: store.Index, model: str | None) -> None:
         return
     if rec.get("name", "").endswith("/" + model):
         return
-    from msearch.embed import fingerprint, resolve_model
+    from msearch.encoders import fingerprint, resolve_model
 
     try:
         _, _, folder = resolve_model(model, notice=lambda _m: None)
@@ -298,51 +298,31 @@ class Searcher:
         return hits
 
 
-def torch_encoder(index: store.Index, device: str = "auto") -> QueryEncoder:
-    """The reference query encoder: sentence-transformers with the index's model."""
-    from msearch.embed import ModelRecord, load_recorded
-
-    model = load_recorded(ModelRecord.from_json(index.meta.model), device=device)
-    return lambda texts: model.encode(texts, batch_size=32)
-
-
 def query_encoder(
-    index: store.Index, device: str = "auto", notice: Callable[[str], None] | None = None
+    index: store.Index,
+    device: str = "auto",
+    notice: Callable[[str], None] | None = None,
+    trust_remote_code: bool = False,
 ) -> QueryEncoder:
-    """The fastest encoder that reproduces the index's model exactly.
-
-    numpy BERT (no torch import) where the model allows it, otherwise
-    sentence-transformers with a one-line notice.
-    """
-    from msearch.bert import NumpyBert, Unsupported
-    from msearch.embed import ModelRecord, fast_locate, fingerprint, locate_recorded
+    """The index's model as a query encoder (``msearch.encoders.Model``
+    decides which encoder runs, and says so when it is not msearch's own),
+    with the query prompt the index was built with, and a notice for a
+    query longer than the model sees."""
+    from msearch.encoders import ModelRecord, load_recorded
 
     say = notice or (lambda _m: None)
     record = ModelRecord.from_json(index.meta.model)
-    folder = fast_locate(record)
-    if folder is None:
-        folder = locate_recorded(record)
-        if fingerprint(folder) != record.fingerprint:
-            raise ModelMismatch(
-                f"the model {record.name} on this machine is not the one that built this "
-                "index (its weights differ); rebuild with `msearch index --full DIR`"
-            )
-    if device == "cuda":
-        return torch_encoder(index, device)
-    try:
-        bert = NumpyBert(folder, max_seq_length=record.max_seq_length, precision=record.precision)
-    except Unsupported as exc:
-        say(f"fast query path unavailable for this model ({exc}); using sentence-transformers")
-        return torch_encoder(index, device)
+    model = load_recorded(record, device, trust_remote_code, notice=say)
+    limit = record.max_seq_length
 
     def encode(texts: Sequence[str]) -> np.ndarray:
         for t in texts:
-            if len(t) > record.max_seq_length - 2 and bert.token_count(t) > record.max_seq_length:
+            if len(t) > limit - 2 and model.query_token_count(t) > limit:
                 say(
-                    f"query is longer than the model's {record.max_seq_length} tokens; "
+                    f"query is longer than the model's {limit} tokens; "
                     "only its beginning is used (as sentence-transformers does)"
                 )
-        return bert.encode(texts)
+        return model.encode_queries(texts)
 
     return encode
 

@@ -132,7 +132,7 @@ class SegmentWriter:
     were added, whatever is embedded or copied.
 
     ``embed(texts)`` starts embedding and returns a callable that waits for
-    the vectors (see :func:`msearch.embed.embed_async`).
+    the vectors (see :func:`msearch.encoders.embed_async`).
     """
 
     def __init__(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from msearch.chunk import WhitespaceCounter
-from msearch.embed import ModelRecord
+from msearch.encoders import ModelRecord
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_corpus"
@@ -33,6 +33,7 @@ class FakeEmbedder:
         )
         self.counter = WhitespaceCounter()
         self.precision = "float32"
+        self.document_prompt_tokens = 0
         self.calls = 0
         self.embedded = 0
 
@@ -71,11 +72,11 @@ def fake() -> FakeEmbedder:
 @pytest.fixture
 def use_fake(monkeypatch: pytest.MonkeyPatch, fake: FakeEmbedder) -> FakeEmbedder:
     """Make the CLI use the fake embedder for indexing and querying."""
-    import msearch.embed
+    import msearch.encoders
     import msearch.query
 
-    monkeypatch.setattr(msearch.embed, "load_model", lambda *a, **k: fake)
-    monkeypatch.setattr(msearch.embed, "load_recorded", lambda *a, **k: fake)
+    monkeypatch.setattr(msearch.encoders, "load_model", lambda *a, **k: fake)
+    monkeypatch.setattr(msearch.encoders, "load_recorded", lambda *a, **k: fake)
     monkeypatch.setattr(msearch.query, "query_encoder", lambda *a, **k: fake.encode)
     return fake
 

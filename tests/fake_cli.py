@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import FakeEmbedder  # noqa: E402
 
 if __name__ == "__main__":
-    import msearch.embed
+    import msearch.encoders
     import msearch.query
     from msearch.cli import main
 
@@ -24,8 +24,8 @@ if __name__ == "__main__":
     fake = FakeEmbedder(max_seq_length=256)
     if args and args[0] == "--real-tokenizer":
         args = args[1:]
-        fake.counter = msearch.embed.HFTokenCounter.from_folder(msearch.embed.bundled_model_path())
-    msearch.embed.load_model = lambda *a, **k: fake  # type: ignore[assignment]
-    msearch.embed.load_recorded = lambda *a, **k: fake  # type: ignore[assignment]
+        fake.counter = msearch.encoders.token_counter(msearch.encoders.bundled_model_path())
+    msearch.encoders.load_model = lambda *a, **k: fake  # type: ignore[assignment]
+    msearch.encoders.load_recorded = lambda *a, **k: fake  # type: ignore[assignment]
     msearch.query.query_encoder = lambda *a, **k: fake.encode  # type: ignore[assignment]
     main(args)

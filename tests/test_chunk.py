@@ -124,9 +124,9 @@ def test_chunking_files_together_changes_nothing(
 
 
 def _hf_counter():  # type: ignore[no-untyped-def]
-    from msearch.embed import HFTokenCounter, bundled_model_path
+    from msearch.encoders import bundled_model_path, token_counter
 
-    return HFTokenCounter.from_folder(bundled_model_path())
+    return token_counter(bundled_model_path())
 
 
 def test_filling_a_passage_never_cuts_a_word() -> None:

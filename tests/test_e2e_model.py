@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from conftest import SAMPLE, snapshot
 from msearch import store
 from msearch.cli import app
-from msearch.query import Searcher, query_encoder, torch_encoder
+from msearch.encoders import bundled_model_path
+from msearch.query import Searcher, query_encoder
 
 pytestmark = pytest.mark.model
 QUESTIONS = json.loads((Path(__file__).parent / "data" / "sample_questions.json").read_text())
@@ -71,9 +72,15 @@ def test_top_hit_is_the_right_file(sample_index: Path, case: dict[str, str]) -> 
 
 
 def test_fast_path_ranks_like_sentence_transformers(sample_index: Path) -> None:
+    """The reference is sentence-transformers itself (``encode_query``), not
+    msearch's Model: a reference that went through msearch would compare the
+    numpy encoder with itself."""
+    from sentence_transformers import SentenceTransformer
+
     idx = store.load_index(sample_index)
     fast = Searcher(idx, query_encoder(idx))
-    ref = Searcher(idx, torch_encoder(idx, "cpu"))
+    st = SentenceTransformer(str(bundled_model_path()), device="cpu")
+    ref = Searcher(idx, lambda texts: st.encode_query(list(texts), normalize_embeddings=True))
     questions = [q["question"] for q in QUESTIONS] + ["moon", "how to keep knives sharp"]
     for q in questions:
         a = [(h.abs_path, h.start_line) for h in fast.query(q, k=10)]
@@ -183,7 +190,7 @@ def test_long_query_notice(sample_index: Path) -> None:
 
 @pytest.fixture(scope="module")
 def local_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from msearch.embed import bundled_model_path
+    from msearch.encoders import bundled_model_path
 
     dst = tmp_path_factory.mktemp("model") / "minilm"
     shutil.copytree(bundled_model_path(), dst)

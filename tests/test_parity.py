@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SAMPLE
-from msearch.bert import NumpyBert
-from msearch.embed import bundled_model_path, quiet_libraries
+from msearch.encoders import bundled_model_path, quiet_libraries, read_spec
+from msearch.encoders.numpy_encoder import NumpyEncoder
 
 pytestmark = pytest.mark.model
 EVAL = REPO.parent / "shared" / "eval"
@@ -26,8 +26,8 @@ def st_model():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def fast() -> NumpyBert:
-    return NumpyBert(bundled_model_path())
+def fast() -> NumpyEncoder:
+    return NumpyEncoder(read_spec(bundled_model_path()))
 
 
 def varied_queries(n: int = 520) -> list[str]:
@@ -70,7 +70,7 @@ def varied_queries(n: int = 520) -> list[str]:
     return out
 
 
-def test_cosine_parity_over_varied_queries(st_model, fast: NumpyBert) -> None:  # type: ignore[no-untyped-def]
+def test_cosine_parity_over_varied_queries(st_model, fast: NumpyEncoder) -> None:  # type: ignore[no-untyped-def]
     queries = varied_queries()
     assert len(queries) >= 500
     ref = st_model.encode(queries, normalize_embeddings=True, batch_size=64)
@@ -79,7 +79,7 @@ def test_cosine_parity_over_varied_queries(st_model, fast: NumpyBert) -> None:  
     assert cos.min() >= 0.9999, (cos.min(), queries[int(cos.argmin())])
 
 
-def test_long_query_is_truncated_like_sentence_transformers(st_model, fast: NumpyBert) -> None:  # type: ignore[no-untyped-def]
+def test_long_query_is_truncated_like_sentence_transformers(st_model, fast: NumpyEncoder) -> None:  # type: ignore[no-untyped-def]
     long = "the moon and the stars " * 200
     assert fast.token_count(long) > 256
     ref = st_model.encode([long], normalize_embeddings=True)
@@ -89,7 +89,7 @@ def test_long_query_is_truncated_like_sentence_transformers(st_model, fast: Nump
 
 
 @pytest.mark.skipif(not (EVAL / "medline").exists(), reason="shared/eval not beside the repo")
-def test_top10_identical_on_an_eval_collection(st_model, fast: NumpyBert) -> None:  # type: ignore[no-untyped-def]
+def test_top10_identical_on_an_eval_collection(st_model, fast: NumpyEncoder) -> None:  # type: ignore[no-untyped-def]
     docs = [json.loads(line) for line in (EVAL / "medline" / "corpus.jsonl").open()]
     queries = [json.loads(line)["text"] for line in (EVAL / "medline" / "queries.jsonl").open()]
     corpus = st_model.encode(
@@ -107,8 +107,10 @@ def test_top10_identical_on_an_eval_collection(st_model, fast: NumpyBert) -> Non
 
 
 def test_unsupported_models_are_refused_cleanly(tmp_path: Path) -> None:
-    from msearch.bert import Unsupported
+    from msearch.encoders.weights import Unsupported
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mpnet"}))
+    spec = read_spec(tmp_path)
+    assert any("mpnet" in reason for reason in spec.unsupported)
     with pytest.raises(Unsupported, match="mpnet"):
-        NumpyBert(tmp_path)
+        NumpyEncoder(spec)

@@ -19,12 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import msearch.embed
+import msearch.encoders
 from conftest import SAMPLE
 from msearch import store
-from msearch.bert import to_bfloat16
 from msearch.cli import app
-from msearch.embed import (
+from msearch.encoders import (
     CPU_BATCH,
     GPU_BATCH,
     cpu_has_bfloat16,
@@ -32,6 +31,7 @@ from msearch.embed import (
     resolve_precision,
     token_batches,
 )
+from msearch.encoders.numpy_encoder import to_bfloat16
 from msearch.errors import UsageError
 
 # ------------------------------------------------------------------ batching
@@ -129,11 +129,11 @@ def test_cpu_has_bfloat16_reads_the_flags(tmp_path: Path) -> None:
 def test_resolve_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     said: list[str] = []
     assert resolve_precision("float32", "cpu", said.append) == "float32"
-    monkeypatch.setattr(msearch.embed, "cpu_has_bfloat16", lambda: True)
+    monkeypatch.setattr(msearch.encoders.policy, "cpu_has_bfloat16", lambda: True)
     assert resolve_precision("bfloat16", "cpu", said.append) == "bfloat16"
     assert resolve_precision("bfloat16", "auto", said.append) == "bfloat16"  # no GPU here
     assert said == []
-    monkeypatch.setattr(msearch.embed, "cpu_has_bfloat16", lambda: False)
+    monkeypatch.setattr(msearch.encoders.policy, "cpu_has_bfloat16", lambda: False)
     assert resolve_precision("bfloat16", "cpu", said.append) == "float32"
     assert len(said) == 1 and "bfloat16" in said[0] and "float32" in said[0]
     with pytest.raises(UsageError):
@@ -169,14 +169,14 @@ def test_token_batched_encode_equals_sentence_transformers() -> None:
     """The default path's vectors are sentence-transformers' own (batch 32)."""
     from sentence_transformers import SentenceTransformer
 
-    from msearch.embed import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
+    from msearch.encoders import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
 
     texts = [
         p.read_text(encoding="utf-8")[: 200 + 60 * i]
         for i, p in enumerate(sorted(SAMPLE.rglob("*.md")) + sorted(SAMPLE.rglob("*.txt")))
     ]
     texts += ["", "one word", "ünïcode ✓ 日本語"]
-    ours = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu").embedder.encode(texts)
+    ours = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu").passage_encoder().encode(texts)
     st_model = SentenceTransformer(str(bundled_model_path()), device="cpu")
     ref = st_model.encode(texts, batch_size=32, normalize_embeddings=True)
     cos = (ours * ref).sum(axis=1)
@@ -187,7 +187,7 @@ def test_token_batched_encode_equals_sentence_transformers() -> None:
 def test_fast_index_records_bfloat16_and_queries_in_it(
     corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(msearch.embed, "cpu_has_bfloat16", lambda: True)
+    monkeypatch.setattr(msearch.encoders.policy, "cpu_has_bfloat16", lambda: True)
     _index(str(corpus), "--full", "-q")
     fp32 = store.load_index(corpus / ".msearch")
     rows32, v32 = fp32.table()
@@ -233,7 +233,7 @@ def test_fast_index_records_bfloat16_and_queries_in_it(
 def test_fast_without_hardware_support_stays_float32(
     corpus: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(msearch.embed, "cpu_has_bfloat16", lambda: False)
+    monkeypatch.setattr(msearch.encoders.policy, "cpu_has_bfloat16", lambda: False)
     small = tmp_path / "c"
     shutil.copytree(corpus / "astronomy", small)
     out = _index(str(small), "--fast")
@@ -244,8 +244,9 @@ def test_fast_without_hardware_support_stays_float32(
 @pytest.mark.model
 def test_numpy_bfloat16_queries_match_torch_autocast() -> None:
     """Queries on a bfloat16 index are embedded as torch's autocast would."""
-    from msearch.bert import NumpyBert
-    from msearch.embed import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
+    from msearch.encoders import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
+    from msearch.encoders.numpy_encoder import NumpyEncoder
+    from msearch.encoders.spec import read_spec
 
     folder = bundled_model_path()
     queries = [
@@ -255,10 +256,10 @@ def test_numpy_bfloat16_queries_match_torch_autocast() -> None:
         if ln.strip()
     ][:150]
     queries += ["", "?", "ünïcode ✓ 日本語", "why " * 300]
-    torch_bf = Model(BUNDLED_MODEL, BUNDLED_SOURCE, folder, "cpu", "bfloat16").embedder
+    torch_bf = Model(BUNDLED_MODEL, BUNDLED_SOURCE, folder, "cpu", "bfloat16").passage_encoder()
     ref = torch_bf.encode(queries)
-    np_bf = NumpyBert(folder, precision="bfloat16").encode(queries)
-    np_32 = NumpyBert(folder).encode(queries)
+    np_bf = NumpyEncoder(read_spec(folder), precision="bfloat16").encode(queries)
+    np_32 = NumpyEncoder(read_spec(folder)).encode(queries)
     same = (np_bf * ref).sum(axis=1)
     other = (np_32 * ref).sum(axis=1)
     assert same.min() >= 0.9999
@@ -271,8 +272,9 @@ def test_float16_checkpoint_embeds_in_float32(tmp_path: Path) -> None:
     sentence-transformers on the CPU then failed in LayerNorm ("mixed dtype")."""
     from safetensors.numpy import load_file, save_file
 
-    from msearch.bert import NumpyBert
-    from msearch.embed import Model, bundled_model_path
+    from msearch.encoders import Model, bundled_model_path
+    from msearch.encoders.numpy_encoder import NumpyEncoder
+    from msearch.encoders.spec import read_spec
 
     src = bundled_model_path()
     folder = tmp_path / "minilm-fp16"
@@ -282,6 +284,6 @@ def test_float16_checkpoint_embeds_in_float32(tmp_path: Path) -> None:
         {k: v.astype(np.float16) for k, v in weights.items()}, str(folder / "model.safetensors")
     )
     texts = [p.read_text(encoding="utf-8")[:600] for p in sorted(SAMPLE.rglob("*.md"))]
-    got = Model("fp16 copy", "path", folder, "cpu").embedder.encode(texts)
-    want = NumpyBert(folder).encode(texts)  # float16 weights read as float32
+    got = Model("fp16 copy", "path", folder, "cpu").passage_encoder().encode(texts)
+    want = NumpyEncoder(read_spec(folder)).encode(texts)  # float16 weights read as float32
     assert ((got * want).sum(axis=1)).min() >= 0.9999

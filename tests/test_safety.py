@@ -530,7 +530,7 @@ def test_case10_bad_globs(notes: Path, args: list[str]) -> None:
 def test_case10_truncated_model_weights(tmp_path: Path) -> None:
     import shutil
 
-    from msearch.embed import bundled_model_path
+    from msearch.encoders import bundled_model_path
 
     folder = tmp_path / "model"
     shutil.copytree(bundled_model_path(), folder)

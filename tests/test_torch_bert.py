@@ -1,4 +1,4 @@
-"""The indexing encoder (msearch/torch_bert.py) against sentence-transformers.
+"""The indexing encoder (msearch/encoders/torch_encoder.py) against sentence-transformers.
 
 Every test here loads the bundled model: the point is that a hand-written
 forward pass gives sentence-transformers' vectors, for each pooling mode and
@@ -16,14 +16,8 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE
-from msearch.embed import (
-    BUNDLED_MODEL,
-    BUNDLED_SOURCE,
-    Model,
-    SentenceTransformerEmbedder,
-    TorchBertEmbedder,
-    bundled_model_path,
-)
+from msearch.encoders import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path, token_counter
+from msearch.encoders.st_encoder import SentenceTransformerEncoder
 
 pytestmark = pytest.mark.model
 
@@ -56,33 +50,39 @@ def _copy_model(tmp_path: Path, pooling: str) -> Path:
     return folder
 
 
-def test_bert_models_index_through_torch_bert() -> None:
-    model = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu")
-    assert isinstance(model.embedder, TorchBertEmbedder)
-    assert model.embedder.record == model.record
+def _model(folder: Path | None = None, precision: str = "float32") -> Model:
+    return Model(BUNDLED_MODEL, BUNDLED_SOURCE, folder or bundled_model_path(), "cpu", precision)
+
+
+def test_bert_models_index_through_the_torch_encoder() -> None:
+    model = _model()
+    assert model.spec.fast
+    texts = _texts()
+    got = model.passage_encoder().encode(texts)
+    assert model._torch is not None  # msearch's own forward pass ran
+    assert (got * _st_vectors(bundled_model_path(), texts)).sum(axis=1).min() >= 0.99999
 
 
 @pytest.mark.parametrize("pooling", ["pooling_mode_cls_token", "pooling_mode_max_tokens"])
 def test_other_poolings_equal_sentence_transformers(tmp_path: Path, pooling: str) -> None:
     folder = _copy_model(tmp_path, pooling)
     texts = _texts()
-    got = Model("copy", "path", folder, "cpu").embedder.encode(texts, batch_size=5)
+    got = Model("copy", "path", folder, "cpu").passage_encoder().encode(texts, batch_size=5)
     want = _st_vectors(folder, texts)
     assert (got * want).sum(axis=1).min() >= 0.99999
 
 
 def test_bfloat16_equals_torch_autocast() -> None:
-    """--fast through torch_bert is sentence-transformers under bfloat16
-    autocast, the arithmetic the numpy query encoder reproduces."""
+    """--fast through the torch encoder is sentence-transformers under
+    bfloat16 autocast, the arithmetic the numpy query encoder reproduces."""
     folder = bundled_model_path()
     texts = _texts()
-    ours = Model(BUNDLED_MODEL, BUNDLED_SOURCE, folder, "cpu", "bfloat16").embedder
-    assert isinstance(ours, TorchBertEmbedder)
-    got = ours.encode(texts)
-    ref = SentenceTransformerEmbedder(
-        BUNDLED_MODEL, BUNDLED_SOURCE, folder, "cpu", precision="bfloat16"
-    ).encode(texts)
-    f32 = Model(BUNDLED_MODEL, BUNDLED_SOURCE, folder, "cpu").embedder.encode(texts)
+    got = _model(folder, "bfloat16").passage_encoder().encode(texts)
+    lengths = [n + 2 for n in token_counter(folder).count(texts)]
+    ref = SentenceTransformerEncoder(BUNDLED_MODEL, folder, "cpu", "bfloat16").encode_documents(
+        texts, lengths
+    )
+    f32 = _model(folder).passage_encoder().encode(texts)
     same = (got * ref).sum(axis=1)
     assert same.min() >= 0.9999
     assert same.mean() > (f32 * ref).sum(axis=1).mean()  # autocast's rounding, not float32's
@@ -90,22 +90,22 @@ def test_bfloat16_equals_torch_autocast() -> None:
 
 
 def test_batch_size_does_not_change_vectors() -> None:
-    emb = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu").embedder
+    emb = _model().passage_encoder()
     texts = _texts()
     one = emb.encode(texts, batch_size=1)
     many = emb.encode(texts, batch_size=64)
     assert (one * many).sum(axis=1).min() >= 0.99999
-    assert emb.encode([]).shape == (0, emb.record.dim)
+    assert emb.encode([]).shape == (0, 384)
 
 
 def test_batches_in_any_order_and_mix_of_lengths_give_the_same_vectors() -> None:
     """Regression guard: a batch is padded to its longest text wherever that
     text sits, not assumed to come first."""
-    emb = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu").embedder
-    assert isinstance(emb, TorchBertEmbedder)
+    model = _model()
     texts = _texts()
-    want = emb.encode(texts)
-    got = emb.impl.encode(
+    want = model.passage_encoder().encode(texts)
+    encoder, _ = model._torch_encoder()
+    got = encoder.encode(
         texts,
         lambda lengths: [
             list(range(i, min(i + 3, len(lengths)))) for i in range(0, len(lengths), 3)
@@ -118,26 +118,27 @@ def test_batches_in_any_order_and_mix_of_lengths_give_the_same_vectors() -> None
 def test_onednn_linears_equal_plain_torch_linears(precision: str) -> None:
     """The CPU default (oneDNN, packed weights, GELU fused) against the
     F.linear path that GPUs and torch builds without oneDNN take."""
-    from msearch.torch_bert import TorchBert, onednn_linear_available
+    from msearch.encoders.torch_encoder import TorchEncoder, onednn_linear_available
 
     if not onednn_linear_available():
         pytest.skip("this torch has no oneDNN linear")
-    emb = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu", precision).embedder
-    assert isinstance(emb, TorchBertEmbedder) and emb.impl.onednn
+    model = _model(precision=precision)
+    encoder, _ = model._torch_encoder()
+    assert encoder.onednn
     texts = _texts()
-    plain = TorchBert(emb.impl.spec, "cpu", precision, onednn=False)
+    plain = TorchEncoder(encoder.spec, "cpu", precision, onednn=False)
     assert not plain.onednn
 
     def batches(lengths: list[int]) -> list[list[int]]:
         return [list(range(len(lengths)))]
 
-    got, want = emb.impl.encode(texts, batches), plain.encode(texts, batches)
+    got, want = encoder.encode(texts, batches), plain.encode(texts, batches)
     assert (got * want).sum(axis=1).min() >= (0.99999 if precision == "float32" else 0.9999)
 
 
-def test_models_with_a_dense_layer_stay_on_sentence_transformers(tmp_path: Path) -> None:
-    """torch_bert covers BERT + pooling (+ normalize); anything more is
-    sentence-transformers' job, with its vectors."""
+def test_a_dense_layer_runs_on_msearchs_own_encoders(tmp_path: Path) -> None:
+    """A Dense layer after pooling (once sentence-transformers' job alone):
+    the torch and numpy encoders apply it, with sentence-transformers' vectors."""
     import torch
     from sentence_transformers import SentenceTransformer, models
 
@@ -148,17 +149,18 @@ def test_models_with_a_dense_layer_stay_on_sentence_transformers(tmp_path: Path)
     SentenceTransformer(modules=[base[0], base[1], dense], device="cpu").save(str(folder))
 
     model = Model("dense", "path", folder, "cpu")
-    assert isinstance(model.embedder, SentenceTransformerEmbedder)
-    assert model.record.dim == 128
+    assert model.spec.fast and model.record.dim == 128
     texts = _texts()
-    got = model.embedder.encode(texts)
     want = _st_vectors(folder, texts)
+    got = model.passage_encoder().encode(texts)
     assert (got * want).sum(axis=1).min() >= 0.99999
+    small = model.encode(texts[:10])  # the numpy encoder (a small job)
+    assert (small * want[:10]).sum(axis=1).min() >= 0.99999
 
 
 def test_allocator_setting_applies_on_glibc() -> None:
     import platform
 
-    from msearch.torch_bert import keep_freed_memory
+    from msearch.encoders.torch_encoder import keep_freed_memory
 
     assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

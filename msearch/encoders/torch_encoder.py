@@ -1,4 +1,4 @@
-"""Indexing encoder: the BERT forward pass in torch, written out by hand.
+"""Indexing encoder: the transformer forward pass in torch, written out by hand.
 
 Why not ``SentenceTransformer.encode``: on these 2-core machines its matrix
 products already run at the CPU's peak, so the time to win is around them.
@@ -10,9 +10,10 @@ or checked per batch that does not need to be. Measured side by side in
 bench/embed_speed.py. Vectors equal sentence-transformers' to cosine >=
 0.99999 in float32, and its bfloat16-autocast ones to >= 0.9999 (tested).
 
-Model facts (config, weights, tokenizer, pooling) come from ``NumpyBert``,
-the query-time encoder, so both paths read a model folder the same way and
-accept the same models; anything else stays on sentence-transformers.
+Model facts (config, weights, tokenizer, pooling, Dense layers, prompts)
+come from the query-time encoder (``NumpyEncoder``), so both paths read a
+model folder the same way and accept the same models (BERT and the
+RoBERTa / XLM-RoBERTa family); anything else stays on sentence-transformers.
 
 bfloat16 follows torch's autocast rule, which is what the numpy query
 encoder reproduces (``bert.to_bfloat16``): matrix products and attention
@@ -28,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from msearch.bert import NumpyBert
+from msearch.encoders.numpy_encoder import NumpyEncoder
+from msearch.encoders.tokenizer import prompt_length
 
 if TYPE_CHECKING:
     import torch
@@ -76,12 +78,16 @@ def onednn_linear_available() -> bool:
     return True
 
 
-class TorchBert:
-    """Normalized sentence vectors from a BERT folder, batched for throughput."""
+_ACTIVATIONS = {"tanh": "tanh", "relu": "relu", "gelu": "gelu", "sigmoid": "sigmoid"}
+
+
+class TorchEncoder:
+    """Normalized sentence vectors from a supported model folder, batched
+    for throughput."""
 
     def __init__(
         self,
-        spec: NumpyBert,
+        spec: NumpyEncoder,
         device: str = "cpu",
         precision: str = "float32",
         onednn: bool | None = None,
@@ -117,6 +123,15 @@ class TorchBert:
         # Single texts only: every token has type 0.
         self.token_type = _tensor(w["embeddings.token_type_embeddings.weight"][0], device)
         self.embed_norm = norm("embeddings.LayerNorm")
+        self.offset = spec.offset
+        self.dense = [
+            (
+                _tensor(weight, device, self.low),
+                None if bias is None else _tensor(bias, device, self.low),
+                d.activation,
+            )
+            for d, (weight, bias) in zip(spec.spec.dense, spec.w.dense, strict=True)
+        ]
         self.layers: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
         for i in range(spec.layers):
             p = f"encoder.layer.{i}."
@@ -143,8 +158,11 @@ class TorchBert:
         y = F.linear(x, *wb)
         return F.gelu(y) if gelu else y
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, padded: bool = True) -> torch.Tensor:
-        """Pooled, normalized float32 vectors for padded ``ids`` (batch, length).
+    def forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, padded: bool = True, skip: int = 0
+    ) -> torch.Tensor:
+        """Pooled, normalized float32 vectors for padded ``ids`` (batch, length);
+        the first ``skip`` tokens (a prompt's) left out of pooling.
 
         ``padded`` is known on the host; asking the mask would wait for the GPU.
         """
@@ -156,7 +174,7 @@ class TorchBert:
         heads = self.spec.heads
         eps = self.spec.eps
         low = self.low
-        x = self.word[ids] + self.position[:n] + self.token_type
+        x = self.word[ids] + self.position[self.offset : self.offset + n] + self.token_type
         x = F.layer_norm(x, (dim,), *self.embed_norm, eps)
         bias = None
         if padded:
@@ -172,19 +190,35 @@ class TorchBert:
             x = F.layer_norm(x + lin(ctx, p["attn_out"]), (dim,), *p["attn_norm"], eps)
             inter = lin(x.to(low), p["inter"], gelu=True)
             x = F.layer_norm(x + lin(inter, p["out"]), (dim,), *p["out_norm"], eps)
+        if skip:
+            mask = mask.clone()
+            mask[:, :skip] = False
         m = mask[:, :, None]
         pooling = self.spec.pooling
-        if pooling == "pooling_mode_cls_token":
-            vecs = x[:, 0]
-        elif pooling == "pooling_mode_max_tokens":
+        if pooling == "cls":
+            vecs = x[torch.arange(b, device=x.device), mask.int().argmax(1)]
+        elif pooling == "max":
             vecs = x.masked_fill(~m, -1e9).amax(1)
         else:
             vecs = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        for weight, dbias, act in self.dense:
+            vecs = F.linear(vecs.to(low), weight, dbias).float()
+            if act == "tanh":
+                vecs = torch.tanh(vecs)
+            elif act == "relu":
+                vecs = F.relu(vecs)
+            elif act == "gelu":
+                vecs = F.gelu(vecs)
+            elif act == "sigmoid":
+                vecs = torch.sigmoid(vecs)
         return F.normalize(vecs, dim=-1)
 
-    def submit(self, texts: Sequence[str], batches: Any) -> Callable[[], np.ndarray]:
-        """Start embedding ``texts``; the returned function gives one
-        normalized row per text. ``batches(lengths)`` groups row indices.
+    def submit(
+        self, texts: Sequence[str], batches: Any, prompt: str = ""
+    ) -> Callable[[], np.ndarray]:
+        """Start embedding ``texts`` (``prompt`` in front of each); the
+        returned function gives one normalized row per text.
+        ``batches(lengths)`` groups row indices.
 
         On a GPU nothing here waits for the device: each batch is padded in
         pinned memory and copied asynchronously while earlier batches
@@ -195,10 +229,13 @@ class TorchBert:
         import torch
 
         spec = self.spec
-        encs = spec.tokenizer.encode_batch([spec._prep(t) for t in texts])
+        encs = spec.tokenizer.encode_batch([prompt + t for t in texts] if prompt else list(texts))
+        skip = (
+            prompt_length(spec.tokenizer, prompt) if prompt and not spec.spec.include_prompt else 0
+        )
         lengths = [len(e.ids) for e in encs]
         gpu = self.device != "cpu"
-        out = torch.zeros((len(texts), self.word.shape[1]), device=self.device)
+        out = torch.zeros((len(texts), spec.out_dim), device=self.device)
         with torch.inference_mode():
             for rows in batches(lengths):
                 n = max(lengths[i] for i in rows)
@@ -215,7 +252,7 @@ class TorchBert:
                 t = t.to(self.device, non_blocking=gpu)
                 mask = torch.arange(n, device=self.device)[None, :] < t[:, n, None]
                 padded = min(lengths[i] for i in rows) < n
-                out.index_copy_(0, t[:, n + 1], self.forward(t[:, :n], mask, padded))
+                out.index_copy_(0, t[:, n + 1], self.forward(t[:, :n], mask, padded, skip))
         if self.device != "cuda":
             vecs = out.cpu().numpy()
             return lambda: vecs
@@ -230,6 +267,6 @@ class TorchBert:
 
         return result
 
-    def encode(self, texts: Sequence[str], batches: Any) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batches: Any, prompt: str = "") -> np.ndarray:
         """``submit`` and wait."""
-        return self.submit(texts, batches)()
+        return self.submit(texts, batches, prompt)()
