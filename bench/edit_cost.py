@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from _fakes import RandomEmbedder, write_corpus
 from _results import report, table
 
 from msearch import store
@@ -43,27 +44,6 @@ CHUNKING = ChunkSettings(max_tokens=16, overlap_tokens=0)
 QUERIES = ["river stone w17 w4242", "moon garden w99", "w1234 w777 coffee", "tomato star w5"]
 
 
-class FastFake:
-    """Random unit vectors; counts what it embeds and how long it takes."""
-
-    def __init__(self) -> None:
-        from msearch.chunk import WhitespaceCounter
-
-        self.record = ModelRecord("fake", "fake", 384, 16, True, "fake")
-        self.counter = WhitespaceCounter()
-        self.rng = np.random.default_rng(0)
-        self.embedded = 0
-        self.seconds = 0.0
-
-    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        t = time.perf_counter()
-        v = self.rng.standard_normal((len(texts), 384)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        self.embedded += len(texts)
-        self.seconds += time.perf_counter() - t
-        return v
-
-
 def line(f: int, i: int, version: int) -> str:
     h = hashlib.blake2b(f"{f}:{i}:{version}".encode(), digest_size=24).digest()
     return " ".join(f"w{int.from_bytes(h[2 * j : 2 * j + 2], 'little') % 20000}" for j in range(12))
@@ -74,17 +54,7 @@ def file_text(f: int, version: int = 0) -> str:
 
 
 def make_corpus(passages: int) -> Path:
-    root = BENCH / ".work" / f"edit-{passages}"
-    files = passages // LINES_PER_FILE
-    marker = root.with_suffix(".ok")
-    if not marker.exists():
-        shutil.rmtree(root, ignore_errors=True)
-        for f in range(files):
-            d = root / f"d{f // 1000:03d}"
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"f{f:06d}.txt").write_text(file_text(f))
-        marker.write_text("")
-    return root
+    return write_corpus(BENCH / ".work" / f"edit-{passages}", passages // LINES_PER_FILE, file_text)
 
 
 def written() -> int:
@@ -111,7 +81,7 @@ def update(root: Path, index_dir: Path, compact: bool = False) -> dict[str, floa
         return real(path, *a, **k)
 
     msearch.indexer.read_bytes = spy  # type: ignore[assignment]
-    emb = FastFake()
+    emb = RandomEmbedder()
     w0 = written()
     t = time.perf_counter()
     try:
@@ -137,7 +107,7 @@ def warm_query_ms(index_dirs: Sequence[Path], rounds: int = 400) -> list[float]:
     searchers = []
     for index_dir in index_dirs:
         idx = store.load_index(index_dir)
-        s = Searcher(idx, FastFake().encode, open_lexical(idx), "hybrid")
+        s = Searcher(idx, RandomEmbedder().encode, open_lexical(idx), "hybrid")
         for q in QUERIES:
             s.query(q)
         searchers.append(s)
@@ -249,7 +219,7 @@ def append_rows() -> list[tuple[str, str, str]]:
     docs = sorted((BENCH.parent / "sample_corpus").rglob("*.md"))
     text = "\n\n".join(p.read_text() for p in docs) * 2
     (root / "long.md").write_text(text)
-    emb = FastFake()
+    emb = RandomEmbedder()
     emb.counter = token_counter(bundled_model_path())  # type: ignore[assignment]
     emb.record = ModelRecord("fake", "fake", 384, 256, True, "fake")
     index_dir = root / ".msearch"

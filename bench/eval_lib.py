@@ -241,6 +241,8 @@ class CachedEmbedder:
         self.record = model.record
         self.counter = model.counter
         self.document_prompt_tokens = model.document_prompt_tokens
+        self.query_cache_name = model.query_cache_name
+        self.write_query_cache = model.write_query_cache
         self.big = model.passage_encoder()
         self.lowercase = False  # the tokenizer lowercases where the model says so
         self.tok = load_tokenizer(model.spec)

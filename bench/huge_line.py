@@ -48,6 +48,9 @@ class Fake:
         self.record = ModelRecord("fake", "fake", 384, 256, True, "fake")
         self.counter = token_counter(bundled_model_path())
         self.rng = np.random.default_rng(0)
+        self.document_prompt_tokens = 0
+    def query_cache_name(self):
+        return None
     def encode(self, texts, batch_size=32):
         v = self.rng.standard_normal((len(texts), 384)).astype(np.float32)
         return v / np.linalg.norm(v, axis=1, keepdims=True)

@@ -46,7 +46,9 @@ class Timed:
         self.inner = inner
         self.record = inner.record
         self.counter = inner.counter
-        self.document_prompt_tokens = getattr(inner, "document_prompt_tokens", 0)
+        self.document_prompt_tokens = inner.document_prompt_tokens
+        self.query_cache_name = inner.query_cache_name
+        self.write_query_cache = inner.write_query_cache
         self.seconds = 0.0
 
     def submit(self, texts: Sequence[str], batch_size: int = 32) -> Callable[[], np.ndarray]:
@@ -81,6 +83,8 @@ class TokenizeOnly:
         self.record = model.record
         self.counter = model.counter
         self.document_prompt_tokens = model.document_prompt_tokens
+        self.query_cache_name = model.query_cache_name
+        self.write_query_cache = model.write_query_cache
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         self.spec.tokenizer.encode_batch(list(texts))

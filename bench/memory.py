@@ -14,14 +14,12 @@ import argparse
 import resource
 import shutil
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+from _fakes import RandomEmbedder, write_corpus
 from _results import report, table
 
-from msearch.chunk import ChunkSettings, WhitespaceCounter
-from msearch.encoders import ModelRecord
+from msearch.chunk import ChunkSettings
 from msearch.indexer import build_index
 
 BENCH = Path(__file__).resolve().parent
@@ -42,19 +40,6 @@ WORDS = [
 ]
 
 
-class FastFake:
-    """Random unit vectors: the cheapest possible embedder, for memory only."""
-
-    def __init__(self) -> None:
-        self.record = ModelRecord("fake", "fake", 384, 16, True, "fake")
-        self.counter = WhitespaceCounter()
-        self.rng = np.random.default_rng(0)
-
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        v = self.rng.standard_normal((len(texts), 384)).astype(np.float32)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
 def rss_mb() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -68,21 +53,18 @@ def main() -> None:
     ap.add_argument("--passages", type=int, default=1_000_000)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    root = BENCH / ".work" / f"memory-{args.passages}"
-    files = args.passages // LINES_PER_FILE
-    marker = root.with_suffix(".ok")
-    if not marker.exists():
-        shutil.rmtree(root, ignore_errors=True)
-        for f in range(files):
-            d = root / f"d{f // 1000:03d}"
-            d.mkdir(parents=True, exist_ok=True)
-            # 12-word lines, one passage each at --chunk-tokens 16 without overlap
-            lines = (
-                " ".join(WORDS[(f + i + j) % len(WORDS)] for j in range(12))
-                for i in range(LINES_PER_FILE)
-            )
-            (d / f"f{f:06d}.txt").write_text("\n".join(lines) + "\n")
-        marker.write_text("")
+
+    def text_of(f: int) -> str:
+        # 12-word lines, one passage each at --chunk-tokens 16 without overlap
+        lines = (
+            " ".join(WORDS[(f + i + j) % len(WORDS)] for j in range(12))
+            for i in range(LINES_PER_FILE)
+        )
+        return "\n".join(lines) + "\n"
+
+    root = write_corpus(
+        BENCH / ".work" / f"memory-{args.passages}", args.passages // LINES_PER_FILE, text_of
+    )
     index_dir = BENCH / ".work" / f"memory-index-{args.passages}"
     shutil.rmtree(index_dir, ignore_errors=True)
     base = rss_mb()
@@ -90,7 +72,7 @@ def main() -> None:
     stats = build_index(
         root,
         index_dir,
-        FastFake(),
+        RandomEmbedder(),
         chunking=ChunkSettings(max_tokens=16, overlap_tokens=0),
     )
     dt = time.perf_counter() - t

@@ -27,7 +27,7 @@ from _results import report, table
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "tests"))
 
-from tiny_models import build  # noqa: E402
+from tiny_models import build, set_pooling  # noqa: E402
 
 from msearch.encoders import Model, bundled_model_path  # noqa: E402
 
@@ -46,12 +46,7 @@ def bundled_variant(name: str, pooling: str | None = None, prompts: dict | None 
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(bundled_model_path(), folder)
     if pooling:
-        cfg_path = folder / "1_Pooling" / "config.json"
-        cfg = json.loads(cfg_path.read_text())
-        for key in list(cfg):
-            if key.startswith("pooling_mode"):
-                cfg[key] = key == pooling
-        cfg_path.write_text(json.dumps(cfg))
+        set_pooling(folder, pooling)
     if prompts:
         path = folder / "config_sentence_transformers.json"
         cfg = json.loads(path.read_text())
@@ -104,8 +99,16 @@ def main() -> None:
     models: list[tuple[str, str, Path]] = [
         ("BERT (all-MiniLM-L6-v2)", "mean", bundled_model_path()),
         ("BERT (all-MiniLM-L6-v2)", "cls", bundled_variant("minilm-cls", "pooling_mode_cls_token")),
-        ("BERT (all-MiniLM-L6-v2)", "max", bundled_variant("minilm-max", "pooling_mode_max_tokens")),
-        ("BERT (all-MiniLM-L6-v2)", "mean, prompts", bundled_variant("minilm-prompts", prompts=prompts)),
+        (
+            "BERT (all-MiniLM-L6-v2)",
+            "max",
+            bundled_variant("minilm-max", "pooling_mode_max_tokens"),
+        ),
+        (
+            "BERT (all-MiniLM-L6-v2)",
+            "mean, prompts",
+            bundled_variant("minilm-prompts", prompts=prompts),
+        ),
         ("BERT (all-MiniLM-L6-v2)", "mean, Dense 384→256", bundled_with_dense()),
     ]
     for family, label in (("bert", "BERT, random"), ("xlm-roberta", "XLM-RoBERTa, random")):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -254,6 +255,7 @@ def build_index(
             segments = _kill_rows(old, segments, dead)
         files = [item.record for item in plan]
         segments, files = _drop_empty(segments, files)
+        vocab_cache = _vocab_cache(index_dir, embedder, old)
         meta = store.Meta(
             root=store.root_record(index_dir, root),
             model=model_json,
@@ -265,6 +267,7 @@ def build_index(
             lexical=LexicalParams.default().to_json(),
             created=old.meta.created if old is not None else time.time(),
             extra={"skipped": sorted(s.rel for s in stats.skipped)},
+            vocab_cache=vocab_cache,
         )
         store.commit(index_dir, meta)
         meta = _merge_as_needed(index_dir, compact, say)
@@ -273,6 +276,34 @@ def build_index(
         stats.segments = len(meta.segments)
         stats.seconds = time.perf_counter() - t0
         return stats
+
+
+def _vocab_cache(index_dir: Path, embedder: Embedder, old: store.Index | None) -> str:
+    """The index's cache of the model's vocabulary for cold queries (see
+    msearch.encoders.vocab_cache): the previous index's if it is this
+    model's and intact, else written now; "" for a model that needs none."""
+    from msearch.encoders.vocab_cache import cache_key
+
+    # The same model had one: keep it (asking the model would read its
+    # whole tokenizer.json, on every run).
+    if old is not None and old.meta.vocab_cache.startswith(
+        f"{cache_key(embedder.record.fingerprint)}-"
+    ):
+        try:
+            with store.open_folder(index_dir, old.meta.vocab_cache) as kept:
+                if kept.intact():
+                    return old.meta.vocab_cache
+        except (OSError, IndexCorrupt):
+            pass  # gone or damaged: write a new one; cleanup removes the old
+    key = embedder.query_cache_name()
+    if not key:
+        return ""
+    name = f"{key}-{uuid.uuid4().hex[:8]}"
+    folder = store.new_owned_dir(index_dir, name)
+    with store.writing(folder):
+        embedder.write_query_cache(folder)
+        store.seal(folder)
+    return name
 
 
 def _open_previous(

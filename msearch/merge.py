@@ -122,6 +122,7 @@ def merge(
         lexical=meta.lexical,
         created=meta.created,
         extra=meta.extra,
+        vocab_cache=meta.vocab_cache,
     )
 
 

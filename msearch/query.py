@@ -312,7 +312,8 @@ def query_encoder(
 
     say = notice or (lambda _m: None)
     record = ModelRecord.from_json(index.meta.model)
-    model = load_recorded(record, device, trust_remote_code, notice=say)
+    cache = index.dir / index.meta.vocab_cache if index.meta.vocab_cache else None
+    model = load_recorded(record, device, trust_remote_code, notice=say, vocab_cache=cache)
     limit = record.max_seq_length
 
     def encode(texts: Sequence[str]) -> np.ndarray:

@@ -76,7 +76,8 @@ INDEX_DIR_NAME = ".msearch"
 PARENT_ROOT = ".."
 # Names msearch gives the folders it creates; nothing else is ever deleted.
 # ("data-" folders were the generations of schema 1.)
-FOLDER_RE = re.compile(r"(?:seg|data)-[0-9a-f]{12}\Z")
+FOLDER_RE = re.compile(r"(?:(?:seg|data)-[0-9a-f]{12}|vocab-[0-9a-f]{16}-[0-9a-f]{8})\Z")
+VOCAB_RE = re.compile(r"vocab-[0-9a-f]{16}-[0-9a-f]{8}\Z")
 SEGMENT_RE = re.compile(r"seg-[0-9a-f]{12}\Z")
 TMP_RE = re.compile(r"\.(meta\.json|msearch-index\.json)\.[0-9a-f]{8}\.tmp\Z")
 # Upper bounds for files read whole: a damaged or hostile index cannot make
@@ -123,6 +124,8 @@ class Meta:
     updated: float = field(default_factory=time.time)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # The model's vocabulary, cached for cold queries (msearch.encoders.vocab_cache).
+    vocab_cache: str = ""
 
     @property
     def count(self) -> int:
@@ -146,6 +149,7 @@ class Meta:
             "dtype": "float32",
             "normalized": True,
             "segments": [s.to_json() for s in self.segments],
+            "vocab_cache": self.vocab_cache,
             "files": {
                 "path": [f.path for f in self.files],
                 "size": [f.size for f in self.files],
@@ -205,6 +209,11 @@ class Meta:
             root = data["root"]
             if not isinstance(root, str):
                 raise ValueError("root is not a string")
+            vocab_cache = data.get("vocab_cache", "")
+            if not isinstance(vocab_cache, str) or (
+                vocab_cache and not VOCAB_RE.match(vocab_cache)
+            ):
+                raise ValueError(f"vocabulary cache {vocab_cache!r} is not one msearch makes")
             return cls(
                 root=root,
                 model=_dict(data["model"], "model"),
@@ -218,6 +227,7 @@ class Meta:
                 updated=float(data.get("updated", 0.0)),
                 schema_version=version,
                 extra=_dict(data.get("extra", {}), "extra"),
+                vocab_cache=vocab_cache,
             )
         except IndexCorrupt:
             raise
@@ -523,6 +533,25 @@ class DataFolder:
             return False
         return True
 
+    def intact(self) -> bool:
+        """Whether the folder holds exactly what ``seal`` recorded, each
+        file with its CRC-32 (for a folder whose damage must not go
+        unnoticed but costs nothing to ignore: a cache)."""
+        try:
+            recorded = self.read_json(SEAL_NAME)
+            if not isinstance(recorded, dict) or not recorded:
+                return False
+            for name, expected in recorded.items():
+                if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+                    return False
+                fh, _ = self._open(name)
+                with fh:
+                    if checksum(fh) != expected:
+                        return False
+        except (OSError, IndexCorrupt):
+            return False
+        return True
+
     def read_json(self, name: str) -> Any:
         fh, _ = self._open(name, SMALL_JSON_MAX_BYTES)
         with fh:
@@ -736,6 +765,25 @@ def checksum(fh: IO[bytes]) -> int:
     return crc
 
 
+SEAL_NAME = "checksums.json"
+
+
+def seal(folder: Path) -> None:
+    """Make a folder msearch has just written durable, and record the CRC-32
+    of each of its files in ``checksums.json``, written last (see
+    ``DataFolder.intact``)."""
+    sums = {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        with open(entry.path, "rb") as fh:
+            sums[entry.name] = checksum(fh)
+            os.fsync(fh.fileno())
+    with open(Path(folder) / SEAL_NAME, "xb") as fh:
+        fh.write(json.dumps(sums, sort_keys=True).encode("ascii"))
+        fh.flush()
+        os.fsync(fh.fileno())
+    fsync_dir(Path(folder))
+
+
 def verify_checksums(index_dir: Path, meta: Meta, names: set[str] | None = None) -> None:
     """Read every file of the segments (those in ``names``, or all) and compare
     its CRC-32 with the one recorded when it was written."""
@@ -871,7 +919,7 @@ def _legacy_index(index_dir: Path) -> list[str] | None:
         return None
     if not {"schema_version", "root", "model", "files"} <= set(data):
         return None
-    names = [data.get("data")] + [
+    names = [data.get("data"), data.get("vocab_cache")] + [
         s.get("name") for s in data.get("segments", []) if isinstance(s, dict)
     ]
     return [n for n in names if isinstance(n, str) and FOLDER_RE.match(n)]
@@ -955,20 +1003,25 @@ def prepare_commit_point(index_dir: Path, notice: Callable[[str], None]) -> None
 # ---------------------------------------------------------------- writing
 
 
-def new_segment_dir(index_dir: Path) -> Path:
-    """Create a fresh segment folder, recorded in the marker before it exists
-    (so a crash leaves nothing that cleanup cannot prove is msearch's).
-    Only the lock holder calls this."""
+def new_owned_dir(index_dir: Path, name: str) -> Path:
+    """Create a folder of msearch's (a segment, a vocabulary cache), recorded
+    in the marker before it exists. Only the lock holder calls this."""
+    if not FOLDER_RE.match(name):
+        raise ValueError(f"{name!r} is not a folder name msearch makes")
     index_dir = Path(index_dir)
     with _writing(index_dir):
         marker = read_marker(index_dir)
         if marker is None:
             raise IndexRefused(f"{index_dir} is not marked as an msearch index")
-        name = f"seg-{uuid.uuid4().hex[:12]}"
         _write_marker(index_dir, Marker([*marker.generations, name]))
         path = index_dir / name
         os.mkdir(path)
         return path
+
+
+def new_segment_dir(index_dir: Path) -> Path:
+    """A fresh segment folder (see new_owned_dir)."""
+    return new_owned_dir(index_dir, f"seg-{uuid.uuid4().hex[:12]}")
 
 
 @contextlib.contextmanager
@@ -997,7 +1050,7 @@ def commit(index_dir: Path, meta: Meta) -> None:
                 os.unlink(tmp)
             raise
         fsync_dir(index_dir)
-    cleanup(index_dir, keep={s.name for s in meta.segments})
+    cleanup(index_dir, keep={s.name for s in meta.segments} | {meta.vocab_cache} - {""})
 
 
 def cleanup(index_dir: Path, keep: set[str]) -> None:
@@ -1050,7 +1103,7 @@ def current_segments(index_dir: Path) -> set[str]:
         data = _read_meta_json(index_dir)
     except (IndexNotFound, IndexCorrupt):
         return set()
-    names = [data.get("data")] + [
+    names = [data.get("data"), data.get("vocab_cache")] + [
         s.get("name") for s in data.get("segments", []) if isinstance(s, dict)
     ]
     return {n for n in names if isinstance(n, str) and FOLDER_RE.match(n)}

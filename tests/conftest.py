@@ -37,6 +37,12 @@ class FakeEmbedder:
         self.calls = 0
         self.embedded = 0
 
+    def query_cache_name(self) -> str | None:
+        return None
+
+    def write_query_cache(self, folder: Path) -> None:
+        raise AssertionError("the fake model caches nothing")
+
     def with_precision(self, precision: str) -> FakeEmbedder:
         self.precision = precision
         self.record = dataclasses.replace(self.record, precision=precision)

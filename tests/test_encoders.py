@@ -245,3 +245,260 @@ def test_trust_remote_code_is_opt_in_and_recorded(
     assert r.code == 0 and b"moon" in r.stdout
     r = cli("query", "moon", "--index", index, "--json", env={"MSEARCH_TRUST_REMOTE_CODE": "1"})
     assert r.code == 0
+
+
+VOCAB_TEXTS = [
+    *TEXTS,
+    "",
+    " ",
+    "two  spaces",
+    "<mask> and </s>",
+    "[MASK] [sep] [CLS]x",
+    "🌙 ÜNÏ 日本語 ﬁ ½",
+    "unbelievably antidisestablishmentarianism ##ing",
+    "café naïve résumé",
+    "x" * 150,  # longer than WordPiece's max_input_chars_per_word
+    "x" * 5000,  # past MAX_TEXT_CHARS: the full tokenizer
+]
+
+
+def _random_texts(seed: int, n: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    alphabet = "abcdefghijklmnopqrstuvwxyz ABCXYZ éü日本語#-'.,!?0123456789 \t"
+    texts = []
+    for _ in range(n):
+        if rng.random() < 0.5:
+            texts.append("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))))
+        else:
+            texts.append("".join(chr(rng.randint(0x20, 0x2FFF)) for _ in range(rng.randint(1, 30))))
+    return texts
+
+
+def _xlmr_large_vocab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """An XLM-R with a Unigram vocabulary just large enough to be cached."""
+    from msearch.encoders.vocab_cache import CACHE_FROM
+
+    vocab_size = CACHE_FROM + 5000
+    folder = tiny(
+        tmp_path_factory,
+        "xlmr-large-vocab",
+        family="xlm-roberta",
+        pooling="mean",
+        prompts={"query": "query: ", "document": "passage: "},
+        vocab_size=vocab_size,
+    )
+    return folder, vocab_size
+
+
+def _index_with(tmp_path: Path, folder: Path) -> Path:
+    from clihelp import cli
+    from msearch import store
+
+    root = tmp_path / "notes"
+    root.mkdir(exist_ok=True)
+    (root / "a.md").write_text("The moon has phases.\n\nBread rises when it is kneaded.\n")
+    assert cli("index", str(root), "--full", "--model", str(folder), "-q").code == 0
+    meta = store.read_meta(root / ".msearch")
+    assert store.VOCAB_RE.match(meta.vocab_cache), meta.vocab_cache
+    return root / ".msearch" / meta.vocab_cache
+
+
+def _assert_same_tokens(cache: Path, tokenizer_json: Path, vocab_size: int) -> None:
+    from tokenizers import Tokenizer
+
+    from msearch.encoders.vocab_cache import CachedVocab
+    from msearch.store import DataFolder
+
+    full = Tokenizer.from_file(str(tokenizer_json))
+    full.no_truncation()
+    full.no_padding()
+    with DataFolder(cache) as opened:
+        assert opened.intact()
+        fast = CachedVocab(opened, tokenizer_json, vocab_size)
+    texts = VOCAB_TEXTS + _random_texts(3, 300)
+    for i in range(0, len(texts), 8):  # batches small enough for the cache itself
+        batch = texts[i : i + 8]
+        for text, got, want in zip(
+            batch, fast.encode_batch(batch), full.encode_batch(batch), strict=True
+        ):
+            assert got.ids == want.ids, text
+            assert got.special_tokens_mask == want.special_tokens_mask, text
+    assert fast._full is not None  # the long text and the added tokens went through it
+
+
+def test_a_large_unigram_vocabulary_is_cached_for_cold_queries(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """An XLM-R (Unigram) tokenizer of more than CACHE_FROM pieces: the index
+    keeps its vocabulary as arrays, and queries tokenize over just the pieces
+    they contain, with exactly the full tokenizer's ids."""
+    from clihelp import cli
+    from msearch import store
+    from msearch.encoders import Model, bundled_model_path
+    from msearch.encoders.vocab_cache import CachedVocab
+
+    folder, vocab_size = _xlmr_large_vocab(tmp_path_factory)
+    cache = _index_with(tmp_path, folder)
+    _assert_same_tokens(cache, folder / "tokenizer.json", vocab_size)
+
+    # Queries on the index go through the cache, with sentence-transformers' vectors.
+    model = Model("tiny", "path", folder, "cpu", vocab_cache=cache)
+    assert isinstance(model._numpy_encoder().tokenizer, CachedVocab)
+    assert worst(model.encode_queries(TEXTS), st_vectors(folder, TEXTS, "query")) >= 0.99999
+    root = tmp_path / "notes"
+    r = cli("query", "moon phases", "--index", str(root / ".msearch"), "--json", "-k", "1")
+    assert r.code == 0 and b"moon" in r.stdout
+    # A re-index keeps the cache; a full rebuild with another model replaces it.
+    assert cli("index", str(root), "-q").code == 0
+    assert store.read_meta(root / ".msearch").vocab_cache == cache.name and cache.is_dir()
+    model_dir = str(bundled_model_path())
+    assert cli("index", str(root), "--full", "--model", model_dir, "-q").code == 0
+    assert store.read_meta(root / ".msearch").vocab_cache != cache.name and not cache.exists()
+
+
+def test_a_wordpiece_vocabulary_is_cached_for_cold_queries(tmp_path: Path) -> None:
+    """BERT's WordPiece (the bundled model: 30,522 entries, 17 ms to load):
+    the same tokens as the full tokenizer, and queries use the cache."""
+    from msearch.encoders import Model, bundled_model_path
+    from msearch.encoders.vocab_cache import CachedVocab
+
+    folder = bundled_model_path()
+    cache = _index_with(tmp_path, folder)
+    _assert_same_tokens(cache, folder / "tokenizer.json", 30522)
+    model = Model("bundled", "path", folder, "cpu", vocab_cache=cache)
+    assert isinstance(model._numpy_encoder().tokenizer, CachedVocab)
+    reference = Model("bundled", "path", folder, "cpu").encode_queries(TEXTS)
+    assert worst(model.encode_queries(TEXTS), reference) >= 0.99999
+
+
+@pytest.mark.parametrize("damage", ["ids", "offsets", "special", "pieces", "renamed", "unsealed"])
+def test_a_damaged_vocabulary_cache_falls_back_to_the_full_tokenizer(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, damage: str
+) -> None:
+    """The cache sits in the index folder, which can come from anywhere:
+    damage (checksums), ids outside the model's vocabulary, pieces that do
+    not fit, or a cache named for another model: the model's own tokenizer
+    is used (it is exact too), and the next index run writes a new cache."""
+    from clihelp import cli
+    from msearch import store
+    from msearch.encoders import Model
+    from msearch.encoders.vocab_cache import CachedVocab
+
+    folder, vocab_size = _xlmr_large_vocab(tmp_path_factory)
+    cache = _index_with(tmp_path, folder)
+    assert isinstance(
+        Model("tiny", "path", folder, "cpu", vocab_cache=cache)._numpy_encoder().tokenizer,
+        CachedVocab,
+    )
+    if damage == "ids":
+        ids = np.load(cache / "ids.npy")
+        ids[len(ids) // 2 :] += vocab_size
+        (cache / "ids.npy").unlink()
+        np.save(cache / "ids.npy", ids)
+    elif damage == "offsets":
+        offsets = np.load(cache / "offsets.npy")
+        offsets[-1] += 3
+        (cache / "offsets.npy").unlink()
+        np.save(cache / "offsets.npy", offsets)
+    elif damage == "special":
+        skeleton = json.loads((cache / "skeleton.json").read_text())
+        skeleton["added_tokens"][0]["id"] = 10**9
+        (cache / "skeleton.json").write_text(json.dumps(skeleton))
+    elif damage == "pieces":  # one flipped byte: a wrong piece, caught by its checksum
+        data = bytearray((cache / "pieces.npy").read_bytes())
+        data[-1000] ^= 0x01
+        (cache / "pieces.npy").write_bytes(bytes(data))
+    elif damage == "renamed":
+        cache = cache.rename(cache.with_name("vocab-0123456789abcdef-01234567"))
+    if damage not in ("pieces", "renamed", "unsealed"):
+        # Crafted with matching checksums: the checks of the arrays catch it.
+        (cache / "checksums.json").unlink()
+        _reseal(cache)
+    if damage == "unsealed":
+        (cache / "checksums.json").unlink()
+    model = Model("tiny", "path", folder, "cpu", vocab_cache=cache)
+    assert not isinstance(model._numpy_encoder().tokenizer, CachedVocab)
+    assert worst(model.encode_queries(TEXTS), st_vectors(folder, TEXTS, "query")) >= 0.99999
+    if damage != "renamed":
+        # Damage is noticed by the next run; a crafted cache, by a full one.
+        crafted = damage not in ("pieces", "unsealed")
+        root = tmp_path / "notes"
+        assert cli("index", str(root), *(["--full"] if crafted else []), "-q").code == 0
+        fresh = store.read_meta(root / ".msearch").vocab_cache
+        assert fresh != cache.name and not cache.exists()
+        model = Model("tiny", "path", folder, "cpu", vocab_cache=root / ".msearch" / fresh)
+        assert isinstance(model._numpy_encoder().tokenizer, CachedVocab)
+
+
+def _reseal(folder: Path) -> None:
+    """checksums.json again, as a crafted index would carry it."""
+    import zlib
+
+    sums = {p.name: zlib.crc32(p.read_bytes()) for p in sorted(folder.iterdir()) if p.is_file()}
+    (folder / "checksums.json").write_text(json.dumps(sums))
+
+
+def test_the_unigram_cache_keeps_the_unknown_penalty(tmp_path: Path) -> None:
+    """Unigram scores an unknown character at the vocabulary's lowest score
+    minus 10. Over only the pieces of a text that minimum would rise and an
+    unknown path could win: "abcd" is ab+c+d (-75) here, not
+    <unk>+bcd (-111); without the whole vocabulary's minimum it would be
+    <unk>+bcd (-36)."""
+    from tokenizers import Tokenizer
+
+    from msearch.encoders.vocab_cache import CachedVocab, write_cache
+    from msearch.store import DataFolder
+
+    vocab = [["<unk>", 0.0], ["ab", -25.0], ["c", -25.0], ["d", -25.0], ["bcd", -1.0]]
+    vocab += [["zz", -100.0]]
+    spec = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [],
+        "normalizer": None,
+        "pre_tokenizer": None,
+        "post_processor": None,
+        "decoder": None,
+        "model": {"type": "Unigram", "unk_id": 0, "vocab": vocab, "byte_fallback": False},
+    }
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(spec))
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    write_cache(path, folder)
+    full = Tokenizer.from_file(str(path))
+    assert full.encode("abcd").tokens == ["ab", "c", "d"]
+    with DataFolder(folder) as opened:
+        cached = CachedVocab(opened, path, len(vocab))
+    for text in ["abcd", "abcdab", "xabcd", "bcd", "zzabcd"]:
+        assert cached.encode(text).ids == full.encode(text).ids, text
+
+
+def test_any_damage_to_a_vocabulary_cache_leaves_queries_exact(tmp_path: Path) -> None:
+    """Each file of the bundled model's cache truncated, bit-flipped or
+    emptied: queries give the same vectors as without a cache."""
+    import random
+
+    from msearch.encoders import Model, bundled_model_path
+
+    folder = bundled_model_path()
+    cache = _index_with(tmp_path, folder)
+    reference = Model("bundled", "path", folder, "cpu").encode_queries(TEXTS)
+    rng = random.Random(11)
+    pristine = {p.name: p.read_bytes() for p in cache.iterdir()}
+    for name, data in pristine.items():
+        damaged = [b"", data[: len(data) // 2]]
+        for _ in range(3):
+            flipped = bytearray(data)
+            flipped[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            damaged.append(bytes(flipped))
+        for bad in damaged:
+            (cache / name).unlink()
+            (cache / name).write_bytes(bad)
+            model = Model("bundled", "path", folder, "cpu", vocab_cache=cache)
+            assert worst(model.encode_queries(TEXTS), reference) >= 0.99999, name
+        (cache / name).unlink()
+        (cache / name).write_bytes(data)

@@ -176,7 +176,11 @@ def test_token_batched_encode_equals_sentence_transformers() -> None:
         for i, p in enumerate(sorted(SAMPLE.rglob("*.md")) + sorted(SAMPLE.rglob("*.txt")))
     ]
     texts += ["", "one word", "ünïcode ✓ 日本語"]
-    ours = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu").passage_encoder().encode(texts)
+    ours = (
+        Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu")
+        .passage_encoder()
+        .encode(texts)
+    )
     st_model = SentenceTransformer(str(bundled_model_path()), device="cpu")
     ref = st_model.encode(texts, batch_size=32, normalize_embeddings=True)
     cos = (ours * ref).sum(axis=1)

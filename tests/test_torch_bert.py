@@ -8,12 +8,12 @@ sentence-transformers.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import set_pooling
 
 from conftest import SAMPLE
 from msearch.encoders import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path, token_counter
@@ -41,13 +41,7 @@ def _st_vectors(folder: Path, texts: list[str]) -> np.ndarray:
 def _copy_model(tmp_path: Path, pooling: str) -> Path:
     folder = tmp_path / f"minilm-{pooling}"
     shutil.copytree(bundled_model_path(), folder)
-    cfg_path = folder / "1_Pooling" / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    for key in list(cfg):
-        if key.startswith("pooling_mode"):
-            cfg[key] = key == pooling
-    cfg_path.write_text(json.dumps(cfg))
-    return folder
+    return set_pooling(folder, pooling)
 
 
 def _model(folder: Path | None = None, precision: str = "float32") -> Model:

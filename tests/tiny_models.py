@@ -24,10 +24,11 @@ def _texts() -> list[str]:
     return [p.read_text(encoding="utf-8") for p in sorted((REPO / "sample_corpus").rglob("*.md"))]
 
 
-def xlmr_tokenizer(folder: Path, vocab_size: int = 1200) -> int:
+def xlmr_tokenizer(folder: Path, vocab_size: int = 1200, pad_to: int | None = None) -> int:
     """A SentencePiece-style Unigram tokenizer with XLM-R's special tokens
     (<s>=0, <pad>=1, </s>=2, <unk>=3), saved into ``folder``; returns the
-    vocabulary size."""
+    vocabulary size. ``pad_to``: grow the vocabulary with rare random pieces
+    to that many (a real XLM-R tokenizer has 250,002), for timing."""
     from tokenizers import (
         Tokenizer,
         decoders,
@@ -50,6 +51,28 @@ def xlmr_tokenizer(folder: Path, vocab_size: int = 1200) -> int:
         show_progress=False,
     )
     tok.train_from_iterator(_texts(), trainer)
+    if pad_to:
+        import random
+        import string
+
+        data = json.loads(tok.to_str())
+        vocab = data["model"]["vocab"]
+        mask = vocab.pop(next(i for i, (p, _) in enumerate(vocab) if p == "<mask>"))
+        seen = {p for p, _ in vocab}
+        floor = min(score for _, score in vocab)
+        rng = random.Random(0)
+        while len(vocab) < pad_to - 1:
+            piece = "▁" * (rng.random() < 0.5) + "".join(
+                rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 12))
+            )
+            if piece not in seen:
+                seen.add(piece)
+                vocab.append([piece, floor - 1 - rng.random() * 10])
+        vocab.append(mask)
+        for added in data["added_tokens"]:
+            if added["content"] == "<mask>":
+                added["id"] = len(vocab) - 1
+        tok = Tokenizer.from_str(json.dumps(data))
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
         pair="<s> $A </s> </s> $B </s>",
@@ -84,6 +107,7 @@ def build(
     layers: int = 2,
     max_seq_length: int = 128,
     vocab_size: int | None = None,
+    heads: int | None = None,
 ) -> Path:
     """A sentence-transformers model folder with random (seeded) weights."""
     import torch
@@ -101,7 +125,7 @@ def build(
     common: dict[str, Any] = dict(
         hidden_size=hidden,
         num_hidden_layers=layers,
-        num_attention_heads=max(hidden // 16, 2),
+        num_attention_heads=heads or max(hidden // 16, 2),
         intermediate_size=hidden * 4,
     )
     if family == "bert":
@@ -116,7 +140,7 @@ def build(
             BertConfig(vocab_size=30522, max_position_embeddings=512, **common)
         ).save_pretrained(hf)
     elif family == "xlm-roberta":
-        trained = xlmr_tokenizer(hf)
+        trained = xlmr_tokenizer(hf, pad_to=vocab_size)
         cfg = XLMRobertaConfig(
             vocab_size=vocab_size or trained,
             max_position_embeddings=max_seq_length + 2,
@@ -149,4 +173,17 @@ def build(
                 (folder / m["path"]).rename(folder / pooling_folder)
                 m["path"] = pooling_folder
         (folder / "modules.json").write_text(json.dumps(spec, indent=2))
+    return folder
+
+
+def set_pooling(folder: Path, pooling: str) -> Path:
+    """Switch a model folder's ``1_Pooling`` to one ``pooling_mode_*`` (in place)."""
+    import json
+
+    cfg_path = folder / "1_Pooling" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in list(cfg):
+        if key.startswith("pooling_mode"):
+            cfg[key] = key == pooling
+    cfg_path.write_text(json.dumps(cfg))
     return folder

@@ -61,6 +61,15 @@ class Embedder(Protocol):
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray: ...
 
+    def query_cache_name(self) -> str | None:
+        """A folder name for what queries of this model want cached in the
+        index (its vocabulary), or None for nothing."""
+        ...
+
+    def write_query_cache(self, folder: Path) -> None:
+        """Write that cache into ``folder`` (new, empty, the index's)."""
+        ...
+
 
 def embed_async(embedder: Embedder, texts: Sequence[str], batch_size: int | None = None) -> Pending:
     """Start embedding passages; call the result for the vectors.
@@ -93,9 +102,13 @@ class Model:
         precision: str = "float32",
         trust_remote_code: bool = False,
         notice: Notice = stderr,
+        vocab_cache: Path | None = None,
     ) -> None:
+        """``vocab_cache``: an index's cache of this model's vocabulary
+        (msearch.encoders.vocab_cache), for queries."""
         check_precision(precision)
         self.name = name
+        self.vocab_cache = vocab_cache
         self.source = source
         self.folder = folder
         self.device = device
@@ -190,10 +203,53 @@ class Model:
             from msearch.encoders.weights import Unsupported
 
             try:
-                self._numpy = NumpyEncoder(self.spec, self.precision)
+                self._numpy = NumpyEncoder(
+                    self.spec, self.precision, tokenizer=self._cached_vocab()
+                )
             except Unsupported:
                 self._numpy = False
         return self._numpy or None
+
+    def _cached_vocab(self) -> Any:
+        """The tokenizer over the index's vocabulary cache, where there is
+        an intact one for this model (see vocab_cache); None to load the
+        model's own."""
+        if self.vocab_cache is None or self.spec.do_lower_case:
+            return None
+        from msearch.encoders.vocab_cache import CachedVocab, cache_key
+
+        if not self.vocab_cache.name.startswith(f"{cache_key(self.record.fingerprint)}-"):
+            return None  # another model's (the index names it; it can come from anywhere)
+        from msearch.store import DataFolder
+
+        try:
+            with DataFolder(self.vocab_cache, parent=self.vocab_cache.parent) as folder:
+                if not folder.intact():
+                    return None
+                tok = CachedVocab(
+                    folder,
+                    self.spec.transformer_folder / "tokenizer.json",
+                    int(self.spec.config.get("vocab_size") or 0),
+                )
+        except Exception:  # damaged or crafted: the full tokenizer is exact too
+            return None
+        tok.enable_truncation(self.spec.max_seq_length)
+        return tok
+
+    def query_cache_name(self) -> str | None:
+        """The key of this model's vocabulary cache (vocab_cache.cache_key)
+        if its tokenizer is worth caching; None otherwise."""
+        from msearch.encoders.vocab_cache import cache_key, worth_caching
+
+        path = self.spec.transformer_folder / "tokenizer.json"
+        if self.spec.do_lower_case or not self.spec.fast or not worth_caching(path):
+            return None
+        return cache_key(self.record.fingerprint)
+
+    def write_query_cache(self, folder: Path) -> None:
+        from msearch.encoders.vocab_cache import write_cache
+
+        write_cache(self.spec.transformer_folder / "tokenizer.json", folder)
 
     def _sentence_transformers(self) -> Any:
         if self._st is None:
@@ -327,6 +383,7 @@ def load_recorded(
     device: str = "auto",
     trust_remote_code: bool = False,
     notice: Notice = stderr,
+    vocab_cache: Path | None = None,
 ) -> Model:
     """The exact model an index was built with, or an error: never a substitute.
 
@@ -342,7 +399,14 @@ def load_recorded(
     folder = fast_locate(record)
     if folder is not None:  # unchanged since indexing (same size and mtime): no rehash
         model = Model(
-            record.name, record.source, folder, device, record.precision, trust_remote_code, notice
+            record.name,
+            record.source,
+            folder,
+            device,
+            record.precision,
+            trust_remote_code,
+            notice,
+            vocab_cache,
         )
         model._adopt(record)
         return model
@@ -354,6 +418,7 @@ def load_recorded(
         record.precision,
         trust_remote_code,
         notice,
+        vocab_cache,
     )
     if model.record.fingerprint != record.fingerprint:
         raise ModelMismatch(
