@@ -282,7 +282,7 @@ def _vocab_cache(index_dir: Path, embedder: Embedder, old: store.Index | None) -
     """The index's cache of the model's vocabulary for cold queries (see
     msearch.encoders.vocab_cache): the previous index's if it is this
     model's and intact, else written now; "" for a model that needs none."""
-    from msearch.encoders.vocab_cache import cache_key
+    from msearch.encoders.vocab_cache import CACHE_FILES, cache_key
 
     # The same model had one: keep it (asking the model would read its
     # whole tokenizer.json, on every run).
@@ -291,7 +291,7 @@ def _vocab_cache(index_dir: Path, embedder: Embedder, old: store.Index | None) -
     ):
         try:
             with store.open_folder(index_dir, old.meta.vocab_cache) as kept:
-                if kept.intact():
+                if kept.intact(CACHE_FILES):
                     return old.meta.vocab_cache
         except (OSError, IndexCorrupt):
             pass  # gone or damaged: write a new one; cleanup removes the old
@@ -301,7 +301,10 @@ def _vocab_cache(index_dir: Path, embedder: Embedder, old: store.Index | None) -
     name = f"{key}-{uuid.uuid4().hex[:8]}"
     folder = store.new_owned_dir(index_dir, name)
     with store.writing(folder):
-        embedder.write_query_cache(folder)
+        try:
+            embedder.write_query_cache(folder)
+        except (ValueError, KeyError, IndexError, TypeError):
+            return ""  # a tokenizer.json the cache does not read: queries load it whole
         store.seal(folder)
     return name
 

@@ -38,7 +38,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -533,13 +533,13 @@ class DataFolder:
             return False
         return True
 
-    def intact(self) -> bool:
-        """Whether the folder holds exactly what ``seal`` recorded, each
-        file with its CRC-32 (for a folder whose damage must not go
+    def intact(self, names: Collection[str]) -> bool:
+        """Whether ``seal`` recorded exactly the files ``names`` here, and
+        each still has its CRC-32 (for a folder whose damage must not go
         unnoticed but costs nothing to ignore: a cache)."""
         try:
             recorded = self.read_json(SEAL_NAME)
-            if not isinstance(recorded, dict) or not recorded:
+            if not isinstance(recorded, dict) or set(recorded) != set(names):
                 return False
             for name, expected in recorded.items():
                 if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):

@@ -308,14 +308,14 @@ def _index_with(tmp_path: Path, folder: Path) -> Path:
 def _assert_same_tokens(cache: Path, tokenizer_json: Path, vocab_size: int) -> None:
     from tokenizers import Tokenizer
 
-    from msearch.encoders.vocab_cache import CachedVocab
+    from msearch.encoders.vocab_cache import CACHE_FILES, CachedVocab
     from msearch.store import DataFolder
 
     full = Tokenizer.from_file(str(tokenizer_json))
     full.no_truncation()
     full.no_padding()
     with DataFolder(cache) as opened:
-        assert opened.intact()
+        assert opened.intact(CACHE_FILES)
         fast = CachedVocab(opened, tokenizer_json, vocab_size)
     texts = VOCAB_TEXTS + _random_texts(3, 300)
     for i in range(0, len(texts), 8):  # batches small enough for the cache itself
@@ -440,20 +440,8 @@ def _reseal(folder: Path) -> None:
     (folder / "checksums.json").write_text(json.dumps(sums))
 
 
-def test_the_unigram_cache_keeps_the_unknown_penalty(tmp_path: Path) -> None:
-    """Unigram scores an unknown character at the vocabulary's lowest score
-    minus 10. Over only the pieces of a text that minimum would rise and an
-    unknown path could win: "abcd" is ab+c+d (-75) here, not
-    <unk>+bcd (-111); without the whole vocabulary's minimum it would be
-    <unk>+bcd (-36)."""
-    from tokenizers import Tokenizer
-
-    from msearch.encoders.vocab_cache import CachedVocab, write_cache
-    from msearch.store import DataFolder
-
-    vocab = [["<unk>", 0.0], ["ab", -25.0], ["c", -25.0], ["d", -25.0], ["bcd", -1.0]]
-    vocab += [["zz", -100.0]]
-    spec = {
+def _unigram_json(vocab: list[list[Any]], **parts: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
         "version": "1.0",
         "truncation": None,
         "padding": None,
@@ -464,17 +452,131 @@ def test_the_unigram_cache_keeps_the_unknown_penalty(tmp_path: Path) -> None:
         "decoder": None,
         "model": {"type": "Unigram", "unk_id": 0, "vocab": vocab, "byte_fallback": False},
     }
+    spec.update(parts)
+    return spec
+
+
+def _cached_and_full(tmp_path: Path, spec: dict[str, Any]) -> tuple[Any, Any]:
+    """The cache of a hand-made tokenizer.json, and that tokenizer."""
+    from tokenizers import Tokenizer
+
+    from msearch.encoders.vocab_cache import CachedVocab, write_cache
+    from msearch.store import DataFolder
+
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps(spec))
     folder = tmp_path / "cache"
     folder.mkdir()
     write_cache(path, folder)
-    full = Tokenizer.from_file(str(path))
-    assert full.encode("abcd").tokens == ["ab", "c", "d"]
     with DataFolder(folder) as opened:
-        cached = CachedVocab(opened, path, len(vocab))
+        cached = CachedVocab(opened, path, 1000)
+    return cached, Tokenizer.from_file(str(path))
+
+
+def test_the_unigram_cache_keeps_the_unknown_penalty(tmp_path: Path) -> None:
+    """Unigram scores an unknown character at the vocabulary's lowest score
+    minus 10. Over only the pieces of a text that minimum would rise and an
+    unknown path could win: "abcd" is ab+c+d (-75) here, not
+    <unk>+bcd (-111); without the whole vocabulary's minimum it would be
+    <unk>+bcd (-36)."""
+    vocab = [["<unk>", 0.0], ["ab", -25.0], ["c", -25.0], ["d", -25.0], ["bcd", -1.0]]
+    vocab += [["zz", -100.0]]
+    cached, full = _cached_and_full(tmp_path, _unigram_json(vocab))
+    assert full.encode("abcd").tokens == ["ab", "c", "d"]
     for text in ["abcd", "abcdab", "xabcd", "bcd", "zzabcd"]:
         assert cached.encode(text).ids == full.encode(text).ids, text
+
+
+def test_the_unigram_cache_keeps_the_unknown_pieces_score(tmp_path: Path) -> None:
+    """The unknown token's text is a piece like any other when it is not an
+    added token: with its own score (-20), "<unk>" is <+unk+> (-9)."""
+    vocab = [["<unk>", -20.0], ["<", -3.0], ["unk", -3.0], [">", -3.0], ["zz", -50.0]]
+    cached, full = _cached_and_full(tmp_path, _unigram_json(vocab))
+    assert full.encode("<unk>").tokens == ["<", "unk", ">"]
+    assert cached.encode("<unk>").ids == full.encode("<unk>").ids
+
+
+def test_the_cache_sees_added_tokens_the_normalizer_makes(tmp_path: Path) -> None:
+    """A normalized added token matches the normalized text: "ａｂ" (full
+    width) is "ab" after NFKC, so "abje" holds it, and what follows it
+    starts a new word (Metaspace puts "▁" before it)."""
+    vocab = [["<unk>", 0.0], ["▁", -2.0], ["a", -3.0], ["b", -3.0], ["j", -3.0], ["e", -0.5]]
+    vocab += [["▁j", -0.5], ["je", -1.5], ["▁a", -1.0], ["▁ab", -1.0], ["zz", -40.0]]
+    spec = _unigram_json(
+        vocab,
+        normalizer={"type": "NFKC"},
+        pre_tokenizer={
+            "type": "Metaspace",
+            "replacement": "▁",
+            "prepend_scheme": "always",
+            "split": True,
+        },
+        added_tokens=[
+            {
+                "id": 11,
+                "content": "ａｂ",
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": True,
+                "special": False,
+            }
+        ],
+    )
+    spec["model"]["vocab"].append(["ａｂ", 0.0])
+    cached, full = _cached_and_full(tmp_path, spec)
+    assert full.encode("abje").tokens == ["ab", "▁j", "e"]
+    for text in ["abje", "xx abje", "je", "ａｂje"]:
+        assert cached.encode(text).ids == full.encode(text).ids, text
+
+
+def test_a_crafted_pipeline_in_the_cache_cannot_crash_a_query(tmp_path: Path) -> None:
+    """An index can come from anywhere, its cache too (checksums and all): a
+    pre-tokenizer regex that makes tokenizers panic (a Rust panic is a
+    BaseException) leaves the query to the full tokenizer."""
+    from msearch.encoders import Model, bundled_model_path
+
+    folder = bundled_model_path()
+    cache = _index_with(tmp_path, folder)
+    skeleton = json.loads((cache / "skeleton.json").read_text())
+    skeleton["pre_tokenizer"] = {
+        "type": "Split",
+        "pattern": {"Regex": "(\\w+\\w+)+\\s"},
+        "behavior": "Isolated",
+        "invert": False,
+    }
+    (cache / "skeleton.json").unlink()
+    (cache / "skeleton.json").write_text(json.dumps(skeleton))
+    (cache / "checksums.json").unlink()
+    _reseal(cache)
+    model = Model("bundled", "path", folder, "cpu", vocab_cache=cache)
+    texts = [*TEXTS, "a" * 40 + "!", "supercalifragilisticexpialidocious" * 2]
+    reference = Model("bundled", "path", folder, "cpu").encode_queries(texts)
+    assert worst(model.encode_queries(texts), reference) >= 0.99999
+
+
+def test_the_cache_gives_way_to_the_full_tokenizer_past_its_budget(tmp_path: Path) -> None:
+    """Lookups cost about 30 µs each: a batch that would need more than the
+    full tokenizer's load is tokenized by the full tokenizer."""
+    from tokenizers import Tokenizer
+
+    from msearch.encoders import bundled_model_path
+    from msearch.encoders.vocab_cache import CachedVocab
+    from msearch.store import DataFolder
+
+    folder = bundled_model_path()
+    cache = _index_with(tmp_path, folder)
+    with DataFolder(cache) as opened:
+        cached = CachedVocab(opened, folder / "tokenizer.json", 30522)
+    full = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    full.no_padding()
+    full.no_truncation()
+    short = "why does the moon change shape"
+    assert cached.encode(short).ids == full.encode(short).ids
+    assert cached._full is None
+    many = " ".join(_random_texts(5, 200))[:4000]
+    assert cached.encode(many).ids == full.encode(many).ids
+    assert cached._full is not None
 
 
 def test_any_damage_to_a_vocabulary_cache_leaves_queries_exact(tmp_path: Path) -> None:

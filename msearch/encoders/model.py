@@ -216,7 +216,7 @@ class Model:
         model's own."""
         if self.vocab_cache is None or self.spec.do_lower_case:
             return None
-        from msearch.encoders.vocab_cache import CachedVocab, cache_key
+        from msearch.encoders.vocab_cache import CACHE_FILES, CachedVocab, cache_key
 
         if not self.vocab_cache.name.startswith(f"{cache_key(self.record.fingerprint)}-"):
             return None  # another model's (the index names it; it can come from anywhere)
@@ -224,14 +224,18 @@ class Model:
 
         try:
             with DataFolder(self.vocab_cache, parent=self.vocab_cache.parent) as folder:
-                if not folder.intact():
+                if not folder.intact(CACHE_FILES):
                     return None
                 tok = CachedVocab(
                     folder,
                     self.spec.transformer_folder / "tokenizer.json",
                     int(self.spec.config.get("vocab_size") or 0),
                 )
-        except Exception:  # damaged or crafted: the full tokenizer is exact too
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except (
+            BaseException
+        ):  # damaged or crafted (a Rust panic included): the full tokenizer is exact too
             return None
         tok.enable_truncation(self.spec.max_seq_length)
         return tok

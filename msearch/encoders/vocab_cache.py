@@ -46,11 +46,16 @@ import numpy as np
 CACHE_FROM = 10_000
 FORMAT = 2
 ARRAYS = ("pieces", "offsets", "ids", "scores")
+CACHE_FILES = frozenset([*(f"{name}.npy" for name in ARRAYS), "skeleton.json"])
 MODELS = ("Unigram", "WordPiece")
 PROCESSORS = ("TemplateProcessing", "RobertaProcessing", "BertProcessing")
-# Characters in a batch: above this, finding the pieces one lookup at a
-# time (Python) costs more than loading the full tokenizer once.
+# Characters in a batch: above this, the full tokenizer without looking.
 MAX_TEXT_CHARS = 4096
+# Lookups a batch may make, per vocabulary entry: loading the full
+# tokenizer costs about 0.6 µs an entry and a lookup about 30 µs, so past
+# this share the search would cost more than the load it saves (BERT's
+# 30,522 entries: 610 lookups, a query of about 50 words).
+LOOKUPS_PER_ENTRY = 1 / 50
 # A Unigram piece no text can hold (private-use characters), carrying the
 # vocabulary's lowest score.
 _MIN_PIECE = "\ue000\ue001msearch-min\ue002"
@@ -97,6 +102,7 @@ def worth_caching(tokenizer_json: Path) -> bool:
         and len(model.get("vocab") or ()) >= CACHE_FROM
         and not model.get("byte_fallback")
         and (kind != "WordPiece" or model.get("unk_token") in (model.get("vocab") or {}))
+        and (kind != "Unigram" or isinstance(model.get("unk_id"), int))
         and (not post or post.get("type") in PROCESSORS)
     )
 
@@ -163,6 +169,10 @@ class CachedVocab:
         if self.meta.get("format") != FORMAT or self.kind not in MODELS:
             raise ValueError("unknown vocabulary cache format")
         arrays = {name: folder.npy(f"{name}.npy") for name in ARRAYS}
+        if any(a.ndim != 1 for a in arrays.values()) or arrays["pieces"].dtype != np.uint8:
+            raise ValueError("vocabulary cache arrays have the wrong shapes")
+        if len(arrays["ids"]) > vocab_size:
+            raise ValueError("vocabulary cache larger than the model's vocabulary")
         self.blob = np.ascontiguousarray(arrays["pieces"]).data.cast("B")
         self.offsets = np.asarray(arrays["offsets"])
         self.ids = np.asarray(arrays["ids"])
@@ -183,19 +193,20 @@ class CachedVocab:
             or bool(np.any(np.diff(self.offsets) < 0))
         ):
             raise ValueError("vocabulary cache offsets do not fit its pieces")
-        self.added = [str(t["content"]) for t in self.skeleton.get("added_tokens") or []]
         self.specials = {int(t["id"]): t for t in self.skeleton.get("added_tokens") or []}
         self.unk = str(self.meta["unk"])
         self.longest = int(self.meta["max_piece_chars"])
         self.min_score = float(self.meta["min_score"])
         self.prefix = str(self.model.get("continuing_subword_prefix") or "")
-        if self.kind == "Unigram":
-            self.unk_id = int(self.model.get("unk_id") or 0)
-        else:
-            pos, _ = self._find(self.unk)
-            if pos < 0:
-                raise ValueError("vocabulary cache lacks the unknown token")
-            self.unk_id = int(self.ids[pos])
+        self.max_word = int(self.model.get("max_input_chars_per_word") or 0)
+        self.budget = max(100, int(len(self.ids) * LOOKUPS_PER_ENTRY))
+        pos, _ = self._find(self.unk)
+        if pos < 0:
+            raise ValueError("vocabulary cache lacks the unknown token")
+        self.unk_id = int(self.ids[pos])
+        self.unk_score = float(self.scores[pos])
+        if self.kind == "Unigram" and self.unk_id != self.model.get("unk_id"):
+            raise ValueError("vocabulary cache disagrees on the unknown token")
         if any(not 0 <= i < vocab_size for i in [self.unk_id, *self.specials]):
             raise ValueError("vocabulary cache special ids outside the model's vocabulary")
         self.full_path = full
@@ -207,7 +218,18 @@ class CachedVocab:
         helper["added_tokens"] = []
         helper["post_processor"] = None
         self.helper = Tokenizer.from_str(json.dumps(helper))
-        self._restricted([])  # the skeleton's post-processor and specials fit
+        # Added tokens are matched in the raw text, or (normalized ones) in
+        # the normalized text with their own text normalized: a text that
+        # may hold one, in any of these forms, goes to the full tokenizer.
+        self.added: set[str] = set()
+        for t in self.skeleton.get("added_tokens") or []:
+            content = str(t["content"])
+            self.added |= {content, content.lower()}
+            if self.helper.normalizer is not None:
+                normal = self.helper.normalizer.normalize_str(content)
+                self.added |= {normal, normal.lower()}
+        self.added.discard("")
+        self._restricted({})  # the skeleton's post-processor and specials fit
 
     # ------------------------------------------------------------ tokenizers' API
 
@@ -227,13 +249,19 @@ class CachedVocab:
         self, texts: Sequence[str], add_special_tokens: bool = True
     ) -> list[_Encoding]:
         texts = list(texts)
-        words = self._words(texts) if sum(map(len, texts)) <= MAX_TEXT_CHARS else None
-        if words is None:
-            return self._with_full(texts, add_special_tokens)
         try:
-            tok, new2old = self._restricted(words)
+            words = self._words(texts) if sum(map(len, texts)) <= MAX_TEXT_CHARS else None
+            found = self._lookups(words) if words is not None else None
+            if found is None:
+                return self._with_full(texts, add_special_tokens)
+            tok, new2old = self._restricted(found)
             encs = tok.encode_batch(texts, add_special_tokens=add_special_tokens)
-        except Exception:  # tokenizers raises its own kinds; the full tokenizer is exact too
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException:
+            # The cache comes with the index, from anywhere; tokenizers raises
+            # its own kinds, and a Rust panic (a crafted pipeline) is a
+            # BaseException. The full tokenizer is exact too.
             return self._with_full(texts, add_special_tokens)
         return [
             _Encoding([new2old[i] for i in enc.ids], list(enc.special_tokens_mask)) for enc in encs
@@ -247,8 +275,10 @@ class CachedVocab:
         words: list[str] = []
         for text in texts:
             normal = self.helper.normalizer.normalize_str(text) if self.helper.normalizer else text
+            if len(normal) > MAX_TEXT_CHARS:
+                return None
             for seen in (text, text.lower(), normal, normal.lower()):
-                if _MIN_PIECE[:2] in seen or any(a and a.lower() in seen for a in self.added):
+                if _MIN_PIECE[:2] in seen or any(a in seen for a in self.added):
                     return None
             if self.helper.pre_tokenizer:
                 words += [w for w, _ in self.helper.pre_tokenizer.pre_tokenize_str(normal)]
@@ -282,13 +312,20 @@ class CachedVocab:
         found = self._piece(i)
         return (i if found == key else -1), found.startswith(key)
 
-    def _lookups(self, words: list[str]) -> dict[int, None]:
-        """Positions of every entry the model may look up for ``words``."""
+    def _lookups(self, words: list[str]) -> dict[int, None] | None:
+        """Positions of every entry the model may look up for ``words``, or
+        None when that would take more lookups than the budget."""
         found: dict[int, None] = {}
+        left = self.budget
         for word in words:
+            if self.kind == "WordPiece" and len(word) > self.max_word:
+                continue  # the unknown token, whatever the vocabulary
             for a in range(len(word)):
                 lead = self.prefix if self.kind == "WordPiece" and a > 0 else ""
                 for b in range(a + 1, min(len(word), a + self.longest) + 1):
+                    left -= 1
+                    if left < 0:
+                        return None
                     pos, more = self._find(lead + word[a:b])
                     if pos >= 0:
                         found[pos] = None
@@ -296,7 +333,9 @@ class CachedVocab:
                         break
         return found
 
-    def _restricted(self, words: list[str]) -> tuple[Any, list[int]]:
+    def _restricted(self, found: dict[int, None]) -> tuple[Any, list[int]]:
+        """The tokenizer over the unknown token, the added tokens and the
+        entries at ``found``, and its ids' ids in the full vocabulary."""
         from tokenizers import Tokenizer
 
         pieces: list[str] = []
@@ -310,11 +349,11 @@ class CachedVocab:
             scores.append(score)
             new2old.append(old)
 
-        add(self.unk, 0.0, self.unk_id)  # Unigram: its score is not used, the unknown penalty is
+        add(self.unk, self.unk_score, self.unk_id)
         for old, t in self.specials.items():
             if old not in old2new:
                 add(str(t["content"]), 0.0, old)
-        for pos in self._lookups(words):
+        for pos in found:
             old = int(self.ids[pos])
             if old not in old2new:
                 add(self._piece(pos).decode("utf-8", "surrogatepass"), float(self.scores[pos]), old)
