@@ -233,9 +233,8 @@ class Model:
                 )
         except (KeyboardInterrupt, SystemExit):
             raise
-        except (
-            BaseException
-        ):  # damaged or crafted (a Rust panic included): the full tokenizer is exact too
+        except BaseException:
+            # Damaged or crafted (a Rust panic included): the full tokenizer is exact too.
             return None
         tok.enable_truncation(self.spec.max_seq_length)
         return tok
