@@ -38,6 +38,7 @@ class Format(str, Enum):
     jsonl = "jsonl"
     tsv = "tsv"
     paths = "paths"
+    vimgrep = "vimgrep"
 
 
 class Color(str, Enum):
@@ -49,6 +50,12 @@ class Color(str, Enum):
 class Precision(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
+
+
+class Shell(str, Enum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
 
 
 class Device(str, Enum):
@@ -257,67 +264,18 @@ def index(
 
     def body() -> int:
         from msearch.chunk import ChunkSettings
-        from msearch.encoders import (
-            ModelRecord,
-            check_device,
-            load_model,
-            load_recorded,
-            resolve_precision,
-        )
         from msearch.indexer import build_index
-        from msearch.store import INDEX_DIR_NAME, recorded_model
-        from msearch.walk import WalkOptions, check_globs
+        from msearch.store import INDEX_DIR_NAME
 
-        if not os.path.exists(directory):
-            fail(f"{directory}: no such folder")
-        if not os.path.isdir(directory):
-            fail(f"{directory}: not a folder")
-        if chunk_tokens < 8 or overlap_tokens < 0 or overlap_tokens >= chunk_tokens:
-            fail("--chunk-tokens must be at least 8 and --overlap-tokens below it")
-        if batch_size is not None and batch_size < 1:
-            fail("--batch-size must be at least 1")
-        if fast and precision not in (None, Precision.bfloat16):
-            fail("--fast means --precision bfloat16; give one or the other")
-        max_bytes = parse_size(max_file_size)
-        check_globs(include or (), "--include")
-        check_globs(exclude or (), "--exclude")
-        check_device(device.value)
-        wanted = Precision.bfloat16.value if fast else precision.value if precision else None
+        _check_index_args(directory, batch_size, precision, fast)
+        _check_chunking(chunk_tokens, overlap_tokens)
+        wopts = _walk_options(
+            include, exclude, hidden, follow, no_ignore, include_noise, max_file_size
+        )
         index_dir = index_path or directory / INDEX_DIR_NAME
         notice = (lambda _m: None) if quiet else say
-        emb: Any = None
-        rec: ModelRecord | None = None
-        try:
-            rec = ModelRecord.from_json(recorded_model(Path(index_dir)))
-        except MsearchError:
-            rec = None
         trust = trust_remote_code or trust_from_env()
-        if model is None and rec is not None:
-            # Re-indexing keeps the index's model and precision unless others are asked for.
-            if rec.trust_remote_code and not trust:
-                emb = load_recorded(rec, device.value, trust)  # one line: allow it or not
-            try:
-                emb = load_recorded(rec, device.value, trust, notice=say)
-            except MsearchError:
-                emb = None
-            if emb is not None and wanted is not None:
-                got = resolve_precision(wanted, device.value, notice=say)
-                if got != emb.precision:
-                    emb = emb.with_precision(got)
-        if emb is None:
-            keep = rec.precision if rec is not None else "float32"
-            emb = load_model(
-                model, device.value, notice=say, precision=wanted or keep, trust_remote_code=trust
-            )
-        wopts = WalkOptions(
-            hidden=hidden,
-            follow_symlinks=follow,
-            use_ignore_files=not no_ignore,
-            include_noise=include_noise,
-            max_file_size=max_bytes,
-            include=tuple(include or ()),
-            exclude=tuple(exclude or ()),
-        )
+        emb = _load_indexer_model(Path(index_dir), model, device, precision, fast, trust)
         settings = ChunkSettings(max_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
         bar: Any = contextlib.nullcontext()
         if not quiet and sys.stderr.isatty():
@@ -338,15 +296,114 @@ def index(
                 compact,
             )
         if not quiet:
-            from msearch.output import _escape
-
-            for s in stats.skipped:
-                if not s.reason.startswith(("noise", "binary")):
-                    say(f"msearch: skipped {_escape(s.rel)}: {s.reason}")
+            _say_skipped(stats.skipped)
             say(summary_line(stats))
         return EXIT_OK
 
     _run(body)
+
+
+def _check_index_args(
+    directory: Path, batch_size: int | None, precision: Precision | None, fast: bool
+) -> None:
+    """The checks of `msearch index` and `msearch watch` that need no model
+    (the chunking's: :func:`_check_chunking`)."""
+    if not os.path.exists(directory):
+        fail(f"{directory}: no such folder")
+    if not os.path.isdir(directory):
+        fail(f"{directory}: not a folder")
+    if batch_size is not None and batch_size < 1:
+        fail("--batch-size must be at least 1")
+    if fast and precision not in (None, Precision.bfloat16):
+        fail("--fast means --precision bfloat16; give one or the other")
+
+
+def _check_chunking(chunk_tokens: int, overlap_tokens: int) -> None:
+    if chunk_tokens < 8 or overlap_tokens < 0 or overlap_tokens >= chunk_tokens:
+        fail("--chunk-tokens must be at least 8 and --overlap-tokens below it")
+
+
+def _walk_options(
+    include: list[str] | None,
+    exclude: list[str] | None,
+    hidden: bool,
+    follow: bool,
+    no_ignore: bool,
+    include_noise: bool,
+    max_file_size: str,
+) -> Any:
+    """The WalkOptions the command line asks for, checked."""
+    from msearch.walk import WalkOptions, check_globs
+
+    max_bytes = parse_size(max_file_size)
+    check_globs(include or (), "--include")
+    check_globs(exclude or (), "--exclude")
+    return WalkOptions(
+        hidden=hidden,
+        follow_symlinks=follow,
+        use_ignore_files=not no_ignore,
+        include_noise=include_noise,
+        max_file_size=max_bytes,
+        include=tuple(include or ()),
+        exclude=tuple(exclude or ()),
+    )
+
+
+def _load_indexer_model(
+    index_dir: Path,
+    model: str | None,
+    device: Device,
+    precision: Precision | None,
+    fast: bool,
+    trust: bool,
+) -> Any:
+    """The model to index with: ``model`` if given; else the one the index at
+    ``index_dir`` records, at its precision unless another is asked for;
+    else the default model."""
+    from msearch.encoders import (
+        ModelRecord,
+        check_device,
+        load_model,
+        load_recorded,
+        resolve_precision,
+    )
+    from msearch.store import recorded_model
+
+    check_device(device.value)
+    wanted = Precision.bfloat16.value if fast else precision.value if precision else None
+    emb: Any = None
+    rec: ModelRecord | None = None
+    try:
+        rec = ModelRecord.from_json(recorded_model(index_dir))
+    except MsearchError:
+        rec = None
+    if model is None and rec is not None:
+        # Re-indexing keeps the index's model and precision unless others are asked for.
+        if rec.trust_remote_code and not trust:
+            emb = load_recorded(rec, device.value, trust)  # one line: allow it or not
+        try:
+            emb = load_recorded(rec, device.value, trust, notice=say)
+        except MsearchError:
+            emb = None
+        if emb is not None and wanted is not None:
+            got = resolve_precision(wanted, device.value, notice=say)
+            if got != emb.precision:
+                emb = emb.with_precision(got)
+    if emb is None:
+        keep = rec.precision if rec is not None else "float32"
+        emb = load_model(
+            model, device.value, notice=say, precision=wanted or keep, trust_remote_code=trust
+        )
+    return emb
+
+
+def _say_skipped(skipped: Iterable[Any]) -> None:
+    """A line for each skipped file, but for noise and binary files (expected)."""
+    from msearch.output import _escape
+
+    for s in skipped:
+        if not s.reason.startswith(("noise", "binary")):
+            say(f"msearch: skipped {_escape(s.rel)}: {s.reason}")
 
 
 def summary_line(stats: Any) -> str:
@@ -401,6 +458,28 @@ def query(
     lexical_only: Annotated[
         bool, typer.Option("--lexical-only", help="Rank by BM25 alone (no model needed).")
     ] = False,
+    globs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--glob",
+            "-g",
+            help="Only files matching this glob (gitignore syntax, relative to the index root; "
+            "'!' excludes; repeatable).",
+        ),
+    ] = None,
+    context: Annotated[
+        int | None, typer.Option("--context", "-C", help="Show N lines around each hit.")
+    ] = None,
+    after_context: Annotated[
+        int | None, typer.Option("--after-context", "-A", help="Show N lines after each hit.")
+    ] = None,
+    before_context: Annotated[
+        int | None, typer.Option("--before-context", "-B", help="Show N lines before each hit.")
+    ] = None,
+    vimgrep: Annotated[
+        bool,
+        typer.Option("--vimgrep", help="Same as --format vimgrep: path:line:column:text per hit."),
+    ] = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Search the index for passages that answer TEXT."""
@@ -420,7 +499,17 @@ def query(
             from msearch.encoders import check_device
 
             check_device(device.value)
-        chosen = _choose_format(fmt, as_json, files_with_matches, null)
+        chosen = _choose_format(fmt, as_json or vimgrep, files_with_matches, null)
+        if vimgrep:
+            if as_json or fmt not in (None, Format.vimgrep):
+                fail("--vimgrep is a format of its own; give it or --format/--json")
+            chosen = Format.vimgrep
+        lines_around = _context(context, before_context, after_context)
+        paths = None
+        if globs:
+            from msearch.filters import PathFilter
+
+            paths = PathFilter(globs)
         queries = _read_queries() if text == "-" else [query_text(text)]
         index_dir = find_index(index_path)
         trust = trust_remote_code or trust_from_env()
@@ -441,15 +530,27 @@ def query(
             from msearch.tty import make_console
 
             console = make_console(out, _color_mode(color))
-        for q, hits in zip(queries, searcher.query_many(queries, k, min_score), strict=True):
+        results = searcher.query_many(queries, k, min_score, paths, lines_around)
+        lexical_settings = searcher.index.meta.lexical
+        for q, hits in zip(queries, results, strict=True):
             if not hits:
                 continue
             any_hits = True
-            _emit(chosen, hits, q, multi, null, top, console)
+            _emit(chosen, hits, q, multi, null, top, console, any(lines_around), lexical_settings)
         out.flush()
         return EXIT_OK if any_hits else EXIT_NO_MATCH
 
     _run(body)
+
+
+def _context(both: int | None, before: int | None, after: int | None) -> tuple[int, int]:
+    """(lines before, lines after): -B and -A override -C, as in grep."""
+    for name, n in (("-C/--context", both), ("-B", before), ("-A", after)):
+        if n is not None and n < 0:
+            fail(f"{name} must be 0 or more (got {n})")
+    b = before if before is not None else both or 0
+    a = after if after is not None else both or 0
+    return b, a
 
 
 def _choose_format(fmt: Format | None, as_json: bool, files: bool, null: bool) -> Format:
@@ -479,7 +580,15 @@ def _read_queries() -> list[str]:
 
 
 def _emit(
-    fmt: Format, hits: list[Any], query: str, multi: bool, null: bool, top: int, console: Any
+    fmt: Format,
+    hits: list[Any],
+    query: str,
+    multi: bool,
+    null: bool,
+    top: int,
+    console: Any,
+    context: bool = False,
+    lexical_settings: object = None,
 ) -> None:
     """Write one query's hits; with several queries, each hit names its query."""
     from msearch import output
@@ -488,13 +597,17 @@ def _emit(
     if fmt == Format.table:
         from msearch.tty import render_table
 
-        render_table(console, hits, query, title=multi)
+        render_table(console, hits, query, title=multi, lexical_settings=lexical_settings)
         return
     tag = query if multi else None
     if fmt == Format.jsonl:
-        lines = output.jsonl(hits, tag)
+        lines = output.jsonl(hits, tag, context)
     elif fmt == Format.tsv:
         lines = output.tsv(hits, tag)
+    elif fmt == Format.vimgrep:
+        from msearch.snippet import Matcher
+
+        lines = output.vimgrep(hits, Matcher.for_index(query, lexical_settings))
     else:
         lines = list(output.paths(hits, null))[:top]
     out = sys.stdout
@@ -515,31 +628,18 @@ def _open_searcher(
     idx = load_index(index_dir, lexical=mode != "dense")
     check_model(idx, model)
     lexical = open_lexical(idx) if mode != "dense" else None
-    encode = query_encoder(idx, device, err, trust) if mode != "lexical" else None
+    encode = query_encoder(idx, device, say, trust) if mode != "lexical" else None
     return Searcher(idx, encode, lexical, mode)
 
 
 def _refresh(index_dir: Path, trust: bool = False) -> None:
-    from msearch.chunk import ChunkSettings
     from msearch.encoders import ModelRecord, load_recorded
-    from msearch.errors import IndexCorrupt
-    from msearch.indexer import build_index, walk_options_from_json
-    from msearch.store import read_meta, resolve_root
+    from msearch.indexer import update_recorded
+    from msearch.store import read_meta
 
     meta = read_meta(index_dir)
-    root = resolve_root(index_dir, meta.root)
     emb = load_recorded(ModelRecord.from_json(meta.model), "auto", trust, notice=say)
-    chunking = meta.chunking
-    if set(chunking) != {"max_tokens", "overlap_tokens"} or not all(
-        type(v) is int for v in chunking.values()
-    ):
-        raise IndexCorrupt(
-            "the index's chunking settings are malformed; "
-            "rebuild it with `msearch index --full DIR`"
-        )
-    stats = build_index(
-        root, index_dir, emb, walk_options_from_json(meta.walk), ChunkSettings(**chunking)
-    )
+    stats = update_recorded(index_dir, emb)
     err(summary_line(stats).removeprefix("msearch: "))
 
 
@@ -583,6 +683,334 @@ def status(
     _run(body)
 
 
+@app.command()
+def watch(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Folder to watch (default: the current one).")
+    ] = Path("."),
+    index_path: IndexOpt = None,
+    model: ModelOpt = None,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", "-g", help="Only files matching this glob.")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Skip files/folders matching this glob.")
+    ] = None,
+    hidden: Annotated[bool, typer.Option("--hidden", help="Include hidden files.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-L", help="Follow symlinks.")] = False,
+    no_ignore: Annotated[
+        bool, typer.Option("--no-ignore", help="Do not honour .gitignore/.ignore files.")
+    ] = False,
+    include_noise: Annotated[
+        bool,
+        typer.Option(
+            "--include-noise", help="Index lock files, minified files and vendored folders too."
+        ),
+    ] = False,
+    max_file_size: Annotated[
+        str, typer.Option("--max-file-size", help="Skip files larger than this (e.g. 4M).")
+    ] = "4M",
+    chunk_tokens: Annotated[
+        int, typer.Option("--chunk-tokens", help="Passage size in model tokens (capped).")
+    ] = 256,
+    overlap_tokens: Annotated[
+        int, typer.Option("--overlap-tokens", help="Tokens repeated between passages.")
+    ] = 32,
+    device: Annotated[
+        Device, typer.Option("--device", help="Where to run the model.")
+    ] = Device.auto,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help="At most this many passages per batch (default: 32 on CPU, 1024 on a GPU).",
+            show_default=False,
+        ),
+    ] = None,
+    precision: Annotated[
+        Precision | None,
+        typer.Option(
+            "--precision",
+            help="Precision of the model's arithmetic (default: float32, or the index's).",
+            show_default=False,
+        ),
+    ] = None,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Same as --precision bfloat16 (see msearch index).")
+    ] = False,
+    debounce: Annotated[
+        int,
+        typer.Option(
+            "--debounce",
+            metavar="MS",
+            help="Gather a burst of changes for at most this many milliseconds before updating.",
+        ),
+    ] = 1600,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No summaries; errors only.")
+    ] = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Keep the index of DIR fresh: update it whenever files under DIR change.
+
+    It updates at once, then after each batch of changes, as `msearch index`
+    would; options not given keep what an existing index records. Ctrl-C
+    stops.
+    """
+
+    def body() -> int:
+        from msearch.chunk import ChunkSettings
+        from msearch.indexer import build_index
+        from msearch.store import INDEX_DIR_NAME
+        from msearch.watch import load_watchfiles
+        from msearch.watch import watch as watch_folder
+
+        load_watchfiles()  # a missing extra is said before the model loads
+        _check_index_args(directory, batch_size, precision, fast)
+        if debounce < 1:
+            fail(f"--debounce must be at least 1 millisecond (got {debounce})")
+        wopts = _walk_options(
+            include, exclude, hidden, follow, no_ignore, include_noise, max_file_size
+        )
+        settings = ChunkSettings(max_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
+        index_dir = Path(index_path or directory / INDEX_DIR_NAME)
+        wopts, settings = _as_recorded(ctx, index_dir, wopts, settings)
+        _check_chunking(settings.max_tokens, settings.overlap_tokens)
+        trust = trust_remote_code or trust_from_env()
+        emb = _load_indexer_model(index_dir, model, device, precision, fast, trust)
+        notice = (lambda _m: None) if quiet else say
+
+        def update() -> Any:
+            return build_index(
+                directory, index_dir, emb, wopts, settings, notice=notice, batch_size=batch_size
+            )
+
+        try:
+            watch_folder(
+                directory,
+                index_dir,
+                update,
+                say,  # a failed update is said even with --quiet
+                debounce_ms=debounce,
+                on_update=None if quiet else _WatchReport(directory),
+            )
+        except KeyboardInterrupt:
+            err("stopped watching")
+        return EXIT_OK
+
+    _run(body)
+
+
+# Options of `msearch watch` that, when not given, keep what an existing
+# index records: option name -> WalkOptions field.
+_RECORDED_WALK = {
+    "hidden": "hidden",
+    "follow": "follow_symlinks",
+    "no_ignore": "use_ignore_files",
+    "include_noise": "include_noise",
+    "max_file_size": "max_file_size",
+    "include": "include",
+    "exclude": "exclude",
+}
+
+
+def _as_recorded(ctx: typer.Context, index_dir: Path, wopts: Any, settings: Any) -> Any:
+    """(walk options, chunking) for `msearch watch`: of an existing index,
+    what the command line does not give stays as the index records it (as
+    `query --refresh` updates it), so that watching an index made with
+    other options never rebuilds it with the defaults."""
+    import dataclasses
+
+    from msearch.chunk import ChunkSettings
+    from msearch.indexer import chunking_from_json, walk_options_from_json
+    from msearch.store import read_meta
+
+    try:
+        meta = read_meta(index_dir)
+        walk = walk_options_from_json(meta.walk)
+        chunking = chunking_from_json(meta.chunking)
+    except MsearchError:
+        return wopts, settings  # none yet, or one the update converts or rebuilds
+
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name != "DEFAULT"
+
+    kept = {field: getattr(walk, field) for opt, field in _RECORDED_WALK.items() if not given(opt)}
+    settings = ChunkSettings(
+        max_tokens=settings.max_tokens if given("chunk_tokens") else chunking.max_tokens,
+        overlap_tokens=(
+            settings.overlap_tokens if given("overlap_tokens") else chunking.overlap_tokens
+        ),
+    )
+    return dataclasses.replace(wopts, **kept), settings
+
+
+class _WatchReport:
+    """What `msearch watch` says after each update: the first one's summary
+    and that it is watching; then the summary of each update that changed
+    something, and a line for a file when it starts being skipped."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.skipped: set[tuple[str, str]] | None = None  # None until the first update
+
+    def __call__(self, stats: Any) -> None:
+        first = self.skipped is None
+        before = self.skipped or set()
+        self.skipped = {(s.rel, s.reason) for s in stats.skipped}
+        _say_skipped(s for s in stats.skipped if (s.rel, s.reason) not in before)
+        if first or stats.added or stats.changed or stats.removed:
+            say(summary_line(stats))
+        if first:
+            err(f"watching {self.directory} for changes (Ctrl-C stops)")
+
+
+@app.command()
+def mcp(
+    directory: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[DIR]",
+            help="Folder to serve (indexed first if it has no index); "
+            "default: the nearest index upwards.",
+            show_default=False,
+        ),
+    ] = None,
+    index_path: IndexOpt = None,
+    device: Annotated[
+        Device, typer.Option("--device", help="Where to run the model.")
+    ] = Device.auto,
+    watch_files: Annotated[
+        bool, typer.Option("--watch", help="Also keep the index fresh as files change.")
+    ] = False,
+    debounce: Annotated[
+        int,
+        typer.Option(
+            "--debounce",
+            metavar="MS",
+            help="With --watch: gather a burst of changes for at most this many milliseconds.",
+        ),
+    ] = 1600,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Serve the index to AI agents and editors: a Model Context Protocol server on stdio.
+
+    Tools: search, get, status, reindex. Logs go to stderr; stdout carries
+    only the protocol.
+    """
+
+    def body() -> int:
+        import threading
+
+        from msearch import __version__
+        from msearch.query import find_index
+        from msearch.service import SearchService
+        from msearch.store import INDEX_DIR_NAME, META_NAME
+
+        try:
+            from msearch import mcp_server
+        except ImportError:
+            fail("msearch mcp needs the mcp extra: pip install 'msearch[mcp]'")
+        if watch_files:
+            from msearch.watch import load_watchfiles
+
+            load_watchfiles()
+        if debounce < 1:
+            fail(f"--debounce must be at least 1 millisecond (got {debounce})")
+        trust = trust_remote_code or trust_from_env()
+        if directory is not None:
+            if not os.path.isdir(directory):
+                fail(f"{directory}: not a folder")
+            index_dir = Path(index_path or directory / INDEX_DIR_NAME)
+            if not os.path.lexists(index_dir / META_NAME):
+                from msearch.encoders import load_model
+                from msearch.indexer import build_index
+
+                err(f"{directory} has no index yet; indexing it first")
+                emb = load_model(None, device.value, notice=say, trust_remote_code=trust)
+                say(summary_line(build_index(directory, index_dir, emb, notice=say)))
+        else:
+            index_dir = find_index(index_path)
+        service = SearchService(index_dir, device.value, trust, notice=say)
+        service.index()  # a damaged index is one line now, not an error per call
+        stop = threading.Event()
+        if watch_files:
+            threading.Thread(
+                target=_watch_for_server, args=(service, stop, debounce), daemon=True
+            ).start()
+        try:
+            mcp_server.serve(service, __version__)
+        finally:
+            stop.set()
+        return EXIT_OK
+
+    _run(body)
+
+
+def _watch_for_server(service: Any, stop: Any, debounce: int) -> None:
+    """`msearch mcp --watch`: the watcher beside the server, updating with the
+    index's recorded settings. Whatever ends it (the folder vanished) is one
+    line on stderr; the server goes on answering from the last index."""
+    from msearch.store import read_meta, resolve_root
+    from msearch.watch import watch as watch_folder
+
+    try:
+        root = resolve_root(service.index_dir, read_meta(service.index_dir).root)
+        watch_folder(
+            root,
+            service.index_dir,
+            service.reindex,
+            say,  # core notices are whole lines ("msearch: ...")
+            stop=stop,
+            debounce_ms=debounce,
+            on_update=_WatchReport(root),
+        )
+    except MsearchError as exc:
+        err(f"{exc}; the server goes on with the last index")
+    except Exception as exc:  # a bug: said, never a silent dead thread
+        err(f"the watcher stopped: internal error: {type(exc).__name__}: {exc}")
+
+
+@app.command()
+def completion(
+    shell: Annotated[Shell, typer.Argument(help="The shell to complete in.")],
+) -> None:
+    """Print the shell's completion script (typer's own).
+
+    Put `eval "$(msearch completion bash)"` in ~/.bashrc, `eval "$(msearch
+    completion zsh)"` in ~/.zshrc, or `msearch completion fish >
+    ~/.config/fish/completions/msearch.fish`.
+    """
+    from typer.completion import get_completion_script
+
+    print(get_completion_script(prog_name="msearch", complete_var=COMPLETE_VAR, shell=shell.value))
+
+
+COMPLETE_VAR = "_MSEARCH_COMPLETE"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from msearch import __version__
+
+        print(f"msearch {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Semantic search over local text files: index a folder, then ask it questions."""
+
+
 def _usage_error_type() -> type[Exception]:
     """click's UsageError, whether typer vendors click or imports it."""
     for cls in typer.BadParameter.__mro__:
@@ -595,6 +1023,13 @@ def main(argv: list[str] | None = None) -> None:
     """The console script: usage errors are one line with a hint (not typer's
     box), and nothing escapes as a traceback."""
     usage_error = _usage_error_type()
+    if os.environ.get(COMPLETE_VAR):
+        # The shell asks for completions (the script from `msearch completion`):
+        # typer's completion classes, loaded only then, so that every other
+        # run, a cold query above all, pays nothing for them.
+        from typer.completion import completion_init
+
+        completion_init()
     try:
         code = app(args=argv, prog_name="msearch", standalone_mode=False)
     except BrokenPipeError:

@@ -48,3 +48,8 @@ class IndexRefused(MsearchError):
 class IndexWriteError(MsearchError):
     """The operating system refused a write (disk full, read-only, file size
     limit, permissions); the previous index is left as it was."""
+
+
+class WatchStopped(MsearchError):
+    """``msearch watch`` cannot go on: the folder it watches vanished, or the
+    operating system will not watch it (too many folders for inotify, ...)."""

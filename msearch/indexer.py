@@ -641,3 +641,36 @@ def walk_options_from_json(data: dict[str, Any]) -> WalkOptions:
             "rebuild it with `msearch index --full DIR`"
         ) from None
     return WalkOptions(**known)
+
+
+def chunking_from_json(data: Any) -> ChunkSettings:
+    """The chunking settings an index records, type-checked."""
+    if (
+        not isinstance(data, dict)
+        or set(data) != {"max_tokens", "overlap_tokens"}
+        or not all(type(v) is int for v in data.values())
+    ):
+        raise IndexCorrupt(
+            "the index's chunking settings are malformed; rebuild it with `msearch index --full DIR`"
+        )
+    return ChunkSettings(**data)
+
+
+def update_recorded(
+    index_dir: Path,
+    embedder: Embedder,
+    notice: Callable[[str], None] | None = None,
+) -> IndexStats:
+    """An incremental update of an existing index with the folder, walking
+    options and chunking it records: what ``query --refresh``, the MCP
+    ``reindex`` tool and a watcher of an existing index all do."""
+    meta = store.read_meta(index_dir)
+    root = store.resolve_root(index_dir, meta.root)
+    return build_index(
+        root,
+        index_dir,
+        embedder,
+        walk_options_from_json(meta.walk),
+        chunking_from_json(meta.chunking),
+        notice=notice,
+    )

@@ -13,8 +13,9 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 
 from msearch.query import Hit
+from msearch.snippet import Matcher, best_line
 
-FORMATS = ("table", "jsonl", "tsv", "paths")
+FORMATS = ("table", "jsonl", "tsv", "paths", "vimgrep")
 
 _NAMED = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 # Control characters (C0, DEL, C1) and the lone surrogates that stand for
@@ -76,7 +77,9 @@ def lossy(obj: object) -> object:
     return obj
 
 
-def jsonl(hits: Sequence[Hit], query: str | None = None) -> Iterator[str]:
+def jsonl(hits: Sequence[Hit], query: str | None = None, context: bool = False) -> Iterator[str]:
+    """One JSON object per hit; with ``context``, the lines around it as
+    ``before`` and ``after`` lists (empty at a file's edge)."""
     for h in hits:
         path, raw = text_and_bytes(h.path)
         obj: dict[str, object] = {
@@ -89,6 +92,8 @@ def jsonl(hits: Sequence[Hit], query: str | None = None) -> Iterator[str]:
         }
         if raw is not None:
             obj["path_bytes"] = raw
+        if context:
+            obj["before"], obj["after"] = list(h.before), list(h.after)
         if h.stale:
             obj["stale"] = True
         if query is not None:
@@ -110,6 +115,21 @@ def tsv(hits: Sequence[Hit], query: str | None = None) -> Iterator[str]:
         if query is not None:
             cols.insert(0, _escape(query))
         yield "\t".join(cols) + "\n"
+
+
+def vimgrep(hits: Sequence[Hit], matcher: Matcher) -> Iterator[str]:
+    """``path:line:column:text``, one line per hit, as ``rg --vimgrep``
+    writes it (for Vim's quickfix list, fzf, an editor's "go to"): the line
+    of the passage that holds most of the query's words, the column (in
+    bytes, from 1) of the first one."""
+    for h in hits:
+        if h.stale:
+            yield f"{_escape(h.path)}:{h.start_line}:1:[stale]\n"
+            continue
+        i, col = best_line(h.text, matcher)
+        line = h.text.split("\n")[i].rstrip("\r")
+        col_bytes = len(line[:col].encode("utf-8", "surrogatepass")) + 1
+        yield f"{_escape(h.path)}:{h.start_line + i}:{col_bytes}:{_escape(line)}\n"
 
 
 def unique_paths(hits: Iterable[Hit]) -> list[str]:

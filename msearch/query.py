@@ -24,6 +24,7 @@ from msearch.store import INDEX_DIR_NAME
 from msearch.walk import NotText, decode
 
 if TYPE_CHECKING:
+    from msearch.filters import PathFilter
     from msearch.lexical import Bm25
 
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
@@ -41,6 +42,8 @@ class Hit:
     text: str
     stale: bool = False
     abs_path: str = ""
+    before: tuple[str, ...] = ()  # context lines, read from the file as grep does
+    after: tuple[str, ...] = ()
 
 
 def find_index(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
@@ -160,7 +163,10 @@ class Searcher:
         encode: QueryEncoder | None,
         lexical: Bm25 | None = None,
         mode: str = "dense",
+        cwd: str | os.PathLike[str] | None = None,
     ) -> None:
+        """``cwd``: hits' paths are shown relative to it when inside it
+        (default: the current folder)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if mode != "dense" and lexical is None:
@@ -171,26 +177,46 @@ class Searcher:
         self.encode = encode
         self.lexical = lexical
         self.mode = mode
-        self.cwd = os.getcwd()
+        self.cwd = os.getcwd() if cwd is None else str(cwd)
+        self._masks: dict[tuple[str, ...], np.ndarray] = {}
 
-    def query(self, text: str, k: int = 10, min_score: float | None = None) -> list[Hit]:
-        return self.query_many([text], k, min_score)[0]
+    def query(
+        self,
+        text: str,
+        k: int = 10,
+        min_score: float | None = None,
+        paths: PathFilter | None = None,
+        context: tuple[int, int] = (0, 0),
+    ) -> list[Hit]:
+        return self.query_many([text], k, min_score, paths, context)[0]
 
     def query_many(
-        self, texts: Sequence[str], k: int = 10, min_score: float | None = None
+        self,
+        texts: Sequence[str],
+        k: int = 10,
+        min_score: float | None = None,
+        paths: PathFilter | None = None,
+        context: tuple[int, int] = (0, 0),
     ) -> list[list[Hit]]:
+        """The best ``k`` passages for each query; with ``paths``, among the
+        files it passes only; ``context`` = (lines before, lines after)."""
         if k <= 0:
             raise UsageError(f"-k/--top must be at least 1 (got {k})")
+        if min(context) < 0:
+            raise UsageError("context lines cannot be negative")
         for t in texts:
             if not t.strip():
                 raise UsageError("empty query")
         if self.index.count == 0:
             return [[] for _ in texts]
+        allowed = self._mask(paths) if paths else None
+        if allowed is not None and not allowed.any():
+            return [[] for _ in texts]
         cache = FileCache(self.index)
         out: list[list[Hit]] = []
         for g in range(0, len(texts), QUERY_GROUP):
             group = list(texts[g : g + QUERY_GROUP])
-            for scores in self._score_group(group):
+            for scores in self._score_group(group, allowed):
                 if self.mode == "lexical":
                     # A passage without any query word is not a lexical hit.
                     floor = np.nextafter(np.float32(0), np.float32(1))
@@ -202,8 +228,18 @@ class Searcher:
                 idx, sc = top_k(scores, k, min_s)
                 if self.mode != "lexical":
                     self._check_vectors(idx)
-                out.append(self._hits(idx, sc, cache))
+                out.append(self._hits(idx, sc, cache, context))
         return out
+
+    def _mask(self, paths: PathFilter) -> np.ndarray:
+        """The rows ``paths`` passes, remembered per set of globs (a server
+        answers many queries with the same filter)."""
+        mask = self._masks.get(paths.globs)
+        if mask is None:
+            if len(self._masks) >= 16:
+                self._masks.clear()
+            mask = self._masks[paths.globs] = paths.row_mask(self.index)
+        return mask
 
     def dense_scores(self, vecs: np.ndarray) -> np.ndarray:
         """Cosine of every row with each query vector (rows x queries): one
@@ -219,8 +255,9 @@ class Searcher:
                 part[dead] = -np.inf
         return out
 
-    def _score_group(self, texts: list[str]) -> list[np.ndarray]:
-        """One score per row for each query.
+    def _score_group(self, texts: list[str], allowed: np.ndarray | None) -> list[np.ndarray]:
+        """One score per row for each query; rows outside ``allowed`` score
+        -inf (0 on the lexical side, before fusion).
 
         Dense scores for a group come from one pass over the matrix (a
         matrix-matrix product) instead of one pass per query.
@@ -236,6 +273,8 @@ class Searcher:
                 raise IndexCorrupt(
                     f"{self.index.dir} holds invalid numbers in its vectors; {store.FIX_HINT}"
                 )
+            if allowed is not None:
+                dense[~allowed] = -np.inf
         out = []
         for j, text in enumerate(texts):
             if self.mode == "dense":
@@ -248,6 +287,8 @@ class Searcher:
                 raise IndexCorrupt(
                     f"the lexical side of {self.index.dir} holds invalid numbers; {store.FIX_HINT}"
                 )
+            if allowed is not None:
+                lex[~allowed] = 0
             if self.mode == "lexical":
                 out.append(lex)
             else:
@@ -271,7 +312,9 @@ class Searcher:
                     f"{store.FIX_HINT}"
                 )
 
-    def _hits(self, idx: np.ndarray, scores: np.ndarray, cache: FileCache) -> list[Hit]:
+    def _hits(
+        self, idx: np.ndarray, scores: np.ndarray, cache: FileCache, context: tuple[int, int]
+    ) -> list[Hit]:
         hits: list[Hit] = []
         files = self.index.meta.files
         root = self.index.root
@@ -283,6 +326,10 @@ class Searcher:
                 seg, r = self.index.locate(row)
                 where = self.index.segments[seg].path / store.PASSAGES_NAME
                 raise IndexCorrupt(f"{where} is damaged (row {r}); {store.FIX_HINT}")
+            before: tuple[str, ...] = ()
+            after: tuple[str, ...] = ()
+            if text is not None and any(context):
+                before, after = context_lines(text, start, end, *context)
             hits.append(
                 Hit(
                     rank=rank,
@@ -293,9 +340,31 @@ class Searcher:
                     text="" if text is None else text[start:end],
                     stale=text is None,
                     abs_path=abs_path,
+                    before=before,
+                    after=after,
                 )
             )
         return hits
+
+
+def context_lines(
+    text: str, start: int, end: int, before: int, after: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Up to ``before`` whole lines above the passage at ``text[start:end]``
+    and ``after`` below it, as ``grep -B/-A`` shows them (no line ends).
+
+    A passage may start or end inside a line (a very long line is cut in
+    pieces): context begins at the next whole line either way.
+    """
+    head = text.rfind("\n", 0, start) + 1  # start of the passage's first line
+    above = text[:head].split("\n")[:-1][-before:] if before else []
+    nl = text.find("\n", max(end - 1, start))
+    rest = "" if nl < 0 else text[nl + 1 :]  # after the passage's last line
+    below = rest.split("\n")
+    if rest.endswith("\n") or not rest:
+        below.pop()
+    below = below[:after]
+    return tuple(s.rstrip("\r") for s in above), tuple(s.rstrip("\r") for s in below)
 
 
 def query_encoder(
@@ -303,16 +372,21 @@ def query_encoder(
     device: str = "auto",
     notice: Callable[[str], None] | None = None,
     trust_remote_code: bool = False,
+    warm: bool = False,
 ) -> QueryEncoder:
     """The index's model as a query encoder (``msearch.encoders.Model``
     decides which encoder runs, and says so when it is not msearch's own),
     with the query prompt the index was built with, and a notice for a
-    query longer than the model sees."""
+    query longer than the model sees.
+
+    ``warm``: for a process that answers many queries, which loads the full
+    tokenizer once instead of building one per query from the index's
+    vocabulary cache (what makes a single cold query fast)."""
     from msearch.encoders import ModelRecord, load_recorded
 
     say = notice or (lambda _m: None)
     record = ModelRecord.from_json(index.meta.model)
-    cache = index.dir / index.meta.vocab_cache if index.meta.vocab_cache else None
+    cache = index.dir / index.meta.vocab_cache if index.meta.vocab_cache and not warm else None
     model = load_recorded(record, device, trust_remote_code, notice=say, vocab_cache=cache)
     limit = record.max_seq_length
 
@@ -320,7 +394,7 @@ def query_encoder(
         for t in texts:
             if len(t) > limit - 2 and model.query_token_count(t) > limit:
                 say(
-                    f"query is longer than the model's {limit} tokens; "
+                    f"msearch: query is longer than the model's {limit} tokens; "
                     "only its beginning is used (as sentence-transformers does)"
                 )
         return model.encode_queries(texts)

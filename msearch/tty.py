@@ -5,7 +5,6 @@ Part of the CLI layer (it imports rich); the core library never imports it.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from typing import IO, Any
@@ -16,43 +15,10 @@ from rich.text import Text
 
 from msearch.output import escape_controls
 from msearch.query import Hit
+from msearch.snippet import Matcher, best_window
 
 MAX_LINES = 6
 MAX_CHARS = 400
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "do",
-        "does",
-        "for",
-        "from",
-        "how",
-        "i",
-        "in",
-        "is",
-        "it",
-        "my",
-        "of",
-        "on",
-        "or",
-        "the",
-        "to",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "with",
-    ]
-)
 
 
 def make_console(file: IO[str], color: str) -> Console:
@@ -64,24 +30,50 @@ def make_console(file: IO[str], color: str) -> Console:
     return Console(file=file, highlight=False)
 
 
-def _trim(text: str) -> str:
-    lines = [ln.rstrip() for ln in text.strip("\n").splitlines()]
-    cut = len(lines) > MAX_LINES
-    out = "\n".join(lines[:MAX_LINES])
-    if len(out) > MAX_CHARS:
-        out, cut = out[:MAX_CHARS].rstrip(), True
-    return out + (" …" if cut else "")
+def _passage(text: str, matcher: Matcher, context: tuple[tuple[str, ...], tuple[str, ...]]) -> Text:
+    """The ``MAX_LINES`` lines of the passage that hold most of the query's
+    words, those words highlighted, context lines dimmed around them; an
+    ellipsis says where lines were left out."""
+    lines = [ln.rstrip() for ln in text.strip("\n").split("\n")]
+    first = best_window(lines, matcher, MAX_LINES)
+    shown = lines[first : first + MAX_LINES]
+    out = Text()
+    before, after = context
+    for line in before:
+        out.append(escape_controls(line) + "\n", style="dim")
+    if first > 0:
+        out.append("…\n", style="dim")
+    budget, cut = MAX_CHARS, first + len(shown) < len(lines)
+    for n, line in enumerate(shown):
+        if budget <= 0:
+            cut = True
+            break
+        if n:
+            out.append("\n")
+        part = line[:budget]
+        cut = cut or len(part) < len(line)
+        piece = Text(escape_controls(part))
+        # Spans are found in the raw line; escaping only lengthens control
+        # characters, so a span is placed by escaping what precedes it.
+        for a, b in matcher.spans(part):
+            start = len(escape_controls(part[:a]))
+            piece.stylize("bold yellow", start, start + len(escape_controls(part[a:b])))
+        out.append_text(piece)
+        budget -= len(line) + 1
+    if cut:
+        out.append(" …")
+    for line in after:
+        out.append("\n" + escape_controls(line), style="dim")
+    return out
 
 
-def _highlight(text: str, query: str) -> Text:
-    rich_text = Text(text)
-    words = {w for w in re.findall(r"\w+", query.lower()) if len(w) > 2 and w not in STOPWORDS}
-    for w in words:
-        rich_text.highlight_regex(rf"(?i)\b{re.escape(w)}\w*", "bold yellow")
-    return rich_text
-
-
-def render_table(console: Console, hits: Sequence[Hit], query: str, title: bool = False) -> None:
+def render_table(
+    console: Console,
+    hits: Sequence[Hit],
+    query: str,
+    title: bool = False,
+    lexical_settings: object = None,
+) -> None:
     """File names and passages are shown with their control characters
     escaped (``\\x1b``): a file must never drive the user's terminal, and
     neither is read as rich markup."""
@@ -94,12 +86,14 @@ def render_table(console: Console, hits: Sequence[Hit], query: str, title: bool 
     table.add_column("score", justify="right", no_wrap=True)
     table.add_column("location", style="cyan", overflow="fold")
     table.add_column("passage", overflow="fold")
+    matcher: Matcher | None = None
     for h in hits:
         loc = Text(f"{escape_controls(h.path, keep='')}:{h.start_line}-{h.end_line}")
         if h.stale:
             body = Text("[stale: the file changed or vanished since indexing]", style="red")
         else:
-            body = _highlight(escape_controls(_trim(h.text)), query)
+            matcher = matcher or Matcher.for_index(query, lexical_settings)
+            body = _passage(h.text, matcher, (h.before, h.after))
         table.add_row(str(h.rank), f"{h.score:.3f}", loc, body)
     console.print(table)
 

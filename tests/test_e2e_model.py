@@ -237,3 +237,50 @@ def test_case06_query_bytes_that_are_not_utf8_reach_the_real_tokenizer(
     )
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
     assert json.loads(r.stdout)["query"] == "\ufffd moon phases"
+
+
+def test_mcp_server_with_the_real_model_over_stdio(sample_index: Path) -> None:
+    """`msearch mcp` as an agent's client starts it: the SDK's client over
+    stdio, the bundled model loaded once, hybrid search by default, and the
+    same hits as `msearch query`."""
+    pytest.importorskip("mcp")
+    import anyio
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters, get_default_environment
+
+    question = "how do I stop my bread from being dense"
+    params = StdioServerParameters(
+        command=msearch_cmd()[0],
+        args=["mcp", "--index", str(sample_index)],
+        env={**get_default_environment(), "HF_HUB_OFFLINE": "1"},
+    )
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with Client(params, read_timeout_seconds=300) as client:
+            first = await client.call_tool("search", {"query": question, "k": 5})
+            again = await client.call_tool("search", {"query": question, "k": 5, "context": 1})
+            return first, again
+
+    first, again = anyio.run(main)
+    assert not first.is_error, first.content
+    got = first.structured_content["results"]
+    r = run_cli("query", question, "--index", str(sample_index), "--json", "-k", "5", cwd=SAMPLE)
+    want = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(h["path"], h["start_line"]) for h in got] == [
+        (w["path"], w["start_line"]) for w in want
+    ]
+    assert [h["score"] for h in got] == pytest.approx([w["score"] for w in want], abs=1e-5)
+    assert got[0]["path"].startswith("cooking/")
+    assert "before" in again.structured_content["results"][0]
+
+
+def test_a_long_query_notice_is_one_line_with_one_prefix(sample_index: Path) -> None:
+    """Regression: the CLI added its prefix to notices that carry their own
+    ("msearch: msearch: ...")."""
+    long_query = " ".join(["bread"] * 600)
+    r = run_cli("query", long_query, "--index", str(sample_index), "--json", "-k", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [
+        "msearch: query is longer than the model's 256 tokens; only its beginning is used "
+        "(as sentence-transformers does)"
+    ]
