@@ -15,6 +15,7 @@ Figures: p50 and p90 per index size; --write appends them to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -31,13 +32,15 @@ TARGETS_MS = {100_000: 15.0, 1_000_000: 30.0}
 
 async def time_server(index_dir: Path, calls: int, env: dict[str, str]) -> list[float]:
     from mcp import Client
-    from mcp.client.stdio import StdioServerParameters, get_default_environment
+    from mcp.client.stdio import StdioServerParameters
 
     exe = msearch_exe()
     params = StdioServerParameters(
         command=exe[0],
         args=[*exe[1:], "mcp", "--index", str(index_dir)],
-        env={**get_default_environment(), **env},
+        # This machine's environment, as for every other figure here (it sets
+        # OpenBLAS's kernel: the SDK's default environment would drop it).
+        env={**os.environ, **env},
     )
     async with Client(params, read_timeout_seconds=120) as client:
         for q in QUERIES:  # warm up: model, index pages, lexical tables

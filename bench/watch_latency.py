@@ -6,7 +6,8 @@ bench/.work/), waits for its first update, then --edits times appends a
 short paragraph with a unique word to one file (one or two changed
 passages) and measures the time from the write until the change is
 searchable: the committed meta.json (polled every 15 ms) records the file's
-new size and mtime. Each change is then confirmed once with an in-process
+new content (its SHA-256; a just-saved file's mtime is recorded as -1,
+see msearch.indexer.settled_mtime). Each change is then confirmed once with an in-process
 lexical query, which must find the word in that file. The baseline, in the
 same run: a one-shot `msearch index DIR` after the same kind of edit (what
 the change costs without a watcher: a process, the model, the update).
@@ -104,14 +105,17 @@ def append_paragraph(path: Path, word: str) -> os.stat_result:
 
 
 def wait_committed(index_dir: Path, rel: str, st: os.stat_result, timeout: float = 60) -> None:
-    """Until the committed meta.json records ``rel`` with this size and mtime."""
+    """Until the committed meta.json records ``rel`` with its current content."""
+    import hashlib
+
+    digest = hashlib.sha256((index_dir.parent / rel).read_bytes()).hexdigest()
     deadline = time.monotonic() + timeout
     while True:
         try:
             rec = next((f for f in store.read_meta(index_dir).files if f.path == rel), None)
         except MsearchError:  # not expected (meta.json is replaced atomically): wait on
             rec = None
-        if rec is not None and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns:
+        if rec is not None and rec.size == st.st_size and rec.sha256 == digest:
             return
         if time.monotonic() > deadline:
             raise SystemExit(f"{rel}: not committed after {timeout} s")

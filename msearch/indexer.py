@@ -361,6 +361,7 @@ def _plan(
     Size and mtime first, then a content hash, so a touched but unchanged
     file is never re-embedded; an unchanged file is never read."""
     plan: list[Keep | Embed] = []
+    now_ns = time.time_ns()
     for entry in files:
         prev = known.get(entry.rel)
         if prev is not None and entry.size == prev.size and entry.mtime_ns == prev.mtime_ns:
@@ -371,8 +372,9 @@ def _plan(
             data = _read(entry, wopts)
             digest = sha256_bytes(data)
             if prev is not None and prev.sha256 == digest:
+                mtime = settled_mtime(entry.mtime_ns, now_ns)
                 rec = store.FileRecord(
-                    entry.rel, len(data), entry.mtime_ns, digest, prev.segment, prev.row, prev.rows
+                    entry.rel, len(data), mtime, digest, prev.segment, prev.row, prev.rows
                 )
                 plan.append(Keep(entry, rec))
                 stats.unchanged += 1
@@ -381,14 +383,26 @@ def _plan(
         except NotText as exc:
             stats.skipped.append(Skipped(entry.rel, str(exc)))
             continue
-        plan.append(
-            Embed(entry, store.FileRecord(entry.rel, len(data), entry.mtime_ns, digest), prev)
-        )
+        mtime = settled_mtime(entry.mtime_ns, now_ns)
+        plan.append(Embed(entry, store.FileRecord(entry.rel, len(data), mtime, digest), prev))
         if prev is None:
             stats.added += 1
         else:
             stats.changed += 1
     return plan
+
+
+RACY_NS = 2_000_000_000  # the coarsest common mtime step (FAT); ext4 ticks in ms
+
+
+def settled_mtime(mtime_ns: int, read_ns: int) -> int:
+    """The mtime to record for a file read at ``read_ns``: its own, unless it
+    is so recent that a write in the same timestamp step could follow
+    unseen (same size, same mtime, other bytes: a save twice within a
+    tick under ``msearch watch``). Such a file is recorded with -1, which
+    no mtime matches, so the next run reads and hashes it again (git's
+    "racily clean" rule)."""
+    return -1 if mtime_ns >= read_ns - RACY_NS else mtime_ns
 
 
 def _reuse_pool(

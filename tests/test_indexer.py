@@ -296,3 +296,29 @@ def test_incremental_lexical_side_equals_full_rebuild(tmp_path: Path) -> None:
     for q in ("alpha", "moon bread", "river stones", "delta gamma beta"):
         inc = lexical_by_passage(tmp_path / ".msearch", q)
         assert inc == lexical_by_passage(fresh, q)
+
+
+def test_a_rewrite_within_one_mtime_step_is_not_missed(tmp_path: Path) -> None:
+    """Regression: a file rewritten with the same size within the same
+    timestamp step (a save twice in a tick under `msearch watch`) looked
+    unchanged by size and mtime, and its old passages stayed. A file read
+    while its mtime is that recent is recorded so that the next run hashes it."""
+    fake = FakeEmbedder()
+    path = write(tmp_path, "a.txt", "apple banana\n")
+    build_index(tmp_path, tmp_path / ".msearch", fake)
+    st = path.stat()
+    path.write_text("cherry grape\n")  # same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime, as in one tick
+    stats = build_index(tmp_path, tmp_path / ".msearch", fake)
+    assert stats.changed == 1
+    index = store.load_index(tmp_path / ".msearch")
+    assert index.meta.files[0].sha256 == __import__("hashlib").sha256(b"cherry grape\n").hexdigest()
+    # Once the file is older than the step, it is recorded as it is, and a
+    # later run neither reads nor re-embeds it.
+    old = st.st_mtime_ns - 10 * 10**9
+    os.utime(path, ns=(old, old))
+    build_index(tmp_path, tmp_path / ".msearch", fake)
+    assert store.read_meta(tmp_path / ".msearch").files[0].mtime_ns == old
+    embedded = fake.embedded
+    assert build_index(tmp_path, tmp_path / ".msearch", fake).unchanged == 1
+    assert fake.embedded == embedded

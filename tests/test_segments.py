@@ -135,7 +135,8 @@ def test_an_update_writes_one_segment_and_touches_nothing_else(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for i in range(6):
-        write(tmp_path, f"f{i}.md", document([i, i + 10, i + 20]))
+        path = write(tmp_path, f"f{i}.md", document([i, i + 10, i + 20]))
+        os.utime(path, ns=(10**18, 10**18))  # settled: older than the index (see settled_mtime)
     build(tmp_path)
     index_dir = tmp_path / ".msearch"
     first = store.read_meta(index_dir).segments[0]
