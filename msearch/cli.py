@@ -480,6 +480,13 @@ def query(
         bool,
         typer.Option("--vimgrep", help="Same as --format vimgrep: path:line:column:text per hit."),
     ] = False,
+    exact: Annotated[
+        bool,
+        typer.Option(
+            "--exact",
+            help="Score every passage (a large index is otherwise searched in two stages).",
+        ),
+    ] = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Search the index for passages that answer TEXT."""
@@ -518,7 +525,7 @@ def query(
         if dense_only and lexical_only:
             fail("--dense-only and --lexical-only exclude each other")
         wanted = "dense" if dense_only else "lexical" if lexical_only else "hybrid"
-        searcher = _open_searcher(index_dir, model, device.value, wanted, trust)
+        searcher = _open_searcher(index_dir, model, device.value, wanted, trust, exact)
         k = top
         if chosen == Format.paths:
             k = max(top * 20, 100)  # enough passages to find `top` distinct files
@@ -620,7 +627,12 @@ def _emit(
 
 
 def _open_searcher(
-    index_dir: Path, model: str | None, device: str, mode: str, trust: bool = False
+    index_dir: Path,
+    model: str | None,
+    device: str,
+    mode: str,
+    trust: bool = False,
+    exact: bool = False,
 ) -> Any:
     from msearch.query import Searcher, check_model, open_lexical, query_encoder
     from msearch.store import load_index
@@ -629,7 +641,7 @@ def _open_searcher(
     check_model(idx, model)
     lexical = open_lexical(idx) if mode != "dense" else None
     encode = query_encoder(idx, device, say, trust) if mode != "lexical" else None
-    return Searcher(idx, encode, lexical, mode)
+    return Searcher(idx, encode, lexical, mode, exact=exact)
 
 
 def _refresh(index_dir: Path, trust: bool = False) -> None:
@@ -669,6 +681,7 @@ def status(
         print(f"files:     {st.files}")
         print(f"passages:  {st.passages}")
         print(f"segments:  {st.segments} ({st.dead} dead rows)")
+        print(f"search:    {st.search}")
         print(f"size:      {st.size_bytes / 1e6:.1f} MB")
         print(f"built:     {built}")
         print(

@@ -105,10 +105,10 @@ def build_server(service: SearchService, version: str = "") -> MCPServer:
         except MsearchError as exc:
             raise ToolError(str(exc)) from None
 
-    def text_result(text: str, structured: BaseModel) -> Any:
+    def text_result(text: str, structured: BaseModel | dict[str, Any]) -> Any:
+        data = structured if isinstance(structured, dict) else structured.model_dump(mode="json")
         return mcp_types.CallToolResult(
-            content=[mcp_types.TextContent(type="text", text=text)],
-            structured_content=structured.model_dump(mode="json"),
+            content=[mcp_types.TextContent(type="text", text=text)], structured_content=data
         )
 
     @server.tool()
@@ -129,6 +129,10 @@ def build_server(service: SearchService, version: str = "") -> MCPServer:
         context: Annotated[
             int, Field(description=f"Lines of context around each result, 0 to {MAX_CONTEXT}.")
         ] = 0,
+        exact: Annotated[
+            bool,
+            Field(description="Score every passage (large indexes are searched in two stages)."),
+        ] = False,
     ) -> mcp_types.CallToolResult:
         """Search the indexed folder for passages that answer a query, best first.
 
@@ -141,24 +145,26 @@ def build_server(service: SearchService, version: str = "") -> MCPServer:
         # The shape is SearchOutput's, checked by the tests.
         # No score is below -1 (cosine, and the hybrid blend of it), so the
         # default keeps every result without a union type for "no limit".
-        hits = call(service.search, query, k, mode, paths, min_score, context)
-        out = SearchOutput(
-            query=query,
-            mode=mode,
-            results=[
-                SearchHit(
-                    path=h.path,
-                    start_line=h.start_line,
-                    end_line=h.end_line,
-                    score=round(h.score, 6),
-                    text=h.text,
-                    stale=h.stale,
-                    before=list(h.before),
-                    after=list(h.after),
-                )
+        hits = call(service.search, query, k, mode, paths, min_score, context, exact)
+        # A plain dict of SearchOutput's shape (the tests check it against
+        # the model): building models to dump them again cost a call 0.3 ms.
+        out = {
+            "query": query,
+            "mode": mode,
+            "results": [
+                {
+                    "path": h.path,
+                    "start_line": h.start_line,
+                    "end_line": h.end_line,
+                    "score": round(h.score, 6),
+                    "text": h.text,
+                    "stale": h.stale,
+                    "before": list(h.before),
+                    "after": list(h.after),
+                }
                 for h in hits
             ],
-        )
+        }
         return text_result(summary(query, hits, service.matcher(query)), out)
 
     @server.tool()

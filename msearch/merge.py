@@ -164,8 +164,13 @@ def _merge_group(
 
 
 def compact_groups(index: store.Index) -> list[list[int]]:
-    """Everything into one segment, unless it already is one with no dead rows."""
+    """Everything into one segment, unless it already is one with no dead
+    rows and its sign bits (a segment from before them gets them so)."""
     infos = index.meta.segments
-    if len(infos) == 1 and infos[0].live_rows == infos[0].rows:
+    if (
+        len(infos) == 1
+        and infos[0].live_rows == infos[0].rows
+        and index.segments[0].bits() is not None
+    ):
         return []
     return [list(range(len(infos)))] if infos else []

@@ -12,6 +12,9 @@ several segments into one. Nothing in a segment is ever rewritten. Files::
                        start line, end line, start char, end char
     keys.npy           uint8 (rows x 16): each passage's key, a keyed hash of
                        its text (see passage_keys), to reuse its vector later
+    bits.npy           uint8 (rows x dim/8): the sign of each vector component,
+                       packed (numpy.packbits); the first stage of a search of
+                       a large index (msearch.query), 1/32 of the vectors' size
     lex_*.npy          BM25 statistics of the same rows (msearch.lexical)
 """
 
@@ -35,6 +38,7 @@ from msearch.lexical import LexicalBuilder, LexicalParams, LexicalSegment
 EMBEDDINGS_NAME = "embeddings.npy"
 PASSAGES_NAME = "passages.npy"
 KEYS_NAME = "keys.npy"
+BITS_NAME = "bits.npy"
 PASSAGE_COLUMNS = ("file", "start_line", "end_line", "start_char", "end_char")
 KEY_BYTES = 16
 # Fixed room for the .npy header so the row count can be filled in at the end
@@ -43,6 +47,13 @@ NPY_HEADER_LEN = 128
 FIX_HINT = "rebuild it with `msearch index --full DIR`"
 
 Pending = Callable[[], np.ndarray]
+
+
+def sign_bits(vectors: np.ndarray) -> np.ndarray:
+    """One bit per component, set where it is positive, packed eight to a
+    byte: what the first stage of a large search compares by Hamming
+    distance (a cheap estimate of the angle between two vectors)."""
+    return np.packbits(np.asarray(vectors) > 0, axis=-1)
 
 
 def passage_keys(texts: Sequence[str], salt: bytes) -> np.ndarray:
@@ -171,6 +182,7 @@ class SegmentWriter:
             (EMBEDDINGS_NAME, dim, "<f4"),
             (PASSAGES_NAME, len(PASSAGE_COLUMNS), "<i4"),
             (KEYS_NAME, KEY_BYTES, "|u1"),
+            (BITS_NAME, (dim + 7) // 8, "|u1"),
         ):
             fh = open(self.dir / name, "xb")
             self._files[name] = (fh, width, descr)
@@ -268,6 +280,7 @@ class SegmentWriter:
                     (EMBEDDINGS_NAME, it.vectors, "<f4"),
                     (PASSAGES_NAME, it.rows, "<i4"),
                     (KEYS_NAME, it.keys, "|u1"),
+                    (BITS_NAME, sign_bits(it.vectors), "|u1"),
                 ):
                     self._files[name][0].write(np.ascontiguousarray(arr, dtype=dtype).tobytes())
                 self.count += len(it.rows)
@@ -326,6 +339,8 @@ class Segment:
     _folder: Any = None
     _lexical: LexicalSegment | None = None
     _keys: np.ndarray | None = None
+    _bits: np.ndarray | None = None
+    _bits_read: bool = False
 
     @property
     def rows(self) -> int:
@@ -360,6 +375,19 @@ class Segment:
                 raise IndexCorrupt(f"{self.path / KEYS_NAME} has shape {keys.shape}; {FIX_HINT}")
             self._keys = keys
         return self._keys
+
+    def bits(self) -> np.ndarray | None:
+        """The packed sign bits of the vectors (memory-mapped), or None for a
+        segment written without them (by an msearch before they existed),
+        which a search then scans exactly. Checked like every other file."""
+        if not self._bits_read:
+            with self._reopen() as folder:
+                bits = folder.npy(BITS_NAME) if folder.exists(BITS_NAME) else None
+            width = (self.embeddings.shape[1] + 7) // 8
+            if bits is not None and (bits.shape != (self.rows, width) or bits.dtype != np.uint8):
+                raise IndexCorrupt(f"{self.path / BITS_NAME} has shape {bits.shape}; {FIX_HINT}")
+            self._bits, self._bits_read = bits, True
+        return self._bits
 
     def _reopen(self) -> Any:
         from msearch.store import DataFolder

@@ -141,6 +141,7 @@ class SearchService:
         globs: Sequence[str] = (),
         min_score: float | None = None,
         context: int = 0,
+        exact: bool = False,
     ) -> list[Hit]:
         from msearch.filters import PathFilter
 
@@ -167,6 +168,7 @@ class SearchService:
         paths = PathFilter(list(globs), "path glob") if globs else None
         with self._query_lock:
             searcher = self.searcher(mode)
+            searcher.exact = exact is True
             return searcher.query(query, k, min_score, paths, (context, context))
 
     def get(self, path: str, start_line: int = 1, end_line: int | None = None) -> Lines:

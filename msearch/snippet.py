@@ -12,7 +12,7 @@ with none of the query's words, shows its first lines.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from msearch.lexical import LexicalParams, Tokenizer
 
@@ -24,6 +24,7 @@ class Matcher:
     tokenizer: Tokenizer
     pattern: re.Pattern[str]
     stems: frozenset[str]
+    _seen: dict[str, str | None] = field(default_factory=dict)  # word -> its query term
 
     @classmethod
     def for_query(
@@ -44,12 +45,14 @@ class Matcher:
         if not self.stems:
             return []
         found = []
+        seen = self._seen
         for m in self.pattern.finditer(line):
             word = m.group().lower()
-            if word in self.tokenizer.stop:
-                continue
-            term = self.tokenizer.stem([word])[0]
-            if term in self.stems:
+            term = seen.get(word, "")
+            if term == "":  # not met yet: stopword, or a stem to look at once
+                stem = None if word in self.tokenizer.stop else self.tokenizer.stem([word])[0]
+                term = seen[word] = stem if stem in self.stems else None
+            if term is not None:
                 found.append((m.start(), m.end(), term))
         return found
 

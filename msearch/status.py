@@ -30,6 +30,7 @@ class Status:
     passages: int
     segments: int
     dead: int  # rows of changed or deleted files, not yet reclaimed by a merge
+    search: str  # how dense search runs: "exact" or "two-stage (...)"
     size_bytes: int
     created: float
     updated: float
@@ -97,6 +98,20 @@ def _disk_size(index_dir: Path, folders: list[str]) -> int:
     return total
 
 
+def search_kind(index: store.Index) -> str:
+    """How a dense query of this index runs (see msearch.query.Searcher)."""
+    from msearch.query import Searcher, two_stage_candidates
+
+    if Searcher(index, lambda _t: None, None, "dense").two_stage():  # type: ignore[arg-type,return-value]
+        n = two_stage_candidates(index.count)
+        return f"two-stage (sign bits, then exact scores of {n:,} candidates; --exact scans all)"
+    if all(seg.bits() is not None for seg in index.segments):
+        from msearch.query import TWO_STAGE_FROM
+
+        return f"exact (two-stage from {TWO_STAGE_FROM:,} passages)"
+    return "exact (segments without sign bits: `msearch index --compact` adds them)"
+
+
 def index_status(index_dir: Path) -> Status:
     """What the index holds, checked row by row (``store.verify``: a damaged
     index is an error here, not a report), and what changed since."""
@@ -114,6 +129,7 @@ def index_status(index_dir: Path) -> Status:
         passages=meta.count,
         segments=len(meta.segments),
         dead=sum(x.rows - x.live_rows for x in meta.segments),
+        search=search_kind(index),
         size_bytes=_disk_size(index_dir, [x.name for x in meta.segments]),
         created=meta.created,
         updated=meta.updated,

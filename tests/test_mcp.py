@@ -83,6 +83,9 @@ def test_tools_have_plain_json_schemas(folder: Path) -> None:
 def test_search_gives_structured_results_like_the_library(folder: Path) -> None:
     result = call(folder, "search", {"query": "bread dough", "k": 3})
     assert not result.is_error
+    from msearch.mcp_server import SearchOutput
+
+    SearchOutput.model_validate(result.structured_content, strict=True)  # the documented shape
     got = result.structured_content["results"]
     index = load_index(folder / ".msearch")
     from msearch.query import query_encoder

@@ -227,3 +227,14 @@ def test_path_filter_rules() -> None:
     assert f.match("a/b.md") and not f.match("drafts/x.md") and not f.match("a.txt")
     assert PathFilter(["!*.txt"]).match("a.md") and not PathFilter(["!*.txt"]).match("a.txt")
     assert not PathFilter([])
+
+
+def test_exact_and_status_say_how_search_runs(notes: Path) -> None:
+    idx = str(notes / ".msearch")
+    plain = q(notes, "-k", "5")
+    exact = q(notes, "-k", "5", "--exact")
+    assert exact.exit_code == 0 and exact.stdout == plain.stdout  # small: exact either way
+    r = run("status", "--index", idx)
+    assert "search:    exact (two-stage from 500,000 passages)" in r.stdout
+    r = run("status", "--index", idx, "--json")
+    assert json.loads(r.stdout)["search"].startswith("exact")

@@ -1,0 +1,209 @@
+"""The two-stage dense search of large indexes (sign bits, then exact
+scores of the candidates) against the exact scan."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import msearch.query
+from msearch import store
+from msearch.errors import IndexCorrupt
+from msearch.filters import PathFilter
+from msearch.lexical import LexicalParams, build_lexical
+from msearch.query import Searcher, open_lexical
+from msearch.segment import BITS_NAME, SegmentWriter, sign_bits
+
+DIM = 64
+FILES = 20
+PER_FILE = 600
+WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]
+
+
+def clustered(n: int, centers: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Noisy copies of cluster centers: neighbourhoods as real embeddings have."""
+    v = centers[rng.integers(0, len(centers), n)] + rng.standard_normal((n, DIM)) * 0.08
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """An index of 12,000 clustered vectors in two segments, 20 files, and
+    queries near the clusters."""
+    rng = np.random.default_rng(7)
+    centers = rng.standard_normal((300, DIM))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    vectors = clustered(FILES * PER_FILE, centers, rng)
+    queries = clustered(60, centers, rng)
+    texts = [" ".join(rng.choice(WORDS, 6)) for _ in range(len(vectors))]
+    index_dir = tmp_path_factory.mktemp("two") / "idx"
+    store.claim(index_dir)
+    infos, records = [], []
+    for s, (f0, f1) in enumerate(((0, 12), (12, FILES))):
+        writer = SegmentWriter(store.new_segment_dir(index_dir), DIM, window=4096)
+        for f in range(f0, f1):
+            ids = np.arange(f * PER_FILE, (f + 1) * PER_FILE)
+            line = ids - f * PER_FILE + 1
+            rows = np.stack([0 * ids + f - f0, line, line, 0 * ids, 0 * ids], axis=1)
+            writer.add_kept(rows.astype(np.int32), vectors[ids], np.zeros((PER_FILE, 16), np.uint8))
+            records.append(
+                store.FileRecord(
+                    f"d{f % 2}/f{f:02d}.txt", 0, 0, "", s, (f - f0) * PER_FILE, PER_FILE
+                )
+            )
+        infos.append(writer.close(build_lexical(texts[f0 * PER_FILE : f1 * PER_FILE])))
+    meta = store.Meta(
+        root=str(index_dir.parent),
+        model={"name": "test", "dim": DIM},
+        chunking={"max_tokens": 256, "overlap_tokens": 32},
+        walk={},
+        files=records,
+        dim=DIM,
+        segments=infos,
+        lexical=LexicalParams.default().to_json(),
+    )
+    store.commit(index_dir, meta)
+    return index_dir, vectors, queries
+
+
+@pytest.fixture(autouse=True)
+def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two stages from any size, with 300 candidates of 12,000 (2.5%)."""
+    monkeypatch.setattr(msearch.query, "TWO_STAGE_FROM", 0)
+    monkeypatch.setattr(msearch.query, "two_stage_candidates", lambda rows: 300)
+
+
+def searchers(
+    index: store.Index, queries: np.ndarray, mode: str
+) -> tuple[Searcher, Searcher, list[str]]:
+    names = [f"{WORDS[i % 8]} {WORDS[(i * 3) % 8]} q{i}" for i in range(len(queries))]
+    lookup = dict(zip(names, queries, strict=True))
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return np.stack([lookup[t] for t in texts])
+
+    lexical = open_lexical(index) if mode != "dense" else None
+    staged = Searcher(index, encode, lexical, mode)
+    exact = Searcher(index, encode, lexical, mode, exact=True)
+    return staged, exact, names
+
+
+def key(hit: msearch.query.Hit) -> tuple[str, int]:
+    return (hit.path, hit.start_line)
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_two_stages_find_what_the_exact_scan_finds(data, mode: str) -> None:  # type: ignore[no-untyped-def]
+    index_dir, _, queries = data
+    index = store.load_index(index_dir)
+    staged, exact, names = searchers(index, queries, mode)
+    assert staged.two_stage() and not exact.two_stage()
+    recalls = []
+    for got, want in zip(staged.query_many(names, 10), exact.query_many(names, 10), strict=True):
+        exact_score = {key(h): h.score for h in want}
+        # Every score is the exact one: the second stage rescores exactly.
+        for h in got:
+            if key(h) in exact_score:
+                assert h.score == pytest.approx(exact_score[key(h)], abs=1e-6)
+        recalls.append(len({key(h) for h in got} & set(exact_score)) / 10)
+    assert np.mean(recalls) >= 0.99, np.mean(recalls)
+
+
+def test_scores_are_exact_cosines(data) -> None:  # type: ignore[no-untyped-def]
+    index_dir, vectors, queries = data
+    index = store.load_index(index_dir)
+    staged, _, names = searchers(index, queries, "dense")
+    for name, q in zip(names[:10], queries[:10], strict=True):
+        for h in staged.query(name, 10):
+            f = int(h.path[-6:-4])
+            row = f * PER_FILE + h.start_line - 1
+            assert h.score == pytest.approx(float(vectors[row] @ q), abs=1e-6)
+
+
+def test_filters_and_dead_rows_are_applied_before_the_cut(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    index_dir, _, queries = data
+    index = store.load_index(index_dir)
+    staged, exact, names = searchers(index, queries, "dense")
+    only = PathFilter(["d1/"])  # half the files: the first stage fetches twice as many
+    for name in names[:10]:
+        got = staged.query(name, 10, paths=only)
+        assert len(got) == 10 and all(
+            h.path.startswith(str(index.root / "d1")) or "d1/" in h.path for h in got
+        )
+        want = exact.query(name, 10, paths=only)
+        assert len({key(h) for h in got} & {key(h) for h in want}) >= 9
+    # Dead rows: drop two files from the file table, as an update does.
+    meta = store.read_meta(index_dir)
+    dead = {meta.files[3].path, meta.files[15].path}
+    kept = [f for f in meta.files if f.path not in dead]
+    segments = [dataclasses.replace(s) for s in meta.segments]
+    segments[0].live_rows -= PER_FILE
+    segments[1].live_rows -= PER_FILE
+    moved = tmp_path / "idx"
+    import shutil
+
+    shutil.copytree(index_dir, moved)
+    meta2 = dataclasses.replace(meta, files=kept, segments=segments, root=str(index_dir.parent))
+    store.commit(moved, meta2)
+    index2 = store.load_index(moved)
+    staged2, _, _ = searchers(index2, queries, "dense")
+    for name in names:
+        assert not {h.path for h in staged2.query(name, 10)} & {
+            str(index_dir.parent / p) for p in dead
+        }
+
+
+def test_a_narrow_filter_scans_its_rows_exactly(data) -> None:  # type: ignore[no-untyped-def]
+    index_dir, _, queries = data
+    index = store.load_index(index_dir)
+    staged, exact, names = searchers(index, queries, "dense")
+    one = PathFilter(["f07.txt"])  # 1 file of 20: fetching enough would be most rows
+    assert staged._two_stage_group([names[0]], one.row_mask(index)) is None
+    assert [key(h) for h in staged.query(names[0], 10, paths=one)] == [
+        key(h) for h in exact.query(names[0], 10, paths=one)
+    ]
+
+
+def test_segments_without_sign_bits_are_scanned_exactly(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    index_dir, _, queries = data
+    moved = tmp_path / "old"
+    shutil.copytree(index_dir, moved)
+    meta = json.loads((moved / "meta.json").read_text())
+    (moved / meta["segments"][1]["name"] / BITS_NAME).unlink()  # as an older msearch wrote it
+    index = store.load_index(moved)
+    staged, exact, names = searchers(index, queries, "dense")
+    assert not staged.two_stage()
+    from msearch.status import search_kind
+
+    assert search_kind(index).startswith("exact (segments without sign bits")
+    assert search_kind(store.load_index(index_dir)).startswith("two-stage")
+
+
+def test_damaged_sign_bits_are_a_clear_error(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    index_dir, _, queries = data
+    moved = tmp_path / "bad"
+    shutil.copytree(index_dir, moved)
+    seg = json.loads((moved / "meta.json").read_text())["segments"][0]["name"]
+    path = moved / seg / BITS_NAME
+    path.unlink()
+    np.save(path, np.zeros((5, DIM // 8), np.uint8))
+    index = store.load_index(moved)
+    staged, _, names = searchers(index, queries, "dense")
+    with pytest.raises(IndexCorrupt, match="bits.npy"):
+        staged.query(names[0])
+
+
+def test_sign_bits_are_written_with_every_segment(data) -> None:  # type: ignore[no-untyped-def]
+    index_dir, vectors, _ = data
+    index = store.load_index(index_dir)
+    bits = np.concatenate([np.asarray(s.bits()) for s in index.segments])
+    assert np.array_equal(bits, sign_bits(vectors))
+    assert np.array_equal(np.unpackbits(bits, axis=1)[:, :DIM].astype(bool), vectors > 0)
