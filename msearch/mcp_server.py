@@ -23,6 +23,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field, ValidationError
 
 from msearch.errors import MsearchError
+from msearch.output import lossy as _lossy
 from msearch.query import MODES
 from msearch.service import MAX_CONTEXT, MAX_K, SearchService
 
@@ -146,6 +147,8 @@ def build_server(service: SearchService, version: str = "") -> MCPServer:
         # No score is below -1 (cosine, and the hybrid blend of it), so the
         # default keeps every result without a union type for "no limit".
         hits = call(service.search, query, k, mode, paths, min_score, context, exact)
+        # A file name that is not UTF-8 (kept as lone surrogates) cannot go
+        # into JSON as it is: U+FFFD for its bad bytes, as `status --json`.
         # A plain dict of SearchOutput's shape (the tests check it against
         # the model): building models to dump them again cost a call 0.3 ms.
         out = {
@@ -153,19 +156,19 @@ def build_server(service: SearchService, version: str = "") -> MCPServer:
             "mode": mode,
             "results": [
                 {
-                    "path": h.path,
+                    "path": lossy(h.path),
                     "start_line": h.start_line,
                     "end_line": h.end_line,
                     "score": round(h.score, 6),
-                    "text": h.text,
+                    "text": lossy(h.text),
                     "stale": h.stale,
-                    "before": list(h.before),
-                    "after": list(h.after),
+                    "before": lossy(list(h.before)),
+                    "after": lossy(list(h.after)),
                 }
                 for h in hits
             ],
         }
-        return text_result(summary(query, hits, service.matcher(query)), out)
+        return text_result(lossy(summary(query, hits, service.matcher(query))), out)
 
     @server.tool()
     def get(
@@ -178,14 +181,14 @@ def build_server(service: SearchService, version: str = "") -> MCPServer:
         """Read lines of a file inside the indexed folder (at most 2,000 at a time)."""
         got = call(service.get, path, start_line, end_line or None)
         out = GetOutput(
-            path=got.path,
+            path=lossy(got.path),
             start_line=got.start_line,
             end_line=got.end_line,
             total_lines=got.total_lines,
-            text=got.text,
+            text=lossy(got.text),
         )
-        head = f"{got.path}:{got.start_line}-{got.end_line} of {got.total_lines} lines"
-        return text_result(head + "\n" + got.text, out)
+        head = f"{lossy(got.path)}:{got.start_line}-{got.end_line} of {got.total_lines} lines"
+        return text_result(head + "\n" + lossy(got.text), out)
 
     @server.tool()
     def status() -> dict[str, Any]:
@@ -215,6 +218,12 @@ def build_server(service: SearchService, version: str = "") -> MCPServer:
         return text_result(text, out)
 
     return server
+
+
+def lossy(value: Any) -> Any:
+    """``value`` with every string valid UTF-8: a file name that is not
+    (kept as lone surrogates) would stop the server's JSON writer."""
+    return _lossy(value)
 
 
 def summary(query: str, hits: list[Any], matcher: Any) -> str:

@@ -305,7 +305,7 @@ class Searcher:
         index = self.index
         usable = self._usable(allowed)
         n_usable = int(usable.sum()) if allowed is not None else index.count
-        want = two_stage_candidates(index.count)
+        want = max(two_stage_candidates(index.count), k)
         # Dead and filtered rows are dropped after stage one: fetch enough.
         fetch = min(index.total_rows, int(want * index.total_rows / max(n_usable, 1)) + 1)
         if fetch * 4 >= index.total_rows:
@@ -328,6 +328,10 @@ class Searcher:
             rows = rows_all[j]
             keep = (rows >= 0) & usable[np.maximum(rows, 0)]
             rows, d = rows[keep], dists[j][keep]
+            if len(rows) < min(want, n_usable):
+                # The rows that pass the filter (or live) lie far from the
+                # query, beyond what was fetched: scan them all instead.
+                return None
             if len(rows) > want:
                 rows = rows[np.argpartition(d, want - 1)[:want]]
             lex = None

@@ -379,15 +379,28 @@ class Segment:
     def bits(self) -> np.ndarray | None:
         """The packed sign bits of the vectors (memory-mapped), or None for a
         segment written without them (by an msearch before they existed),
-        which a search then scans exactly. Checked like every other file."""
+        which a search then scans exactly. Checked like every other file;
+        opened with the rest by ``load_index`` (a merge may remove the
+        folder once a newer generation is committed)."""
         if not self._bits_read:
             with self._reopen() as folder:
-                bits = folder.npy(BITS_NAME) if folder.exists(BITS_NAME) else None
-            width = (self.embeddings.shape[1] + 7) // 8
-            if bits is not None and (bits.shape != (self.rows, width) or bits.dtype != np.uint8):
-                raise IndexCorrupt(f"{self.path / BITS_NAME} has shape {bits.shape}; {FIX_HINT}")
-            self._bits, self._bits_read = bits, True
+                self.load_bits(folder)
         return self._bits
+
+    def load_bits(self, folder: Any) -> None:
+        """Sign bits that are missing, unreadable or of the wrong shape count
+        as absent: they only speed a search up, and the exact scan gives the
+        right answer without them (`status` reports the damage)."""
+        bits = None
+        try:
+            if folder.exists(BITS_NAME):
+                bits = folder.npy(BITS_NAME)
+        except (IndexCorrupt, OSError, ValueError):
+            bits = None
+        width = (self.embeddings.shape[1] + 7) // 8
+        if bits is not None and (bits.shape != (self.rows, width) or bits.dtype != np.uint8):
+            bits = None
+        self._bits, self._bits_read = bits, True
 
     def _reopen(self) -> Any:
         from msearch.store import DataFolder

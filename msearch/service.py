@@ -69,6 +69,8 @@ class SearchService:
         self._encoder: Any = None
         self._encoder_key: str | None = None
         self._matching: tuple[str, Any, Any] | None = None
+        self._paths: tuple[store.Index, frozenset[str]] | None = None
+        self._reindex_lock = threading.Lock()  # the watcher and the tool: one model load
         self._doc_model: Any = None
         self._doc_key: str | None = None
 
@@ -173,8 +175,10 @@ class SearchService:
 
     def get(self, path: str, start_line: int = 1, end_line: int | None = None) -> Lines:
         """Lines ``start_line``..``end_line`` (from 1, inclusive) of a file
-        inside the index root; nothing outside it, and no link out of it
-        unless the index was built following links."""
+        the index holds: nothing outside the root, no link out of it unless
+        the index was built following links, and nothing the walk left out
+        (a hidden ``.env``, a gitignored secret), whoever asks for it (an
+        agent may be steered by text it read)."""
         if not isinstance(path, str) or not path.strip():
             raise UsageError("give the path of a file inside the indexed folder")
         for name, n in (("start_line", start_line), ("end_line", end_line)):
@@ -184,6 +188,11 @@ class SearchService:
             raise UsageError("end_line is before start_line")
         index = self.index()
         rel = self._inside_root(index.root, path)
+        if rel not in self._indexed_paths(index):
+            raise UsageError(
+                f"{rel} is not a file of the index (only indexed files can be read; "
+                "a new file needs `reindex` first)"
+            )
         follow = index.meta.walk.get("follow_symlinks") is True
         from msearch.walk import NotText, decode
 
@@ -201,10 +210,20 @@ class SearchService:
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
+        if start_line > max(len(lines), 1):
+            raise UsageError(
+                f"{rel} has {len(lines)} lines; start_line {start_line} is past its end"
+            )
         last = len(lines) if end_line is None else min(end_line, len(lines))
         last = min(last, start_line + MAX_GET_LINES - 1)
         shown = lines[start_line - 1 : last]
         return Lines(rel, start_line, start_line + len(shown) - 1, len(lines), "\n".join(shown))
+
+    def _indexed_paths(self, index: store.Index) -> frozenset[str]:
+        with self._lock:
+            if self._paths is None or self._paths[0] is not index:
+                self._paths = (index, frozenset(f.path for f in index.meta.files))
+            return self._paths[1]
 
     @staticmethod
     def _inside_root(root: Path, path: str) -> str:
@@ -237,11 +256,12 @@ class SearchService:
         from msearch.encoders import ModelRecord, load_recorded
         from msearch.indexer import update_recorded
 
-        meta = store.read_meta(self.index_dir)
-        key = json.dumps(meta.model, sort_keys=True)
-        if self._doc_model is None or key != self._doc_key:
-            self._doc_model = load_recorded(
-                ModelRecord.from_json(meta.model), self.device, self.trust, notice=self.say
-            )
-            self._doc_key = key
-        return update_recorded(self.index_dir, self._doc_model, notice=self.say)
+        with self._reindex_lock:
+            meta = store.read_meta(self.index_dir)
+            key = json.dumps(meta.model, sort_keys=True)
+            if self._doc_model is None or key != self._doc_key:
+                self._doc_model = load_recorded(
+                    ModelRecord.from_json(meta.model), self.device, self.trust, notice=self.say
+                )
+                self._doc_key = key
+            return update_recorded(self.index_dir, self._doc_model, notice=self.say)

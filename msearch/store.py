@@ -627,6 +627,7 @@ def load_index(index_dir: Path, mmap: bool = True, lexical: bool = False) -> Ind
             for info in meta.segments:
                 with open_folder(index_dir, info.name) as folder:
                     seg = open_segment(folder, info, meta.dim, mmap)
+                    seg.load_bits(folder)
                     if lexical:
                         try:
                             seg._lexical = LexicalSegment.load(folder, mmap)

@@ -162,6 +162,7 @@ def test_bad_search_calls_get_one_sentence_and_the_server_keeps_serving(
 def test_get_reads_lines_inside_the_root_only(folder: Path, tmp_path: Path) -> None:
     secret = write(tmp_path, "secret.txt", "password\n")
     os.symlink(secret, folder / "link.txt")
+    write(folder, ".env", "API_KEY=hunter2\n")  # hidden: never indexed, never served
 
     async def body(client: Client) -> Any:
         calls = [
@@ -173,18 +174,52 @@ def test_get_reads_lines_inside_the_root_only(folder: Path, tmp_path: Path) -> N
             {"path": "nope.txt"},
             {"path": "bread.txt", "start_line": 0},
             {"path": "bread.txt", "start_line": 3, "end_line": 2},
+            {"path": ".env"},
+            {"path": "bread.txt", "start_line": 9},
         ]
         return [await client.call_tool("get", c) for c in calls]
 
-    ok, whole, up, absolute, link, missing, zero, backwards = served(folder, body)
+    results = served(folder, body)
+    ok, whole, up, absolute, link, missing, zero, backwards, hidden, past = results
     assert not ok.is_error and ok.structured_content["text"] == "line 3 filler\nline 4 filler"
     assert ok.structured_content["total_lines"] == 39
     assert whole.structured_content["text"].startswith("Knead") and not whole.is_error
     for result in (up, absolute):
         assert result.is_error and "outside the indexed folder" in result.content[0].text
     assert link.is_error and "password" not in link.content[0].text
-    assert missing.is_error and "no such file" in missing.content[0].text
+    assert missing.is_error and "not a file of the index" in missing.content[0].text
     assert zero.is_error and backwards.is_error
+    assert hidden.is_error and "hunter2" not in hidden.content[0].text
+    assert past.is_error and "past its end" in past.content[0].text
+
+
+def test_a_file_name_that_is_not_utf8_does_not_stop_the_server(
+    tmp_path: Path, use_fake: FakeEmbedder
+) -> None:
+    """Regression (review): a hit on such a name reached the SDK's JSON
+    writer as lone surrogates and ended the server."""
+    root = tmp_path / "odd"
+    write(root, "plain.txt", "some other words\n")
+    (root / os.fsdecode(b"caf\xe9.txt")).write_text("zebra crossing notes\n")
+    build_index(root, root / ".msearch", use_fake)
+
+    params = StdioServerParameters(  # over stdio: the JSON writer is what failed
+        command=sys.executable,
+        args=["-m", "msearch", "mcp", "--index", str(root / ".msearch")],
+        env={**get_default_environment(), "HF_HUB_OFFLINE": "1"},
+    )
+
+    async def main() -> Any:
+        async with Client(params, read_timeout_seconds=60) as client:
+            found = await client.call_tool("search", {"query": "zebra", "mode": "lexical"})
+            after = await client.call_tool("search", {"query": "words", "mode": "lexical"})
+            return found, after
+
+    found, after = anyio.run(main)
+    assert not found.is_error
+    assert found.structured_content["results"][0]["path"] == "caf\ufffd.txt"
+    assert "caf\ufffd.txt" in found.content[0].text
+    assert not after.is_error and after.structured_content["results"]
 
 
 def test_the_server_reopens_a_newer_index_generation(folder: Path, fake: FakeEmbedder) -> None:

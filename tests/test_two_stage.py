@@ -185,20 +185,52 @@ def test_segments_without_sign_bits_are_scanned_exactly(data, tmp_path: Path) ->
     assert search_kind(store.load_index(index_dir)).startswith("two-stage")
 
 
-def test_damaged_sign_bits_are_a_clear_error(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_damaged_sign_bits_fall_back_to_the_exact_scan(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Sign bits only speed a search up: damaged ones are set aside (the
+    exact scan answers) and `status` reports the damage."""
     import shutil
 
     index_dir, _, queries = data
-    moved = tmp_path / "bad"
-    shutil.copytree(index_dir, moved)
-    seg = json.loads((moved / "meta.json").read_text())["segments"][0]["name"]
-    path = moved / seg / BITS_NAME
-    path.unlink()
-    np.save(path, np.zeros((5, DIM // 8), np.uint8))
-    index = store.load_index(moved)
-    staged, _, names = searchers(index, queries, "dense")
-    with pytest.raises(IndexCorrupt, match="bits.npy"):
-        staged.query(names[0])
+    for how in ("shape", "folder"):
+        moved = tmp_path / how
+        shutil.copytree(index_dir, moved)
+        seg = json.loads((moved / "meta.json").read_text())["segments"][0]["name"]
+        path = moved / seg / BITS_NAME
+        path.unlink()
+        if how == "shape":
+            np.save(path, np.zeros((5, DIM // 8), np.uint8))
+        else:
+            path.mkdir()
+        index = store.load_index(moved)
+        staged, exact, names = searchers(index, queries, "dense")
+        assert not staged.two_stage()
+        assert [key(h) for h in staged.query(names[0])] == [key(h) for h in exact.query(names[0])]
+        with pytest.raises(IndexCorrupt, match="bits.npy"):
+            store.verify_checksums(moved, index.meta)
+
+
+def test_filtered_rows_far_from_the_query_are_still_found(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Regression (review): the rows a filter passes may all lie beyond what
+    the first stage fetched; the search then scans them exactly, never
+    answering with fewer hits than exist. Also k above the candidates."""
+    index_dir, vectors, queries = data
+    index = store.load_index(index_dir)
+    staged, exact, names = searchers(index, queries, "dense")
+    # Half the rows, all of them farther from the query than any other:
+    # the first stage fetches the nearest, and none of them passes.
+    far = (vectors @ queries[0]) < np.median(vectors @ queries[0])
+    for searcher in (staged, exact):
+        searcher._mask = lambda _paths: far  # type: ignore[method-assign]
+    assert staged._two_stage_group([names[0]], far, 10) is None
+    every = PathFilter(["*"])
+    got = staged.query(names[0], 10, paths=every)
+    assert len(got) == 10
+    assert [key(h) for h in got] == [key(h) for h in exact.query(names[0], 10, paths=every)]
+    many = staged.query(names[0], 1000)
+    assert len(many) == 1000
+    want = exact.query(names[0], 50)
+    assert [key(h) for h in many[:10]] == [key(h) for h in want[:10]]
+    assert len({key(h) for h in many[:50]} & {key(h) for h in want}) >= 45
 
 
 def test_sign_bits_are_written_with_every_segment(data) -> None:  # type: ignore[no-untyped-def]
