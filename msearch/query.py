@@ -282,58 +282,59 @@ class Searcher:
         self, texts: list[str], allowed: np.ndarray | None, k: int = 10
     ) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """(candidate rows in ascending order, their final scores) per query,
-        or None when a filter or dead rows leave so few usable rows that
+        or None when so few rows are usable (live, passing the filter) that
         scanning them all is as cheap.
 
         Stage one: the sign bits of the query against every row's, by
         Hamming distance (faiss's SIMD popcount, on the memory-mapped bits:
-        1/32 of the vectors' bytes); the closest ``two_stage_candidates``
-        usable rows go on. Stage two: their exact cosines, from the float32
-        vectors. Hybrid adds the best BM25 rows to the candidates, so the
-        fused score of every candidate is exactly the full search's (the
-        best lexical row is among them, so the scale is the same).
+        1/32 of the vectors' bytes), rows that are dead or filtered out set
+        beyond any distance; the closest ``two_stage_candidates`` go on.
+        Stage two: their exact cosines, from the float32 vectors. Hybrid
+        adds the best BM25 rows to the candidates, so the fused score of
+        every candidate is exactly the full search's (the best lexical row
+        is among them, so the scale is the same).
         """
         import faiss
 
         from msearch.segment import sign_bits
 
         # One thread: faiss's OpenMP threads would wait on OpenBLAS's, still
-        # spinning after the query's encoding (2x slower on 2 cores), and the
-        # counting variant, linear in the rows, beats a heap of thousands.
+        # spinning after the query's encoding (2x slower on 2 cores).
         faiss.omp_set_num_threads(1)
 
         index = self.index
         usable = self._usable(allowed)
         n_usable = int(usable.sum()) if allowed is not None else index.count
         want = max(two_stage_candidates(index.count), k)
-        # Dead and filtered rows are dropped after stage one: fetch enough.
-        fetch = min(index.total_rows, int(want * index.total_rows / max(n_usable, 1)) + 1)
-        if fetch * 4 >= index.total_rows:
+        if n_usable <= 4 * want:
             return None
         assert self.encode is not None
         vecs = np.ascontiguousarray(self.encode(texts), dtype=np.float32)
         qbits = np.ascontiguousarray(sign_bits(vecs))
-        dist_parts, row_parts = [], []
-        for seg in index.segments:
-            bits = seg.bits()
-            if not seg.rows or bits is None:
-                continue
-            d, i = faiss.knn_hamming(qbits, np.asarray(bits), min(fetch, seg.rows), "mc")
-            dist_parts.append(d)
-            row_parts.append(i + seg.offset)
-        dists = np.concatenate(dist_parts, axis=1)
-        rows_all = np.concatenate(row_parts, axis=1)
+        width = qbits.shape[1]
+        # Every distance (4 bytes a row), then one partial sort: as fast as a
+        # top-k per segment for one segment, and unlike it, independent of
+        # how many segments there are and of where the usable rows lie.
+        dist = np.empty(index.total_rows, dtype=np.int32)
+        unusable = None if n_usable == index.total_rows else ~usable
         out = []
         for j, text in enumerate(texts):
-            rows = rows_all[j]
-            keep = (rows >= 0) & usable[np.maximum(rows, 0)]
-            rows, d = rows[keep], dists[j][keep]
-            if len(rows) < min(want, n_usable):
-                # The rows that pass the filter (or live) lie far from the
-                # query, beyond what was fetched: scan them all instead.
-                return None
-            if len(rows) > want:
-                rows = rows[np.argpartition(d, want - 1)[:want]]
+            for seg in index.segments:
+                bits = seg.bits()
+                assert bits is not None  # two_stage() checked every segment
+                part = dist[seg.offset : seg.offset + seg.rows]
+                if seg.rows:
+                    faiss.hammings(  # type: ignore[attr-defined]
+                        faiss.swig_ptr(qbits[j]),
+                        faiss.swig_ptr(np.asarray(bits)),
+                        1,
+                        seg.rows,
+                        width,
+                        faiss.swig_ptr(part),
+                    )
+            if unusable is not None:
+                np.copyto(dist, np.int32(1 << 30), where=unusable)
+            rows = np.argpartition(dist, want - 1)[:want]
             lex = None
             if self.mode == "hybrid":
                 assert self.lexical is not None

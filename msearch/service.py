@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from msearch import query as query_module
 from msearch import safefs, store
 from msearch.errors import UsageError
 from msearch.query import MODES, Hit, Searcher
@@ -88,7 +89,13 @@ class SearchService:
             except OSError:
                 stamp = None
             if self._index is None or stamp != self._stamp:
-                self._index = store.load_index(self.index_dir, lexical=True)
+                index = store.load_index(self.index_dir, lexical=True)
+                if index.count >= query_module.TWO_STAGE_FROM:
+                    from msearch.segment import populate
+
+                    for seg in index.segments:  # see populate: once per generation
+                        populate(seg.embeddings)
+                self._index = index
                 self._stamp = stamp
                 self._searchers = {}
             return self._index
