@@ -537,6 +537,11 @@ def query(
             from msearch.tty import make_console
 
             console = make_console(out, _color_mode(color))
+        if len(queries) > 1 and searcher.mode != "lexical" and searcher.two_stage():
+            from msearch.segment import populate
+
+            for seg in searcher.index.segments:  # many queries: map the pages once
+                populate(seg.embeddings)
         results = searcher.query_many(queries, k, min_score, paths, lines_around)
         lexical_settings = searcher.index.meta.lexical
         for q, hits in zip(queries, results, strict=True):
