@@ -194,57 +194,70 @@ ModelOpt = Annotated[
 ]
 
 
+# Options shared by `index` and `watch` (and --device by every command that loads a model).
+IncludeOpt = Annotated[
+    list[str] | None, typer.Option("--include", "-g", help="Only files matching this glob.")
+]
+ExcludeOpt = Annotated[
+    list[str] | None, typer.Option("--exclude", help="Skip files/folders matching this glob.")
+]
+HiddenOpt = Annotated[bool, typer.Option("--hidden", help="Include hidden files.")]
+FollowOpt = Annotated[bool, typer.Option("--follow", "-L", help="Follow symlinks.")]
+NoIgnoreOpt = Annotated[
+    bool, typer.Option("--no-ignore", help="Do not honour .gitignore/.ignore files.")
+]
+NoiseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-noise", help="Index lock files, minified files and vendored folders too."
+    ),
+]
+MaxSizeOpt = Annotated[
+    str, typer.Option("--max-file-size", help="Skip files larger than this (e.g. 4M).")
+]
+ChunkOpt = Annotated[
+    int, typer.Option("--chunk-tokens", help="Passage size in model tokens (capped).")
+]
+OverlapOpt = Annotated[
+    int, typer.Option("--overlap-tokens", help="Tokens repeated between passages.")
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run the model.")]
+BatchOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        help="At most this many passages per batch (default: 32 on CPU, 1024 on a GPU).",
+        show_default=False,
+    ),
+]
+PrecisionOpt = Annotated[
+    Precision | None,
+    typer.Option(
+        "--precision",
+        help="Precision of the model's arithmetic (default: float32, or the index's).",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def index(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to index.")],
     index_path: IndexOpt = None,
     model: ModelOpt = None,
     full: Annotated[bool, typer.Option("--full", help="Rebuild from scratch.")] = False,
-    include: Annotated[
-        list[str] | None, typer.Option("--include", "-g", help="Only files matching this glob.")
-    ] = None,
-    exclude: Annotated[
-        list[str] | None, typer.Option("--exclude", help="Skip files/folders matching this glob.")
-    ] = None,
-    hidden: Annotated[bool, typer.Option("--hidden", help="Include hidden files.")] = False,
-    follow: Annotated[bool, typer.Option("--follow", "-L", help="Follow symlinks.")] = False,
-    no_ignore: Annotated[
-        bool, typer.Option("--no-ignore", help="Do not honour .gitignore/.ignore files.")
-    ] = False,
-    include_noise: Annotated[
-        bool,
-        typer.Option(
-            "--include-noise", help="Index lock files, minified files and vendored folders too."
-        ),
-    ] = False,
-    max_file_size: Annotated[
-        str, typer.Option("--max-file-size", help="Skip files larger than this (e.g. 4M).")
-    ] = "4M",
-    chunk_tokens: Annotated[
-        int, typer.Option("--chunk-tokens", help="Passage size in model tokens (capped).")
-    ] = 256,
-    overlap_tokens: Annotated[
-        int, typer.Option("--overlap-tokens", help="Tokens repeated between passages.")
-    ] = 32,
-    device: Annotated[
-        Device, typer.Option("--device", help="Where to run the model.")
-    ] = Device.auto,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            help="At most this many passages per batch (default: 32 on CPU, 1024 on a GPU).",
-            show_default=False,
-        ),
-    ] = None,
-    precision: Annotated[
-        Precision | None,
-        typer.Option(
-            "--precision",
-            help="Precision of the model's arithmetic (default: float32, or the index's).",
-            show_default=False,
-        ),
-    ] = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    hidden: HiddenOpt = False,
+    follow: FollowOpt = False,
+    no_ignore: NoIgnoreOpt = False,
+    include_noise: NoiseOpt = False,
+    max_file_size: MaxSizeOpt = "4M",
+    chunk_tokens: ChunkOpt = 256,
+    overlap_tokens: OverlapOpt = 32,
+    device: DeviceOpt = Device.auto,
+    batch_size: BatchOpt = None,
+    precision: PrecisionOpt = None,
     fast: Annotated[
         bool,
         typer.Option(
@@ -449,9 +462,7 @@ def query(
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Re-index changed files before searching.")
     ] = False,
-    device: Annotated[
-        Device, typer.Option("--device", help="Where to run the model.")
-    ] = Device.auto,
+    device: DeviceOpt = Device.auto,
     dense_only: Annotated[
         bool, typer.Option("--dense-only", help="Rank by embeddings alone (no BM25).")
     ] = False,
@@ -709,51 +720,18 @@ def watch(
     ] = Path("."),
     index_path: IndexOpt = None,
     model: ModelOpt = None,
-    include: Annotated[
-        list[str] | None, typer.Option("--include", "-g", help="Only files matching this glob.")
-    ] = None,
-    exclude: Annotated[
-        list[str] | None, typer.Option("--exclude", help="Skip files/folders matching this glob.")
-    ] = None,
-    hidden: Annotated[bool, typer.Option("--hidden", help="Include hidden files.")] = False,
-    follow: Annotated[bool, typer.Option("--follow", "-L", help="Follow symlinks.")] = False,
-    no_ignore: Annotated[
-        bool, typer.Option("--no-ignore", help="Do not honour .gitignore/.ignore files.")
-    ] = False,
-    include_noise: Annotated[
-        bool,
-        typer.Option(
-            "--include-noise", help="Index lock files, minified files and vendored folders too."
-        ),
-    ] = False,
-    max_file_size: Annotated[
-        str, typer.Option("--max-file-size", help="Skip files larger than this (e.g. 4M).")
-    ] = "4M",
-    chunk_tokens: Annotated[
-        int, typer.Option("--chunk-tokens", help="Passage size in model tokens (capped).")
-    ] = 256,
-    overlap_tokens: Annotated[
-        int, typer.Option("--overlap-tokens", help="Tokens repeated between passages.")
-    ] = 32,
-    device: Annotated[
-        Device, typer.Option("--device", help="Where to run the model.")
-    ] = Device.auto,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            help="At most this many passages per batch (default: 32 on CPU, 1024 on a GPU).",
-            show_default=False,
-        ),
-    ] = None,
-    precision: Annotated[
-        Precision | None,
-        typer.Option(
-            "--precision",
-            help="Precision of the model's arithmetic (default: float32, or the index's).",
-            show_default=False,
-        ),
-    ] = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    hidden: HiddenOpt = False,
+    follow: FollowOpt = False,
+    no_ignore: NoIgnoreOpt = False,
+    include_noise: NoiseOpt = False,
+    max_file_size: MaxSizeOpt = "4M",
+    chunk_tokens: ChunkOpt = 256,
+    overlap_tokens: OverlapOpt = 32,
+    device: DeviceOpt = Device.auto,
+    batch_size: BatchOpt = None,
+    precision: PrecisionOpt = None,
     fast: Annotated[
         bool, typer.Option("--fast", help="Same as --precision bfloat16 (see msearch index).")
     ] = False,
@@ -897,9 +875,7 @@ def mcp(
         ),
     ] = None,
     index_path: IndexOpt = None,
-    device: Annotated[
-        Device, typer.Option("--device", help="Where to run the model.")
-    ] = Device.auto,
+    device: DeviceOpt = Device.auto,
     watch_files: Annotated[
         bool, typer.Option("--watch", help="Also keep the index fresh as files change.")
     ] = False,

@@ -337,14 +337,7 @@ class Searcher:
             rows = np.argpartition(dist, want - 1)[:want]
             lex = None
             if self.mode == "hybrid":
-                assert self.lexical is not None
-                lex = self.lexical.scores(text)
-                if not np.isfinite(lex).all():
-                    raise IndexCorrupt(
-                        f"the lexical side of {index.dir} holds invalid numbers; {store.FIX_HINT}"
-                    )
-                if allowed is not None:
-                    lex[~allowed] = 0
+                lex = self._lexical_scores(text, allowed)
                 # The best BM25 rows join (the best one fixes the fused
                 # scale); rows strong on words but weak on meaning are few.
                 lex_want = min(want, max(100 * k, 1000))
@@ -365,6 +358,18 @@ class Searcher:
 
                 out.append((rows, fuse(dense, lex[rows])))
         return out
+
+    def _lexical_scores(self, text: str, allowed: np.ndarray | None) -> np.ndarray:
+        """BM25 of every row (0 for rows the filter leaves out), checked."""
+        assert self.lexical is not None
+        lex = self.lexical.scores(text)
+        if not np.isfinite(lex).all():
+            raise IndexCorrupt(
+                f"the lexical side of {self.index.dir} holds invalid numbers; {store.FIX_HINT}"
+            )
+        if allowed is not None:
+            lex[~allowed] = 0
+        return lex
 
     def _exact_cosines(self, rows: np.ndarray, vec: np.ndarray) -> np.ndarray:
         """Cosines of ``rows`` (ascending, across segments) with ``vec``."""
@@ -429,14 +434,7 @@ class Searcher:
                 assert dense is not None
                 out.append(np.ascontiguousarray(dense[:, j]))
                 continue
-            assert self.lexical is not None
-            lex = self.lexical.scores(text)
-            if not np.isfinite(lex).all():
-                raise IndexCorrupt(
-                    f"the lexical side of {self.index.dir} holds invalid numbers; {store.FIX_HINT}"
-                )
-            if allowed is not None:
-                lex[~allowed] = 0
+            lex = self._lexical_scores(text, allowed)
             if self.mode == "lexical":
                 out.append(lex)
             else:
