@@ -128,6 +128,8 @@ def vimgrep(hits: Sequence[Hit], matcher: Matcher) -> Iterator[str]:
             continue
         i, col = best_line(h.text, matcher)
         line = h.text.split("\n")[i].rstrip("\r")
+        if i == 0 and h.lead:  # the passage starts inside a long line: the whole line
+            line, col = h.lead + line, col + len(h.lead)
         col_bytes = len(line[:col].encode("utf-8", "surrogatepass")) + 1
         yield f"{_escape(h.path)}:{h.start_line + i}:{col_bytes}:{_escape(line)}\n"
 

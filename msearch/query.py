@@ -56,6 +56,7 @@ class Hit:
     abs_path: str = ""
     before: tuple[str, ...] = ()  # context lines, read from the file as grep does
     after: tuple[str, ...] = ()
+    lead: str = ""  # the start of the first line, before the passage (a split long line)
 
 
 def find_index(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
@@ -488,6 +489,7 @@ class Searcher:
                     abs_path=abs_path,
                     before=before,
                     after=after,
+                    lead="" if text is None else text[text.rfind("\n", 0, start) + 1 : start],
                 )
             )
         return hits

@@ -238,3 +238,19 @@ def test_exact_and_status_say_how_search_runs(notes: Path) -> None:
     assert "search:    exact (two-stage from 500,000 passages)" in r.stdout
     r = run("status", "--index", idx, "--json")
     assert json.loads(r.stdout)["search"].startswith("exact")
+
+
+def test_vimgrep_columns_count_from_the_start_of_a_split_line(
+    tmp_path: Path, use_fake: FakeEmbedder
+) -> None:
+    """Regression (review): a passage that starts inside a long line (split
+    into pieces) had its column counted from the passage, not the line."""
+    root = tmp_path / "long"
+    words = " ".join(f"w{i}" for i in range(400))
+    write(root, "one.txt", words + " pineapple tail\n")
+    assert run("index", str(root), "--chunk-tokens", "64", "--overlap-tokens", "0").exit_code == 0
+    r = run("query", "pineapple", "--lexical-only", "--index", str(root / ".msearch"), "--vimgrep")
+    path, lineno, col, text = r.stdout.splitlines()[0].split(":", 3)
+    line = (root / "one.txt").read_text().split("\n")[0]
+    assert lineno == "1" and text == line
+    assert line.encode()[int(col) - 1 :].startswith(b"pineapple")
