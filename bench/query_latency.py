@@ -141,11 +141,10 @@ def warm_queries(index_dir: Path, runs: int) -> list[float]:
     """In-process query time (hybrid, top 10) on an open index: what each
     query costs once the model and the index are loaded."""
     from msearch.query import Searcher, open_lexical, query_encoder
-    from msearch.segment import populate
+    from msearch.segment import populate_segments
 
     idx = store.load_index(index_dir)
-    for seg in idx.segments:  # as a long-running process (msearch mcp) does
-        populate(seg.embeddings)
+    populate_segments(idx.segments)  # as a long-running process (msearch mcp) does
     searcher = Searcher(idx, query_encoder(idx, "cpu"), open_lexical(idx), "hybrid")
     for q in QUERIES:
         searcher.query(q)

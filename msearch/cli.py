@@ -549,10 +549,9 @@ def query(
 
             console = make_console(out, _color_mode(color))
         if len(queries) > 1 and searcher.mode != "lexical" and searcher.two_stage():
-            from msearch.segment import populate
+            from msearch.segment import populate_segments
 
-            for seg in searcher.index.segments:  # many queries: map the pages once
-                populate(seg.embeddings)
+            populate_segments(searcher.index.segments)  # many queries: map the pages once
         results = searcher.query_many(queries, k, min_score, paths, lines_around)
         lexical_settings = searcher.index.meta.lexical
         for q, hits in zip(queries, results, strict=True):

@@ -36,6 +36,12 @@ MODES = ("dense", "lexical", "hybrid")
 TWO_STAGE_FROM = 500_000
 
 
+def two_stage_ready(index: store.Index) -> bool:
+    """Whether the index is searched in two stages (unless asked for an
+    exact scan): large enough, and every segment has its sign bits."""
+    return index.count >= TWO_STAGE_FROM and all(seg.bits() is not None for seg in index.segments)
+
+
 def two_stage_candidates(rows: int) -> int:
     """How many passages the first stage hands to exact scoring: 1 in 100,
     at least 2,000 (recall@10 against the exact scan 0.99 and more on real
@@ -260,12 +266,7 @@ class Searcher:
     def two_stage(self) -> bool:
         """Whether dense scores come from the two-stage search: a large index
         whose every segment has its sign bits, unless ``exact`` was asked for."""
-        return (
-            not self.exact
-            and self.mode != "lexical"
-            and self.index.count >= TWO_STAGE_FROM
-            and all(seg.bits() is not None for seg in self.index.segments)
-        )
+        return not self.exact and self.mode != "lexical" and two_stage_ready(self.index)
 
     def _usable(self, allowed: np.ndarray | None) -> np.ndarray:
         """Live rows (across segments) that the path filter passes."""

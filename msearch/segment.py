@@ -66,6 +66,12 @@ def populate(array: np.ndarray) -> None:
     float(np.add.reduce(plain[::step, 0], dtype=np.float64))
 
 
+def populate_segments(segments: Sequence[Segment]) -> None:
+    """:func:`populate` the vectors of every segment."""
+    for seg in segments:
+        populate(seg.embeddings)
+
+
 def sign_bits(vectors: np.ndarray) -> np.ndarray:
     """One bit per component, set where it is positive, packed eight to a
     byte: what the first stage of a large search compares by Hamming

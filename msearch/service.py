@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from msearch import query as query_module
 from msearch import safefs, store
 from msearch.errors import UsageError
-from msearch.query import MODES, Hit, Searcher
+from msearch.query import MODES, Hit, Searcher, two_stage_ready
 
 if TYPE_CHECKING:
     from msearch.indexer import IndexStats
@@ -69,7 +68,7 @@ class SearchService:
         self._searchers: dict[str, Searcher] = {}
         self._encoder: Any = None
         self._encoder_key: str | None = None
-        self._matching: tuple[str, Any, Any] | None = None
+        self._matching: tuple[Any, Any, Any] | None = None
         self._paths: tuple[store.Index, frozenset[str]] | None = None
         self._reindex_lock = threading.Lock()  # the watcher and the tool: one model load
         self._doc_model: Any = None
@@ -90,11 +89,10 @@ class SearchService:
                 stamp = None
             if self._index is None or stamp != self._stamp:
                 index = store.load_index(self.index_dir, lexical=True)
-                if index.count >= query_module.TWO_STAGE_FROM:
-                    from msearch.segment import populate
+                if two_stage_ready(index):  # see populate: once per generation
+                    from msearch.segment import populate_segments
 
-                    for seg in index.segments:  # see populate: once per generation
-                        populate(seg.embeddings)
+                    populate_segments(index.segments)
                 self._index = index
                 self._stamp = stamp
                 self._searchers = {}
@@ -133,10 +131,9 @@ class SearchService:
         from msearch.snippet import Matcher, params_for
 
         lexical = self.index().meta.lexical
-        key = json.dumps(lexical, sort_keys=True)
-        if self._matching is None or self._matching[0] != key:
+        if self._matching is None or self._matching[0] != lexical:
             params = params_for(lexical)
-            self._matching = (key, params, params.tokenizer())
+            self._matching = (lexical, params, params.tokenizer())
         _, params, tokenizer = self._matching
         return Matcher.for_query(query, params, tokenizer)
 

@@ -7,6 +7,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -95,6 +96,22 @@ def write(root: Path, rel: str, content: str | bytes) -> Path:
     else:
         path.write_text(content, encoding="utf-8")
     return path
+
+
+def deny_reading(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The indexer's reads of files called ``name`` fail as chmod 000 makes
+    them fail (the tests may run as root, who reads whatever the mode)."""
+    import msearch.indexer
+    import msearch.walk
+
+    real = msearch.walk.read_bytes
+
+    def deny(path: Path, *args: Any, **kwargs: Any) -> bytes:
+        if path.name == name:
+            raise msearch.walk.NotText("unreadable (Permission denied)")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(msearch.indexer, "read_bytes", deny)
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import FakeEmbedder, snapshot, write
+from conftest import FakeEmbedder, deny_reading, snapshot, write
 from msearch.cli import app
 
 runner = CliRunner()
@@ -174,16 +173,7 @@ def test_unreadable_file_is_reported_and_skipped(
 ) -> None:
     write(tmp_path, "ok.txt", "fine text\n")
     write(tmp_path, "locked.txt", "secret\n")
-    import msearch.walk
-
-    real = msearch.walk.read_bytes
-
-    def deny(path: Path, *args: Any, **kwargs: Any) -> bytes:
-        if path.name == "locked.txt":
-            raise msearch.walk.NotText("unreadable (Permission denied)")
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(msearch.indexer, "read_bytes", deny)
+    deny_reading(monkeypatch, "locked.txt")
     r = run("index", str(tmp_path))
     assert r.exit_code == 0
     assert "skipped locked.txt: unreadable (Permission denied)" in r.stderr

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from clihelp import cli
-from conftest import FakeEmbedder, write
+from conftest import FakeEmbedder, deny_reading, write
 from msearch import store
 from msearch.chunk import ChunkSettings
 from msearch.errors import IndexWriteError, MsearchError, UsageError, WatchStopped
@@ -214,17 +214,7 @@ def test_an_unreadable_file_is_skipped_and_the_watch_goes_on(
     if how == "chmod" and IS_ROOT:
         pytest.skip("root reads files whatever their mode")
     if how == "denied":  # what chmod 000 does, where the tests run as root
-        import msearch.indexer
-        import msearch.walk
-
-        real = msearch.walk.read_bytes
-
-        def deny(path: Path, *args: Any, **kwargs: Any) -> bytes:
-            if path.name == "locked.txt":
-                raise msearch.walk.NotText("unreadable (Permission denied)")
-            return real(path, *args, **kwargs)
-
-        monkeypatch.setattr(msearch.indexer, "read_bytes", deny)
+        deny_reading(monkeypatch, "locked.txt")
     with Watching(root) as w:
         locked = write(root, "locked.txt", "secret\n")
         if how == "chmod":
