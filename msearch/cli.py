@@ -272,6 +272,14 @@ def index(
         typer.Option("--compact", help="Then merge every segment into one (no re-embedding)."),
     ] = False,
     trust_remote_code: TrustOpt = False,
+    use_ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Read, chunk and embed on a Ray cluster: RAY_ADDRESS, else a local one "
+            "(needs the extra 'ray'; files and model at the same path on every node).",
+        ),
+    ] = False,
 ) -> None:
     """Index the text files under DIR (again: only what changed)."""
 
@@ -285,6 +293,12 @@ def index(
         wopts = _walk_options(
             include, exclude, hidden, follow, no_ignore, include_noise, max_file_size
         )
+        runner: Any = None
+        if use_ray:
+            from msearch.distributed import RayIndexer, check_available
+
+            check_available()  # Ray installed, RAY_ADDRESS reachable: before any work
+            runner = RayIndexer(device=device.value)
         index_dir = index_path or directory / INDEX_DIR_NAME
         notice = (lambda _m: None) if quiet else say
         trust = trust_remote_code or trust_from_env()
@@ -307,10 +321,15 @@ def index(
                 notice,
                 batch_size,
                 compact,
+                runner,
             )
         if not quiet:
             _say_skipped(stats.skipped)
             say(summary_line(stats))
+            if runner is not None:
+                from msearch.distributed import describe
+
+                describe(runner.report, say)
         return EXIT_OK
 
     _run(body)

@@ -53,3 +53,9 @@ class IndexWriteError(MsearchError):
 class WatchStopped(MsearchError):
     """``msearch watch`` cannot go on: the folder it watches vanished, or the
     operating system will not watch it (too many folders for inotify, ...)."""
+
+
+class ClusterError(MsearchError):
+    """``msearch index --ray`` cannot run or finish: Ray is not installed,
+    the cluster cannot be reached, or a worker failed. The previous index
+    is left as it was."""

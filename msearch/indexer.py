@@ -7,6 +7,11 @@ vector of a passage that a changed or renamed file still contains is
 copied, keyed by a hash of its text); the rows the changed and removed
 files had become dead; nothing else is rewritten. Then the merge policy
 (msearch.merge) may merge small segments.
+
+Who turns the files to embed into segments is a ``SegmentsWriter``: this
+process by default (one segment), or a Ray cluster (msearch.distributed,
+one segment per block of files). Everything else (the walk, the plan, the
+reuse pool, dead rows, the commit, merges) is the same for both.
 """
 
 from __future__ import annotations
@@ -104,6 +109,39 @@ class Embed:
     old: store.FileRecord | None
 
 
+@dataclass
+class WriteJob:
+    """What an update hands its ``SegmentsWriter``: the added and changed
+    files (``todo``, in walk order) and everything needed to turn them into
+    segments."""
+
+    root: Path  # the folder indexed (resolved); ``todo``'s paths lie under it
+    index_dir: Path
+    dim: int
+    todo: list[Embed]
+    embedder: Embedder
+    settings: ChunkSettings  # the chunking to apply (see effective_chunking)
+    salt: bytes  # of passage_keys
+    pool: dict[bytes, np.ndarray]  # passage key -> a vector to reuse
+    progress: Progress
+    stats: IndexStats
+    batch_size: int | None
+    walk_options: WalkOptions
+    position: int  # the position in the index of the first new segment
+
+
+class SegmentsWriter(Protocol):
+    def __call__(self, job: WriteJob) -> list[SegmentInfo]:
+        """Write the passages of ``job.todo`` into new segment folders
+        (``store.new_segment_dir``; the caller holds the writer lock) and
+        return them, in order: they take positions ``job.position``,
+        ``job.position + 1``, ... Fill in each item's record (segment,
+        row, rows; a file unreadable by now: see ``mark_unread``) and count
+        ``embedded`` and ``reused`` in ``job.stats``. Raise on failure,
+        having removed every folder it made: nothing is committed then."""
+        ...
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -173,9 +211,12 @@ def build_index(
     notice: Callable[[str], None] | None = None,
     batch_size: int | None = None,
     compact: bool = False,
+    segments_writer: SegmentsWriter | None = None,
 ) -> IndexStats:
     """Create or update the index of ``root`` in ``index_dir``; with
-    ``compact``, then merge every segment into one.
+    ``compact``, then merge every segment into one. ``segments_writer``
+    makes the new segments (default: this process, one segment; see
+    msearch.distributed for a Ray cluster).
 
     Holds the writer lock for the whole run, and commits atomically (the
     update, then each merge): until then readers see the previous index.
@@ -233,7 +274,8 @@ def build_index(
                 pool = _v1_pool(index_dir, root, salt, wopts, model_json)
             else:
                 pool = _reuse_pool(old, [i.old for i in todo if i.old] + removed)
-            info = _write_segment(
+            job = WriteJob(
+                root,
                 index_dir,
                 record.dim,
                 todo,
@@ -247,7 +289,7 @@ def build_index(
                 wopts,
                 len(segments),
             )
-            segments.append(info)
+            segments.extend((segments_writer or write_one_segment)(job))
         # Rows of changed and removed files die: the segments' live counts
         # drop by what they held (the file table no longer points at them).
         dead = [i.old for i in todo if i.old is not None] + removed
@@ -475,32 +517,20 @@ def _v1_pool(
     return pool
 
 
-def _write_segment(
-    index_dir: Path,
-    dim: int,
-    todo: list[Embed],
-    embedder: Embedder,
-    settings: ChunkSettings,
-    salt: bytes,
-    pool: dict[bytes, np.ndarray],
-    prog: Progress,
-    stats: IndexStats,
-    batch_size: int | None,
-    wopts: WalkOptions,
-    position: int,
-) -> SegmentInfo:
-    """The passages of ``todo`` (in walk order) into a new segment; fills in
-    each record's rows. Files are read again when their turn comes, so a
-    large change never holds every text in memory."""
-    folder = store.new_segment_dir(index_dir)
+def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
+    """The default ``SegmentsWriter``: the passages of ``job.todo`` (in walk
+    order) into one new segment, embedded here. Files are read again when
+    their turn comes, so a large change never holds every text in memory."""
+    todo, embedder, prog, stats = job.todo, job.embedder, job.progress, job.stats
+    folder = store.new_segment_dir(job.index_dir)
 
     def on_write(embedded: int, nbytes: int) -> None:
         prog.advance(0, nbytes, embedded)
 
     writer = SegmentWriter(
         folder,
-        dim,
-        embed=lambda texts: embed_async(embedder, texts, batch_size),
+        job.dim,
+        embed=lambda texts: embed_async(embedder, texts, job.batch_size),
         lexical=LexicalParams.default(),
         window=WINDOW_PASSAGES,
         on_write=on_write,
@@ -515,20 +545,17 @@ def _write_segment(
                 nonlocal batch, batch_chars
                 if not batch:
                     return
-                chunked = chunk_texts([t for _, t in batch], embedder.counter, settings)
+                chunked = chunk_texts([t for _, t in batch], embedder.counter, job.settings)
                 for (item, _), passages in zip(batch, chunked, strict=True):
-                    _add(writer, item, passages, salt, pool, stats, position)
+                    rows, keys, texts = passage_arrays(passages, job.salt)
+                    add_rows(writer, item, rows, keys, texts, job.pool, stats, job.position)
                 batch, batch_chars = [], 0
 
             for item in todo:
-                try:
-                    text = text_from_bytes(_read(item.entry, wopts), True)
-                except NotText:
-                    # Vanished or changed under us since planning: index it as
-                    # empty, recorded so that the next run reads it again
-                    # (no content hash, no mtime can match these).
+                text = file_text(item.entry.path, job.walk_options)
+                if text is None:
+                    mark_unread(item.record)
                     text = ""
-                    item.record.sha256, item.record.mtime_ns = "", -1
                 batch.append((item, text))
                 batch_chars += len(text)
                 prog.advance(1, 0, 0)
@@ -537,33 +564,70 @@ def _write_segment(
             chunk_batch()
             info = writer.close()
         stats.embedded += writer.embedded
-        return info
+        return [info]
     except BaseException:
         writer.abort()
         raise
 
 
-def _add(
+def file_text(path: Path, wopts: WalkOptions) -> str | None:
+    """The text of a planned file, read again to be chunked; None when it
+    vanished or changed under us since planning (see ``mark_unread``)."""
+    try:
+        return text_from_bytes(_read_path(path, wopts), True)
+    except NotText:
+        return None
+
+
+def mark_unread(record: store.FileRecord) -> None:
+    """A planned file that could not be read any more is indexed as empty,
+    recorded so that the next run reads it again (no content hash, no
+    mtime can match these)."""
+    record.sha256, record.mtime_ns = "", -1
+
+
+def passage_arrays(
+    passages: list[Passage], salt: bytes
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A file's passages as a segment stores them: rows (start line, end
+    line, start char, end char), keys (see passage_keys) and texts."""
+    texts = [p.text for p in passages]
+    keys = passage_keys(texts, salt) if texts else np.zeros((0, KEY_BYTES), np.uint8)
+    rows = np.array([(p.start_line, p.end_line, p.start, p.end) for p in passages], dtype=np.int32)
+    return rows.reshape(-1, 4), keys, texts
+
+
+def add_rows(
     writer: SegmentWriter,
     item: Embed,
-    passages: list[Passage],
-    salt: bytes,
+    rows: np.ndarray,
+    keys: np.ndarray,
+    texts: list[str],
     pool: dict[bytes, np.ndarray],
     stats: IndexStats,
     position: int,
-) -> None:
-    texts = [p.text for p in passages]
-    keys = passage_keys(texts, salt) if texts else np.zeros((0, KEY_BYTES), np.uint8)
-    reused = np.full((len(texts), writer.dim), np.nan, dtype=np.float32)
+    fresh: np.ndarray | None = None,
+) -> int:
+    """One file's passages into ``writer`` (the segment at ``position``),
+    its record pointed at them. A passage whose key is in ``pool`` gets the
+    vector found there; the others are embedded by the writer or, given
+    ``fresh`` (the vectors of exactly those passages, in order, made
+    elsewhere: a Ray worker), take theirs from it. Returns how many of
+    ``fresh`` it took."""
+    vectors = np.full((len(texts), writer.dim), np.nan, dtype=np.float32)
+    taken = 0
     for i, key in enumerate(keys):
         vec = pool.get(key.tobytes())
         if vec is not None:
-            reused[i] = vec
+            vectors[i] = vec
             stats.reused += 1
-    rows = np.array([(p.start_line, p.end_line, p.start, p.end) for p in passages], dtype=np.int32)
+        elif fresh is not None:
+            vectors[i] = fresh[taken]
+            taken += 1
     first = writer.next_row
-    writer.add_file(rows.reshape(-1, 4), keys, texts, reused, item.entry.size)
-    item.record.segment, item.record.row, item.record.rows = position, first, len(passages)
+    writer.add_file(rows, keys, texts, vectors, item.entry.size)
+    item.record.segment, item.record.row, item.record.rows = position, first, len(texts)
+    return taken
 
 
 def _kill_rows(
@@ -622,7 +686,11 @@ def _merge_as_needed(index_dir: Path, compact: bool, say: Callable[[str], None])
 def _read(entry: FileEntry, wopts: WalkOptions) -> bytes:
     """A walked file's bytes, within the size limit, never through a link
     that appeared since the walk unless links are followed."""
-    return read_bytes(entry.path, wopts.max_file_size, follow=wopts.follow_symlinks)
+    return _read_path(entry.path, wopts)
+
+
+def _read_path(path: Path, wopts: WalkOptions) -> bytes:
+    return read_bytes(path, wopts.max_file_size, follow=wopts.follow_symlinks)
 
 
 def _walk_json(opts: WalkOptions) -> dict[str, Any]:

@@ -241,3 +241,25 @@ def test_sign_bits_are_written_with_every_segment(data) -> None:  # type: ignore
     bits = np.concatenate([np.asarray(s.bits()) for s in index.segments])
     assert np.array_equal(bits, sign_bits(vectors))
     assert np.array_equal(np.unpackbits(bits, axis=1)[:, :DIM].astype(bool), vectors > 0)
+
+
+@pytest.mark.parametrize("bad", [0, 500, 5000])
+def test_the_nearest_usable_rows_by_sign_bits(data, bad: int) -> None:  # type: ignore[no-untyped-def]
+    """The first stage against brute force: the ``want`` nearest usable
+    rows by Hamming distance, whether a segment's unusable rows are none,
+    few (counting selection of that many more, then dropped: here the
+    nearest ones) or many (every distance)."""
+    from msearch.query import _nearest_bits
+
+    index_dir, _, queries = data
+    index = store.load_index(index_dir)
+    bits = np.concatenate([np.asarray(s.bits()) for s in index.segments])
+    qbits = sign_bits(queries[3])
+    dist = np.unpackbits(bits ^ qbits, axis=1).sum(axis=1)
+    unusable = np.zeros(len(bits), bool)
+    unusable[np.argsort(dist, kind="stable")[:bad]] = True
+    counts = [int(unusable[s.offset : s.offset + s.rows].sum()) for s in index.segments]
+    got = _nearest_bits(qbits, index.segments, 300, unusable if bad else None, counts)
+    assert len(got) == len(set(got.tolist())) == 300 and not unusable[got].any()
+    best = np.sort(dist[~unusable])[:300]
+    assert np.array_equal(np.sort(dist[got]), best)
