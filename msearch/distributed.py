@@ -76,6 +76,9 @@ GCS_PORT, CLIENT_PORT = 6379, 10001
 PARCEL_BYTES_CPU = 128 << 10
 PARCEL_BYTES_GPU = 1 << 20
 PARCELS_PER_WORKER = 4
+# How long the embedding actors may take to be placed on the cluster
+# (Ray Data's default is forever).
+ACTOR_WAIT_SECONDS = 600
 # Below this, spreading a parcel's files over more actors (each loading the
 # model) is not worth it: a small update stays one parcel, one segment.
 PARCEL_MIN_BYTES = 16 << 10
@@ -662,15 +665,22 @@ class RayIndexer:
         ray = require_ray()
         t0 = time.perf_counter()
         with _quiet_logs(), connected(self.address):
-            self.report = RayReport(connect_seconds=time.perf_counter() - t0)
-            sizes = [item.entry.size for item in job.todo]
-            plan = plan_work(sizes, ray.cluster_resources(), self.device, self.workers)
-            self.report.workers, self.report.gpu = plan.workers, plan.gpu
-            self.report.blocks, self.report.parcels = len(plan.blocks), len(plan.parcels)
-            t1 = time.perf_counter()
-            infos = self._run(ray, job, plan)
-            self.report.pipeline_seconds = time.perf_counter() - t1
-            return infos
+            try:
+                self.report = RayReport(connect_seconds=time.perf_counter() - t0)
+                sizes = [item.entry.size for item in job.todo]
+                plan = plan_work(sizes, ray.cluster_resources(), self.device, self.workers)
+                self.report.workers, self.report.gpu = plan.workers, plan.gpu
+                self.report.blocks, self.report.parcels = len(plan.blocks), len(plan.parcels)
+                t1 = time.perf_counter()
+                infos = self._run(ray, job, plan)
+                self.report.pipeline_seconds = time.perf_counter() - t1
+                return infos
+            except MsearchError:
+                raise
+            except Exception as exc:  # Ray's own errors: one line, not a traceback
+                raise ClusterError(
+                    f"the Ray cluster failed: {first_line(exc)}; the previous index is unchanged"
+                ) from None
 
     def _dataset(self, ray: Any, job: WriteJob, plan: Plan) -> Any:
         model = self.model or worker_model(job.embedder)
@@ -726,9 +736,17 @@ class RayIndexer:
         from msearch import store
 
         ctx = ray.data.DataContext.get_current()
-        saved = (ctx.enable_progress_bars, ctx.execution_options.preserve_order)
+        saved = (
+            ctx.enable_progress_bars,
+            ctx.execution_options.preserve_order,
+            ctx.wait_for_min_actors_s,
+        )
         ctx.enable_progress_bars = False
         ctx.execution_options.preserve_order = True  # parcels come back in walk order
+        # Ray Data waits forever by default for actors the cluster cannot
+        # place (busy with other jobs, a node with fewer CPUs than GPUs):
+        # silence, since its logs are off. Give up with one line instead.
+        ctx.wait_for_min_actors_s = ACTOR_WAIT_SECONDS
         writers: dict[int, SegmentWriter] = {}
         infos: dict[int, SegmentInfo] = {}
         left = [0] * len(plan.blocks)
@@ -763,7 +781,11 @@ class RayIndexer:
                 writer.abort()
             raise
         finally:
-            ctx.enable_progress_bars, ctx.execution_options.preserve_order = saved
+            (
+                ctx.enable_progress_bars,
+                ctx.execution_options.preserve_order,
+                ctx.wait_for_min_actors_s,
+            ) = saved
 
     def _add_parcel(
         self, writer: SegmentWriter, row: dict[str, Any], job: WriteJob, pos: int
@@ -776,6 +798,11 @@ class RayIndexer:
         rows = np.frombuffer(row["rows"], np.int32).reshape(-1, 4)
         keys = np.frombuffer(row["keys"], np.uint8).reshape(-1, KEY_BYTES)
         fresh = np.frombuffer(row["vectors"], np.float32)
+        if fresh.size % job.dim or not np.isfinite(fresh).all():
+            raise ClusterError(
+                "a Ray worker returned vectors of another size or invalid numbers (another "
+                f"model at the same path on its node?){SHARED_HINT}; the previous index is unchanged"
+            )
         fresh = fresh.reshape(-1, job.dim) if fresh.size else np.zeros((0, job.dim), np.float32)
         text = bytes(row["text"]).decode("utf-8", "surrogatepass")
         first = int(row["first"])
@@ -786,7 +813,15 @@ class RayIndexer:
         for j, (readable, count, length) in enumerate(zip(ok, counts, lens, strict=True)):
             item: Embed = job.todo[first + j]
             if not readable:
-                mark_unread(item.record)
+                if file_text(item.entry.path, job.walk_options) is not None:
+                    # This machine reads it: the worker's node does not (not
+                    # mounted there, another owner). Indexing it as empty
+                    # would drop its passages until a later run.
+                    raise ClusterError(
+                        f"{item.entry.path} could not be read on a Ray worker{SHARED_HINT}; "
+                        "the previous index is unchanged"
+                    )
+                mark_unread(item.record)  # gone or changed for everyone: as one process does
             body = text[t : t + int(length)]
             file_rows = rows[p : p + int(count)]
             texts = [body[s:e] for s, e in file_rows[:, 2:4]]

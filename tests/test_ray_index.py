@@ -355,3 +355,37 @@ def test_ray_index_with_the_bundled_model(cluster: Any, tmp_path: Path) -> None:
         assert [(h.path, h.start_line) for h in hits_a] == [(h.path, h.start_line) for h in hits_b]
         for x, y in zip(hits_a, hits_b, strict=True):
             assert abs(x.score - y.score) < 1e-3
+
+
+def _blind_read_and_chunk(batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """read_and_chunk on a worker whose node cannot read one file (not
+    mounted there, another owner) that the driver reads."""
+    from msearch import distributed as d
+
+    real = d.file_text
+
+    def blind(path: Path, options: WalkOptions) -> str | None:
+        return None if "hidden-from-workers" in str(path) else real(path, options)
+
+    d.file_text = blind
+    try:
+        return d.read_and_chunk(batch, **kwargs)
+    finally:
+        d.file_text = real
+
+
+def test_a_file_workers_cannot_read_is_an_error_not_an_empty_file(
+    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (review): a file a worker could not read, which this
+    machine reads, was committed with no passages (its old ones dropped)."""
+    root = corpus(tmp_path / "docs")
+    index_dir = tmp_path / "index"
+    write(root, "notes/hidden-from-workers.txt", "first version about the moon\n")
+    build_index(root, index_dir, FakeEmbedder(), chunking=SMALL)
+    before = (index_dir / store.META_NAME).read_bytes()
+    write(root, "notes/hidden-from-workers.txt", "second version about the sun\n")
+    monkeypatch.setattr(distributed, "read_and_chunk", _blind_read_and_chunk)
+    with pytest.raises(ClusterError, match="hidden-from-workers.txt could not be read on a Ray"):
+        build_index(root, index_dir, FakeEmbedder(), chunking=SMALL, segments_writer=RayIndexer())
+    assert (index_dir / store.META_NAME).read_bytes() == before
