@@ -45,12 +45,12 @@ from pathlib import Path
 
 import numpy as np
 from _results import report, table
-from coarse_recall import real_vectors
+from coarse_recall import commit_one_file, real_vectors
 from query_latency import add_vocab_cache, compile_package, msearch_exe
 
 from msearch import store
 from msearch.encoders import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
-from msearch.lexical import LexicalParams, build_lexical
+from msearch.lexical import build_lexical
 from msearch.segment import BITS_NAME, EMBEDDINGS_NAME, SegmentWriter
 
 BENCH = Path(__file__).resolve().parent
@@ -81,17 +81,7 @@ def build(index_dir: Path, rows: int, vectors: np.ndarray, record: dict) -> dict
     lexical = build_lexical(["passage"] * rows)
     t1 = time.perf_counter()
     info = writer.close(lexical)
-    meta = store.Meta(
-        root=str(WORK.resolve()),
-        model=record,
-        chunking={"max_tokens": 256, "overlap_tokens": 32},
-        walk={},
-        files=[store.FileRecord("none.txt", 0, 0, "", 0, 0, rows)],
-        dim=int(vectors.shape[1]),
-        segments=[info],
-        lexical=LexicalParams.default().to_json(),
-    )
-    store.commit(index_dir, meta)
+    commit_one_file(index_dir, info, WORK, record, int(vectors.shape[1]))
     out = {"write": t1 - t0}
     (index_dir / "build.json").write_text(json.dumps(out))
     return out

@@ -36,7 +36,7 @@ import msearch.query
 from msearch import store
 from msearch.lexical import LexicalParams, build_lexical
 from msearch.query import Searcher, two_stage_candidates
-from msearch.segment import SegmentWriter
+from msearch.segment import SegmentInfo, SegmentWriter
 
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / ".work" / "coarse"
@@ -72,18 +72,25 @@ def write_index(index_dir: Path, vectors: np.ndarray) -> Path:
         rows = np.stack([0 * ids, ids + 1, ids + 1, 0 * ids, 0 * ids], axis=1).astype(np.int32)
         writer.add_kept(rows, vectors[ids], np.zeros((len(ids), 16), np.uint8))
     info = writer.close(build_lexical(["passage"] * n))
+    dim = int(vectors.shape[1])
+    commit_one_file(index_dir, info, WORK, {"name": "bench", "dim": dim}, dim)
+    return index_dir
+
+
+def commit_one_file(index_dir: Path, info: SegmentInfo, root: Path, model: dict, dim: int) -> None:
+    """Commit ``info`` as the index's one segment, all its rows the
+    passages of one absent file (as :func:`write_index` writes them)."""
     meta = store.Meta(
-        root=str(WORK.resolve()),
-        model={"name": "bench", "dim": int(vectors.shape[1])},
+        root=str(root.resolve()),
+        model=model,
         chunking={"max_tokens": 256, "overlap_tokens": 32},
         walk={},
-        files=[store.FileRecord("none.txt", 0, 0, "", 0, 0, n)],
-        dim=int(vectors.shape[1]),
+        files=[store.FileRecord("none.txt", 0, 0, "", 0, 0, info.rows)],
+        dim=dim,
         segments=[info],
         lexical=LexicalParams.default().to_json(),
     )
     store.commit(index_dir, meta)
-    return index_dir
 
 
 def measure(

@@ -411,7 +411,7 @@ def _plan(
             stats.unchanged += 1
             continue
         try:
-            data = _read(entry, wopts)
+            data = _read(entry.path, wopts)
             digest = sha256_bytes(data)
             if prev is not None and prev.sha256 == digest:
                 mtime = settled_mtime(entry.mtime_ns, now_ns)
@@ -574,7 +574,7 @@ def file_text(path: Path, wopts: WalkOptions) -> str | None:
     """The text of a planned file, read again to be chunked; None when it
     vanished or changed under us since planning (see ``mark_unread``)."""
     try:
-        return text_from_bytes(_read_path(path, wopts), True)
+        return text_from_bytes(_read(path, wopts), True)
     except NotText:
         return None
 
@@ -683,13 +683,9 @@ def _merge_as_needed(index_dir: Path, compact: bool, say: Callable[[str], None])
     return meta
 
 
-def _read(entry: FileEntry, wopts: WalkOptions) -> bytes:
-    """A walked file's bytes, within the size limit, never through a link
+def _read(path: Path, wopts: WalkOptions) -> bytes:
+    """A planned file's bytes, within the size limit, never through a link
     that appeared since the walk unless links are followed."""
-    return _read_path(entry.path, wopts)
-
-
-def _read_path(path: Path, wopts: WalkOptions) -> bytes:
     return read_bytes(path, wopts.max_file_size, follow=wopts.follow_symlinks)
 
 

@@ -51,6 +51,10 @@ def two_stage_candidates(rows: int) -> int:
     return max(2000, rows // 100)
 
 
+# The Hamming distance of rows that must not be candidates: beyond any.
+FAR = 1 << 30
+
+
 def _nearest_bits(
     qbits: np.ndarray,
     segments: Sequence[Segment],
@@ -121,10 +125,6 @@ def _nearest_bits(
     if len(rows) > want:
         rows = rows[np.argpartition(dist, want - 1)[:want]]
     return rows
-
-
-# The Hamming distance of rows that must not be candidates: beyond any.
-FAR = 1 << 30
 
 
 @dataclass(frozen=True)
