@@ -165,12 +165,16 @@ def _merge_group(
 
 def compact_groups(index: store.Index) -> list[list[int]]:
     """Everything into one segment, unless it already is one with no dead
-    rows and its sign bits (a segment from before them gets them so)."""
+    rows, its sign bits and their fast-scan order (a segment from before
+    them gets them so)."""
+    from msearch.coarse import SCAN_NAME, scannable
+
     infos = index.meta.segments
     if (
         len(infos) == 1
         and infos[0].live_rows == infos[0].rows
         and index.segments[0].bits() is not None
+        and (not scannable(index.meta.dim) or (index.segments[0].path / SCAN_NAME).exists())
     ):
         return []
     return [list(range(len(infos)))] if infos else []

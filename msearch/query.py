@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from msearch import safefs, store
+from msearch import coarse, safefs, store
 from msearch.errors import IndexCorrupt, IndexNotFound, ModelMismatch, UsageError
 from msearch.search import top_k
 from msearch.store import INDEX_DIR_NAME
@@ -26,14 +26,13 @@ from msearch.walk import NotText, decode
 if TYPE_CHECKING:
     from msearch.filters import PathFilter
     from msearch.lexical import Bm25
-    from msearch.segment import Segment
 
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 QUERY_GROUP = 32
 MODES = ("dense", "lexical", "hybrid")
 # From this many live passages, dense (and hybrid) search is two-stage:
-# sign bits compared by Hamming distance pick candidates, which are then
-# scored exactly (see Searcher._two_stage_group and bench/coarse_recall.py).
+# an estimate from the sign bits picks candidates (msearch.coarse), which
+# are then scored exactly (Searcher._two_stage_group, bench/coarse_recall.py).
 TWO_STAGE_FROM = 500_000
 
 
@@ -41,90 +40,6 @@ def two_stage_ready(index: store.Index) -> bool:
     """Whether the index is searched in two stages (unless asked for an
     exact scan): large enough, and every segment has its sign bits."""
     return index.count >= TWO_STAGE_FROM and all(seg.bits() is not None for seg in index.segments)
-
-
-def two_stage_candidates(rows: int) -> int:
-    """How many passages the first stage hands to exact scoring: 1 in 100,
-    at least 2,000 (recall@10 against the exact scan 0.99 and more on real
-    and synthetic vectors in bench/coarse_recall.py; 1 in 200 gave 0.990
-    on the noisier synthetic set, too close)."""
-    return max(2000, rows // 100)
-
-
-# The Hamming distance of rows that must not be candidates: beyond any.
-FAR = 1 << 30
-
-
-def _nearest_bits(
-    qbits: np.ndarray,
-    segments: Sequence[Segment],
-    want: int,
-    unusable: np.ndarray | None = None,
-    bad_counts: Sequence[int] | None = None,
-) -> np.ndarray:
-    """Up to ``want`` usable rows (across segments) whose sign bits are
-    nearest to ``qbits`` by Hamming distance; ``unusable`` (over all rows)
-    marks dead and filtered-out rows, ``bad_counts`` how many of them each
-    segment holds.
-
-    A segment with few unusable rows: faiss's counting selection of the
-    ``want`` nearest plus that many, in one pass over its bits (no distance
-    array, no partial sort over all rows: 90 ms of a query at 10M rows),
-    the unusable ones then dropped. With many: every distance, unusable
-    rows set beyond any, one partial sort.
-    """
-    import faiss
-
-    found_d, found_i = [], []
-    for n, seg in enumerate(segments):
-        bits = seg.bits()
-        assert bits is not None  # two_stage() checked every segment
-        plain = np.asarray(bits)
-        bad = None if unusable is None else unusable[seg.offset : seg.offset + seg.rows]
-        n_bad = 0 if bad_counts is None else bad_counts[n]
-        if n_bad >= seg.rows:
-            continue
-        if n_bad <= 4 * want:
-            k = min(seg.rows, want + n_bad)
-            d = np.empty(k, dtype=np.int32)
-            i = np.empty(k, dtype=np.int64)
-            faiss.hammings_knn_mc(  # type: ignore[attr-defined]
-                faiss.swig_ptr(qbits),
-                faiss.swig_ptr(plain),
-                1,
-                seg.rows,
-                k,
-                plain.shape[1],
-                faiss.swig_ptr(d),
-                faiss.swig_ptr(i),
-            )
-            if bad is not None and n_bad:
-                keep = ~bad[i]
-                d, i = d[keep], i[keep]
-        else:
-            assert bad is not None
-            dist = np.empty(seg.rows, dtype=np.int32)
-            faiss.hammings(  # type: ignore[attr-defined]
-                faiss.swig_ptr(qbits),
-                faiss.swig_ptr(plain),
-                1,
-                seg.rows,
-                plain.shape[1],
-                faiss.swig_ptr(dist),
-            )
-            np.copyto(dist, np.int32(FAR), where=bad)
-            i = np.argpartition(dist, min(want, seg.rows) - 1)[:want]
-            d = dist[i]
-            i = i[d < FAR]
-            d = d[d < FAR]
-        found_d.append(d)
-        found_i.append(i + seg.offset)
-    if not found_i:
-        return np.zeros(0, dtype=np.int64)
-    dist, rows = np.concatenate(found_d), np.concatenate(found_i)
-    if len(rows) > want:
-        rows = rows[np.argpartition(dist, want - 1)[:want]]
-    return rows
 
 
 @dataclass(frozen=True)
@@ -364,19 +279,16 @@ class Searcher:
         or None when so few rows are usable (live, passing the filter) that
         scanning them all is as cheap.
 
-        Stage one (:func:`_nearest_bits`): the sign bits of the query
-        against every row's, by Hamming distance (faiss's SIMD popcount, on
-        the memory-mapped bits: 1/32 of the vectors' bytes); the closest
-        ``two_stage_candidates`` of the usable rows (live, passing the
-        filter) go on, wherever those lie.
+        Stage one (:func:`msearch.coarse.nearest_rows`): every row's sign
+        bits against the query's components (faiss's fast-scan kernel, on
+        1/32 of the vectors' bytes); the best share of each segment's
+        usable rows (live, passing the filter) goes on, wherever those lie.
         Stage two: their exact cosines, from the float32 vectors. Hybrid
         adds the best BM25 rows to the candidates, so the fused score of
         every candidate is exactly the full search's (the best lexical row
         is among them, so the scale is the same).
         """
         import faiss
-
-        from msearch.segment import sign_bits
 
         # One thread: faiss's OpenMP threads would wait on OpenBLAS's, still
         # spinning after the query's encoding (2x slower on 2 cores).
@@ -385,12 +297,11 @@ class Searcher:
         index = self.index
         usable = self._usable(allowed)
         n_usable = int(usable.sum()) if allowed is not None else index.count
-        want = max(two_stage_candidates(index.count), k)
+        want = max(coarse.candidates(index.count), k)
         if n_usable <= 4 * want:
             return None
         assert self.encode is not None
         vecs = np.ascontiguousarray(self.encode(texts), dtype=np.float32)
-        qbits = np.ascontiguousarray(sign_bits(vecs))
         unusable = None if n_usable == index.total_rows else ~usable
         bad_counts = None
         if unusable is not None:
@@ -400,7 +311,7 @@ class Searcher:
             ]
         out = []
         for j, text in enumerate(texts):
-            rows = _nearest_bits(qbits[j], index.segments, want, unusable, bad_counts)
+            rows = coarse.nearest_rows(vecs[j], index.segments, k, unusable, bad_counts)
             lex = None
             if self.mode == "hybrid":
                 lex = self._lexical_scores(text, allowed)
@@ -411,7 +322,6 @@ class Searcher:
                 if len(hits) > lex_want:
                     hits = hits[np.argpartition(-lex[hits], lex_want - 1)[:lex_want]]
                 rows = np.union1d(rows, hits)
-            rows = np.unique(rows)
             dense = self._exact_cosines(rows, vecs[j])
             if np.isnan(dense).any() or np.isposinf(dense).any():
                 raise IndexCorrupt(
@@ -442,12 +352,29 @@ class Searcher:
         out = np.empty(len(rows), dtype=np.float32)
         offsets = np.array([s.offset for s in self.index.segments])
         seg_of = np.searchsorted(offsets, rows, side="right") - 1
+        import faiss
+
+        query = np.ascontiguousarray(vec, dtype=np.float32)
         for si in np.unique(seg_of).tolist():
             sel = np.flatnonzero(seg_of == si)
             seg = self.index.segments[si]
-            # take() on a plain view: a memmap's fancy indexing is 40% slower.
+            ids = np.ascontiguousarray(rows[sel] - seg.offset, dtype=np.int64)
+            if ids[0] < 0 or ids[-1] >= seg.rows:  # ascending: the ends bound them
+                raise ValueError(f"rows {ids[0]}..{ids[-1]} outside a segment of {seg.rows}")
             matrix = np.asarray(seg.embeddings).view(np.ndarray)
-            out[sel] = np.take(matrix, rows[sel] - seg.offset, axis=0) @ vec
+            part = np.empty(len(ids), dtype=np.float32)
+            # Each row read once where it lies (numpy's take() would copy
+            # them all first, then read the copy: 3x the memory traffic).
+            faiss.fvec_inner_products_by_idx(  # type: ignore[attr-defined]
+                faiss.swig_ptr(part),
+                faiss.swig_ptr(query),
+                faiss.swig_ptr(matrix),
+                faiss.swig_ptr(ids),
+                matrix.shape[1],
+                1,
+                len(ids),
+            )
+            out[sel] = part
         return out
 
     def _mask(self, paths: PathFilter) -> np.ndarray:

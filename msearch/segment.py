@@ -14,7 +14,9 @@ several segments into one. Nothing in a segment is ever rewritten. Files::
                        its text (see passage_keys), to reuse its vector later
     bits.npy           uint8 (rows x dim/8): the sign of each vector component,
                        packed (numpy.packbits); the first stage of a search of
-                       a large index (msearch.query), 1/32 of the vectors' size
+                       a large index (msearch.coarse), 1/32 of the vectors' size
+    scan.npy           uint8: the same bits in faiss's fast-scan block order
+                       (msearch.coarse), where the dimension is a multiple of 8
     lex_*.npy          BM25 statistics of the same rows (msearch.lexical)
 """
 
@@ -32,6 +34,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from msearch.coarse import SCAN_NAME, ScanIndex, pack, scannable, sign_bits
 from msearch.errors import IndexCorrupt
 from msearch.lexical import LexicalBuilder, LexicalParams, LexicalSegment
 
@@ -70,13 +73,6 @@ def populate_segments(segments: Sequence[Segment]) -> None:
     """:func:`populate` the vectors of every segment."""
     for seg in segments:
         populate(seg.embeddings)
-
-
-def sign_bits(vectors: np.ndarray) -> np.ndarray:
-    """One bit per component, set where it is positive, packed eight to a
-    byte: what the first stage of a large search compares by Hamming
-    distance (a cheap estimate of the angle between two vectors)."""
-    return np.packbits(np.asarray(vectors) > 0, axis=-1)
 
 
 def passage_keys(texts: Sequence[str], salt: bytes) -> np.ndarray:
@@ -330,6 +326,13 @@ class SegmentWriter:
             fh.seek(0)
             fh.write(_npy_header(self.count, width, descr))
             fh.close()
+        if scannable(self.dim):
+            # The fast-scan order of the bits just written (0.12 s a million
+            # rows), so that no search has to reorder them.
+            bits = np.load(self.dir / BITS_NAME, mmap_mode="r")
+            with open(self.dir / SCAN_NAME, "xb") as out:
+                np.save(out, pack(bits) if len(bits) else np.zeros(0, np.uint8))
+            del bits
         lexical.save(self.dir)
         from msearch.store import checksum, fsync_dir
 
@@ -364,6 +367,8 @@ class Segment:
     _keys: np.ndarray | None = None
     _bits: np.ndarray | None = None
     _bits_read: bool = False
+    _scan_stored: np.ndarray | None = None
+    _scan: ScanIndex | None = None
 
     @property
     def rows(self) -> int:
@@ -413,7 +418,8 @@ class Segment:
     def load_bits(self, folder: Any) -> None:
         """Sign bits that are missing, unreadable or of the wrong shape count
         as absent: they only speed a search up, and the exact scan gives the
-        right answer without them (`status` reports the damage)."""
+        right answer without them (`status` reports the damage). Their
+        fast-scan order is mapped too; :meth:`scan` checks it."""
         bits = None
         try:
             if folder.exists(BITS_NAME):
@@ -423,7 +429,26 @@ class Segment:
         width = (self.embeddings.shape[1] + 7) // 8
         if bits is not None and (bits.shape != (self.rows, width) or bits.dtype != np.uint8):
             bits = None
-        self._bits, self._bits_read = bits, True
+        stored = None
+        if bits is not None and scannable(self.embeddings.shape[1]):
+            try:
+                if folder.exists(SCAN_NAME):
+                    stored = folder.npy(SCAN_NAME)
+            except (IndexCorrupt, OSError, ValueError):
+                stored = None
+        self._bits, self._scan_stored, self._bits_read = bits, stored, True
+
+    def scan(self) -> ScanIndex | None:
+        """The sign bits ready for the fast-scan estimate (built once per
+        open segment), or None where there are no bits or the dimension
+        does not suit the kernel (the Hamming pass then serves)."""
+        if self._scan is None:
+            bits = self.bits()
+            if bits is None or not scannable(self.embeddings.shape[1]) or not self.rows:
+                return None
+            self._scan = ScanIndex.open(bits, self._scan_stored)
+            self._scan_stored = None  # copied into the index: unmap
+        return self._scan
 
     def _reopen(self) -> Any:
         from msearch.store import DataFolder

@@ -100,10 +100,11 @@ def _disk_size(index_dir: Path, folders: list[str]) -> int:
 
 def search_kind(index: store.Index) -> str:
     """How a dense query of this index runs (see msearch.query.Searcher)."""
-    from msearch.query import two_stage_candidates, two_stage_ready
+    from msearch.coarse import candidates
+    from msearch.query import two_stage_ready
 
     if two_stage_ready(index):
-        n = two_stage_candidates(index.count)
+        n = candidates(index.count)
         return f"two-stage (sign bits, then exact scores of {n:,} candidates; --exact scans all)"
     if all(seg.bits() is not None for seg in index.segments):
         from msearch.query import TWO_STAGE_FROM

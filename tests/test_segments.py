@@ -337,6 +337,27 @@ def test_cli_compact_and_status(tmp_path: Path, use_fake: FakeEmbedder) -> None:
     assert st["segments"] == 1 and st["dead"] == 0
 
 
+def test_compact_adds_the_scan_order_an_older_segment_lacks(
+    tmp_path: Path, use_fake: FakeEmbedder
+) -> None:
+    """A segment written before ``scan.npy`` existed searches (its bits are
+    reordered in memory); ``--compact`` rewrites it with the file."""
+    from clihelp import cli
+    from msearch.coarse import SCAN_NAME
+
+    write(tmp_path, "f0.md", document([1, 2]))
+    assert cli("index", str(tmp_path)).code == 0
+    index_dir = tmp_path / ".msearch"
+    seg = store.load_index(index_dir).segments[0].path
+    assert cli("index", str(tmp_path), "--compact").code == 0
+    assert store.load_index(index_dir).segments[0].path == seg  # nothing to do
+    (seg / SCAN_NAME).unlink()
+    r = cli("index", str(tmp_path), "--compact")
+    assert r.code == 0, r.stderr
+    index = store.load_index(index_dir)
+    assert index.segments[0].path != seg and (index.segments[0].path / SCAN_NAME).exists()
+
+
 def test_files_without_passages_survive_updates_and_merges(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
