@@ -362,6 +362,8 @@ class Searcher:
             if ids[0] < 0 or ids[-1] >= seg.rows:  # ascending: the ends bound them
                 raise ValueError(f"rows {ids[0]}..{ids[-1]} outside a segment of {seg.rows}")
             matrix = np.asarray(seg.embeddings).view(np.ndarray)
+            if not (matrix.flags.c_contiguous and matrix.dtype == np.float32):
+                raise ValueError("faiss reads the vectors as contiguous float32 rows")
             part = np.empty(len(ids), dtype=np.float32)
             # Each row read once where it lies (numpy's take() would copy
             # them all first, then read the copy: 3x the memory traffic).
