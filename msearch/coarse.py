@@ -67,9 +67,14 @@ def scannable(dim: int) -> bool:
     return dim > 0 and dim % 8 == 0
 
 
+def _whole_blocks(rows: int) -> int:
+    """``rows`` rounded up to whole blocks: the rows the kernel's layout holds."""
+    return -(-rows // BLOCK) * BLOCK
+
+
 def scan_bytes(rows: int, dim: int) -> int:
     """The size of a segment's ``scan.npy``: whole blocks of rows."""
-    return -(-rows // BLOCK) * BLOCK * (dim // 8)
+    return _whole_blocks(rows) * (dim // 8)
 
 
 def _new_index(dim: int) -> Any:
@@ -130,12 +135,12 @@ class ScanIndex:
     def __init__(self, packed: np.ndarray, rows: int, dim: int) -> None:
         import faiss
 
-        self.rows, self.dim = rows, dim
+        self.rows = rows
         self._order = _query_order(dim)
         index = _new_index(dim)
         faiss.copy_array_to_AlignedTable(np.ascontiguousarray(packed), index.codes)
         index.ntotal = rows
-        index.ntotal2 = -(-rows // BLOCK) * BLOCK
+        index.ntotal2 = _whole_blocks(rows)
         self._index = index
 
     @classmethod

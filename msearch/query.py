@@ -349,11 +349,11 @@ class Searcher:
 
     def _exact_cosines(self, rows: np.ndarray, vec: np.ndarray) -> np.ndarray:
         """Cosines of ``rows`` (ascending, across segments) with ``vec``."""
+        import faiss
+
         out = np.empty(len(rows), dtype=np.float32)
         offsets = np.array([s.offset for s in self.index.segments])
         seg_of = np.searchsorted(offsets, rows, side="right") - 1
-        import faiss
-
         query = np.ascontiguousarray(vec, dtype=np.float32)
         for si in np.unique(seg_of).tolist():
             sel = np.flatnonzero(seg_of == si)
