@@ -1,6 +1,7 @@
 """Recall and speed of the two-stage dense search (an estimate from the
-sign bits, msearch.coarse, then exact scoring of the candidates) against
-the exact scan, on real vectors.
+sign bits, msearch.coarse; the int8 codes' estimate of those candidates,
+msearch.int8; exact scores of the best of them) against the exact scan,
+on real vectors.
 
 Vectors: the 30,381 passages of the seven collections in ../shared/eval,
 embedded with the bundled all-MiniLM-L6-v2 (bench/eval.py's indexes), and
@@ -9,7 +10,10 @@ their 1,041 real queries. Then 1,000,000 synthetic passages made from them
 about 0.86 or 0.71 to its source), searched with the same real queries.
 Each set is written as an index by msearch's own segment writer (which
 writes the sign bits) and searched through `Searcher.query`, dense mode,
-k=10, with and without `exact`:
+k=10, with and without `exact`. Also, on the real set, how far the int8
+estimate lies from the exact cosine, and the same search without codes
+(every candidate scored from float32), with fewer rows rescored, and
+with smaller shares:
 
   python bench/coarse_recall.py [--queries 300] [--write]
 
@@ -34,7 +38,7 @@ import numpy as np
 from _results import report, table
 
 import msearch.query
-from msearch import coarse, store
+from msearch import coarse, int8, store
 from msearch.coarse import candidates
 from msearch.lexical import LexicalParams, build_lexical
 from msearch.query import Searcher
@@ -131,6 +135,25 @@ def measure(
     )
 
 
+def estimate_error(
+    index_dir: Path, vectors: np.ndarray, qvecs: np.ndarray
+) -> tuple[float, float, int, float]:
+    """(mean, standard deviation, count, largest magnitude) of the int8
+    estimate minus the exact cosine (numpy's, over the float32 vectors),
+    for the candidates of every query at 1 in SHARE."""
+    index = store.load_index(index_dir)
+    seg = index.segments[0]
+    scan, codes = seg.scan(), seg.int8()
+    assert scan is not None and codes is not None
+    want = max(len(vectors) // coarse.SHARE, 10)
+    diffs = []
+    for q in qvecs:
+        found, est = codes.nearest(scan, q, want, want)
+        diffs.append(est - vectors[found] @ q)
+    d = np.concatenate(diffs)
+    return float(d.mean()), float(d.std()), len(d), float(np.abs(d).max())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--queries", type=int, default=300, help="real queries used at 1M")
@@ -141,38 +164,55 @@ def main() -> None:
     msearch.query.TWO_STAGE_FROM = 0  # on for the small real set too (see the docstring)
     rows = []
     index_dir = write_index(WORK / "real", vectors)
-    scan_method = Segment.scan
+    scan_method, codes_method = Segment.scan, Segment.int8
     # As shipped (the floor of coarse.MIN_CANDIDATES is 6.6% of this set),
-    # then the share alone, as at ten million rows, and a smaller one.
-    # The last: the Hamming fallback (segments with many unusable rows), as
-    # every segment was searched before the fast-scan estimate.
-    for share, hamming in ((None, False), (coarse.SHARE, False), (500, False), (200, True)):
-        saved = coarse.SHARE, coarse.MIN_CANDIDATES
+    # then the share alone, as at ten million rows: with the int8 codes'
+    # RESCORE rows, with fewer, and without codes (every candidate scored
+    # from float32, as before the codes); a smaller share. The last: the
+    # Hamming fallback (segments with many unusable rows), as every
+    # segment was searched before the fast-scan estimate.
+    configs = [
+        (None, False, True, int8.RESCORE),
+        (coarse.SHARE, False, True, int8.RESCORE),
+        (coarse.SHARE, False, True, 20),
+        (coarse.SHARE, False, False, 0),
+        (500, False, True, int8.RESCORE),
+        (200, True, False, 0),
+    ]
+    for share, hamming, codes, best in configs:
+        saved = coarse.SHARE, coarse.MIN_CANDIDATES, int8.RESCORE
         if share is not None:
             coarse.SHARE, coarse.MIN_CANDIDATES = share, 0
         if hamming:
             Segment.scan = lambda self: None  # type: ignore[method-assign,assignment,misc]
+        if not codes:
+            Segment.int8 = lambda self: None  # type: ignore[method-assign,assignment,misc]
+        int8.RESCORE = max(best, 1)
         try:
             r, worst, ts, te = measure(index_dir, texts, qvecs)
             n = candidates(len(vectors)) * (coarse.HAMMING_FACTOR if hamming else 1)
+            rescored = int8.rescore(10) if codes else n
         finally:
-            coarse.SHARE, coarse.MIN_CANDIDATES = saved
-            Segment.scan = scan_method  # type: ignore[method-assign]
+            coarse.SHARE, coarse.MIN_CANDIDATES, int8.RESCORE = saved
+            Segment.scan, Segment.int8 = scan_method, codes_method  # type: ignore[method-assign]
+        label = f"real: {len(vectors):,} passages, {len(texts):,} queries"
+        if share is not None:
+            label += f"; 1 in {share // (coarse.HAMMING_FACTOR if hamming else 1)}, no floor"
+        if hamming:
+            label += "; Hamming distance (the fallback)"
+        elif not codes:
+            label += "; no int8 codes"
         rows.append(
             (
-                f"real: {len(vectors):,} passages, {len(texts):,} queries"
-                + (
-                    ""
-                    if share is None
-                    else f"; 1 in {share // (coarse.HAMMING_FACTOR if hamming else 1)}, no floor"
-                )
-                + ("; Hamming distance (the fallback)" if hamming else ""),
+                label,
                 f"{n:,}",
+                f"{rescored:,}",
                 f"{r:.4f} (worst query {worst:.1f})",
                 f"{ts:.1f} / {te:.1f} ms",
             )
         )
         print(rows[-1], file=sys.stderr)
+    err = estimate_error(index_dir, vectors, qvecs)
     rng = np.random.default_rng(0)
     pick = rng.choice(len(texts), size=min(args.queries, len(texts)), replace=False)
     sub_texts = [texts[i] for i in pick]
@@ -191,6 +231,7 @@ def main() -> None:
                 f"synthetic: {args.rows:,} noisy copies (cosine {cos:.2f} to source), "
                 f"{len(sub_texts)} real queries",
                 f"{candidates(args.rows):,}",
+                f"{int8.rescore(10):,}",
                 f"{r:.4f} (worst query {worst:.1f})",
                 f"{ts:.1f} / {te:.1f} ms",
             )
@@ -201,7 +242,22 @@ def main() -> None:
         "Two-stage dense search: recall@10 against the exact scan",
         "dense, k=10, `Searcher.query` with and without `exact`; warm, in process, "
         "query vectors precomputed (no encoding in the times)",
-        table(rows, ("vectors", "candidates", "recall@10 (target ≥ 0.99)", "two-stage / exact")),
+        [
+            *table(
+                rows,
+                (
+                    "vectors",
+                    "candidates",
+                    "scored from float32",
+                    "recall@10 (target ≥ 0.99)",
+                    "two-stage / exact",
+                ),
+            ),
+            "",
+            f"int8 estimate minus the exact cosine, {err[2]:,} candidates of the real "
+            f"set's queries (1 in {coarse.SHARE}): mean {err[0]:+.5f}, standard deviation "
+            f"{err[1]:.5f}, largest {err[3]:.4f}.",
+        ],
         args.write,
     )
 

@@ -136,12 +136,12 @@ class ScanIndex:
         import faiss
 
         self.rows = rows
-        self._order = _query_order(dim)
+        self.order = _query_order(dim)
         index = _new_index(dim)
         faiss.copy_array_to_AlignedTable(np.ascontiguousarray(packed), index.codes)
         index.ntotal = rows
         index.ntotal2 = _whole_blocks(rows)
-        self._index = index
+        self.index = index
 
     @classmethod
     def open(cls, bits: np.ndarray, stored: np.ndarray | None) -> ScanIndex:
@@ -163,8 +163,8 @@ class ScanIndex:
 
     def nearest(self, vec: np.ndarray, k: int) -> np.ndarray:
         """The ``k`` rows with the highest ``vec . sign(row)`` (unordered)."""
-        q = np.ascontiguousarray(vec[self._order], dtype=np.float32)[None, :]
-        _, idx = self._index.search(q, min(k, self.rows))
+        q = np.ascontiguousarray(vec[self.order], dtype=np.float32)[None, :]
+        _, idx = self.index.search(q, min(k, self.rows))
         found = idx[0]
         return found[found >= 0]
 
@@ -184,18 +184,27 @@ def nearest_rows(
     k: int,
     unusable: np.ndarray | None = None,
     bad_counts: Sequence[int] | None = None,
-) -> np.ndarray:
-    """Candidate rows (across segments) for the query vector ``vec``: in
-    each segment its share of usable rows (``max(candidates(rows), k)``)
-    with the best estimate. ``unusable`` (over all rows) marks dead and
-    filtered-out rows, ``bad_counts`` how many of them each segment holds.
+    keep: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate rows (across segments, ascending) for the query vector
+    ``vec``, and each one's int8 estimate of its cosine (NaN for a row of a
+    segment without usable codes: it needs an exact score).
+
+    In each segment its share of usable rows (``max(candidates(rows), k)``)
+    with the best sign-bit estimate; of those, in a segment with int8 codes
+    (:mod:`msearch.int8`), only the ``keep`` best by the codes' estimate
+    (None: all of them, estimated). ``unusable`` (over all rows) marks dead
+    and filtered-out rows, ``bad_counts`` how many of them each segment
+    holds.
 
     Each segment picks its own: a row of the exact top k is among its
     segment's top k, so a per-segment share keeps the recall of one
-    segment that size, and estimates of two segments never need comparing.
+    segment that size, and sign-bit estimates of two segments never need
+    comparing (the int8 estimates do compare: they estimate the cosine).
     """
     qbits = None
-    found = []
+    found: list[np.ndarray] = []
+    estimates: list[np.ndarray] = []
     for n, seg in enumerate(segments):
         n_bad = 0 if bad_counts is None else bad_counts[n]
         usable = seg.rows - n_bad
@@ -203,20 +212,32 @@ def nearest_rows(
             continue
         want = max(candidates(seg.rows), k)
         bad = None if unusable is None else unusable[seg.offset : seg.offset + seg.rows]
+        est = None
         if usable <= want:
             rows = np.arange(seg.rows) if bad is None else np.flatnonzero(~bad)
         elif n_bad <= 4 * want and (scan := seg.scan()) is not None:
-            rows = scan.nearest(vec, want + n_bad)
+            codes = seg.int8()
+            if codes is not None:
+                rows, est = codes.nearest(
+                    scan, vec, want + n_bad, (want if keep is None else min(keep, want)) + n_bad
+                )
+            else:
+                rows = scan.nearest(vec, want + n_bad)
             if bad is not None and n_bad:
-                rows = rows[~bad[rows]]
+                ok = ~bad[rows]
+                rows = rows[ok]
+                est = None if est is None else est[ok]
         else:
             if qbits is None:
                 qbits = np.ascontiguousarray(sign_bits(vec[None, :])[0])
             rows = _hamming_nearest(qbits, seg, HAMMING_FACTOR * want, bad)
         found.append(rows.astype(np.int64) + seg.offset)
+        estimates.append(np.full(len(rows), np.nan, np.float32) if est is None else est)
     if not found:
-        return np.zeros(0, dtype=np.int64)
-    return np.sort(np.concatenate(found))
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    rows = np.concatenate(found)
+    order = np.argsort(rows, kind="stable")
+    return rows[order], np.concatenate(estimates)[order]
 
 
 def _hamming_nearest(

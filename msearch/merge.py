@@ -165,16 +165,18 @@ def _merge_group(
 
 def compact_groups(index: store.Index) -> list[list[int]]:
     """Everything into one segment, unless it already is one with no dead
-    rows, its sign bits and their fast-scan order (a segment from before
-    them gets them so)."""
+    rows, its sign bits, their fast-scan order and its int8 codes (a
+    segment from before them gets them so)."""
     from msearch.coarse import SCAN_NAME, scannable
+    from msearch.int8 import CODES_NAME, SCALE_NAME
 
     infos = index.meta.segments
+    derived = (SCAN_NAME, CODES_NAME, SCALE_NAME) if scannable(index.meta.dim) else ()
     if (
         len(infos) == 1
         and infos[0].live_rows == infos[0].rows
         and index.segments[0].bits() is not None
-        and (not scannable(index.meta.dim) or (index.segments[0].path / SCAN_NAME).exists())
+        and all((index.segments[0].path / name).exists() for name in derived)
     ):
         return []
     return [list(range(len(infos)))] if infos else []

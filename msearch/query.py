@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from msearch import coarse, safefs, store
+from msearch import coarse, int8, safefs, store
 from msearch.errors import IndexCorrupt, IndexNotFound, ModelMismatch, UsageError
 from msearch.search import top_k
 from msearch.store import INDEX_DIR_NAME
@@ -275,20 +275,26 @@ class Searcher:
     def _two_stage_group(
         self, texts: list[str], allowed: np.ndarray | None, k: int = 10
     ) -> list[tuple[np.ndarray, np.ndarray]] | None:
-        """(candidate rows in ascending order, their final scores) per query,
-        or None when so few rows are usable (live, passing the filter) that
-        scanning them all is as cheap.
+        """(rows in ascending order, their final scores) per query, or None
+        when so few rows are usable (live, passing the filter) that scanning
+        them all is as cheap.
 
         Stage one (:func:`msearch.coarse.nearest_rows`): every row's sign
         bits against the query's components (faiss's fast-scan kernel, on
         1/32 of the vectors' bytes); the best share of each segment's
-        usable rows (live, passing the filter) goes on, wherever those lie.
-        Stage two: their exact cosines, from the float32 vectors. Hybrid
-        adds the best BM25 rows to the candidates, so the fused score of
-        every candidate is exactly the full search's (the best lexical row
-        is among them, so the scale is the same).
+        usable rows goes on, wherever those lie. Stage two
+        (:mod:`msearch.int8`): their int8 codes estimate their cosines.
+        Stage three: the best :func:`msearch.int8.rescore` rows by that
+        estimate (and every candidate of a segment without codes) are
+        scored exactly from the float32 vectors; only those are returned.
+        Hybrid adds the best BM25 rows to the candidates and ranks by the
+        fused estimate, fused over all candidates, so the fused score of
+        every returned row is exactly the full search's (the best lexical
+        row is among the candidates, so the scale is the same).
         """
         import faiss
+
+        from msearch.lexical import fuse
 
         # One thread: faiss's OpenMP threads would wait on OpenBLAS's, still
         # spinning after the query's encoding (2x slower on 2 cores).
@@ -309,9 +315,18 @@ class Searcher:
                 int(np.count_nonzero(unusable[seg.offset : seg.offset + seg.rows]))
                 for seg in index.segments
             ]
+        best = int8.rescore(k)
         out = []
         for j, text in enumerate(texts):
-            rows = coarse.nearest_rows(vecs[j], index.segments, k, unusable, bad_counts)
+            vec = vecs[j]
+            rows, est = coarse.nearest_rows(
+                vec,
+                index.segments,
+                k,
+                unusable,
+                bad_counts,
+                None if self.mode == "hybrid" else best,
+            )
             lex = None
             if self.mode == "hybrid":
                 lex = self._lexical_scores(text, allowed)
@@ -321,18 +336,44 @@ class Searcher:
                 hits = np.flatnonzero(lex > 0)
                 if len(hits) > lex_want:
                     hits = hits[np.argpartition(-lex[hits], lex_want - 1)[:lex_want]]
-                rows = np.union1d(rows, hits)
-            dense = self._exact_cosines(rows, vecs[j])
-            if np.isnan(dense).any() or np.isposinf(dense).any():
+                extra = np.setdiff1d(hits, rows, assume_unique=True)
+                rows = np.concatenate([rows, extra])
+                est = np.concatenate([est, self._estimates(extra, vec)])
+                order = np.argsort(rows, kind="stable")
+                rows, est = rows[order], est[order]
+            dense = est.copy()
+            exact = np.isnan(est)
+            if exact.any():
+                dense[exact] = self._exact_cosines(rows[exact], vec)
+            known = np.flatnonzero(~exact)
+            if len(known):
+                key = dense if lex is None else fuse(dense, lex[rows])
+                if len(known) > best:
+                    known = np.sort(known[np.argpartition(-key[known], best - 1)[:best]])
+                dense[known] = self._exact_cosines(rows[known], vec)
+                exact[known] = True
+            if np.isnan(dense[exact]).any() or np.isposinf(dense[exact]).any():
                 raise IndexCorrupt(
                     f"{index.dir} holds invalid numbers in its vectors; {store.FIX_HINT}"
                 )
-            if lex is None:
-                out.append((rows, dense))
-            else:
-                from msearch.lexical import fuse
+            scores = dense if lex is None else fuse(dense, lex[rows])
+            out.append((rows[exact], scores[exact]))
+        return out
 
-                out.append((rows, fuse(dense, lex[rows])))
+    def _estimates(self, rows: np.ndarray, vec: np.ndarray) -> np.ndarray:
+        """The int8 estimates of ``rows`` (ascending, across segments); NaN
+        for rows of a segment without codes."""
+        out = np.full(len(rows), np.nan, dtype=np.float32)
+        if not len(rows):
+            return out
+        offsets = np.array([s.offset for s in self.index.segments])
+        seg_of = np.searchsorted(offsets, rows, side="right") - 1
+        for si in np.unique(seg_of).tolist():
+            seg = self.index.segments[si]
+            codes = seg.int8()
+            if codes is not None:
+                sel = np.flatnonzero(seg_of == si)
+                out[sel] = codes.estimate(vec, rows[sel] - seg.offset)
         return out
 
     def _lexical_scores(self, text: str, allowed: np.ndarray | None) -> np.ndarray:

@@ -17,6 +17,9 @@ several segments into one. Nothing in a segment is ever rewritten. Files::
                        a large index (msearch.coarse), 1/32 of the vectors' size
     scan.npy           uint8: the same bits in faiss's fast-scan block order
                        (msearch.coarse), where the dimension is a multiple of 8
+    int8.faiss         the vectors as int8 codes, a scale per component
+    int8_scale.npy     (msearch.int8): the second stage of a large search,
+                       1/4 of the vectors' size; written with scan.npy
     lex_*.npy          BM25 statistics of the same rows (msearch.lexical)
 """
 
@@ -34,8 +37,10 @@ from typing import IO, Any
 
 import numpy as np
 
+from msearch import int8
 from msearch.coarse import SCAN_NAME, ScanIndex, pack, scannable, sign_bits
 from msearch.errors import IndexCorrupt
+from msearch.int8 import Int8Codes
 from msearch.lexical import LexicalBuilder, LexicalParams, LexicalSegment
 
 EMBEDDINGS_NAME = "embeddings.npy"
@@ -70,9 +75,32 @@ def populate(array: np.ndarray) -> None:
 
 
 def populate_segments(segments: Sequence[Segment]) -> None:
-    """:func:`populate` the vectors of every segment."""
+    """:func:`populate` what the two-stage search reads of every segment
+    row by row: its int8 codes, or its vectors where it has none."""
     for seg in segments:
-        populate(seg.embeddings)
+        codes = seg.int8()
+        if codes is not None:
+            codes.populate()
+        else:
+            populate(seg.embeddings)
+
+
+def read_rows_at_random(array: np.ndarray) -> None:
+    """Advise the kernel that a mapped matrix is read a row here and there.
+
+    Why: once the int8 codes pick them, a search reads about a hundred
+    float32 rows a query. By default a page fault in a mapping reads the
+    pages around it too (128 KiB), so scattered reads would bring most of
+    the float32 file into memory after all (the memory a large index is
+    meant to save: bench/big_search.py); this reads just the page."""
+    import mmap
+
+    base: Any = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_RANDOM"):
+        with contextlib.suppress(OSError, ValueError):
+            base.madvise(mmap.MADV_RANDOM)
 
 
 def passage_keys(texts: Sequence[str], salt: bytes) -> np.ndarray:
@@ -193,6 +221,8 @@ class SegmentWriter:
         self._pending_todo = 0
         self._pending_rows = 0
         self._inflight: _Window | None = None
+        # Each component's largest magnitude so far: the int8 codes' scales.
+        self._max_abs = np.zeros(dim, dtype=np.float32)
         # Vectors, passage rows and keys all stream to disk as they are
         # written: memory stays flat however large the segment; the row
         # count goes into each header at the end.
@@ -302,6 +332,8 @@ class SegmentWriter:
                     (BITS_NAME, sign_bits(it.vectors), "|u1"),
                 ):
                     self._files[name][0].write(np.ascontiguousarray(arr, dtype=dtype).tobytes())
+                # fmax: a NaN (never stored by msearch) must not poison the scales.
+                np.fmax(self._max_abs, np.abs(it.vectors).max(axis=0), out=self._max_abs)
                 self.count += len(it.rows)
             if self.builder is not None and it.texts is not None:
                 self.builder.add(it.texts)
@@ -328,11 +360,15 @@ class SegmentWriter:
             fh.close()
         if scannable(self.dim):
             # The fast-scan order of the bits just written (0.12 s a million
-            # rows), so that no search has to reorder them.
+            # rows), so that no search has to reorder them, and the int8
+            # codes (one more pass over the vectors, 2 s a million rows).
             bits = np.load(self.dir / BITS_NAME, mmap_mode="r")
             with open(self.dir / SCAN_NAME, "xb") as out:
                 np.save(out, pack(bits) if len(bits) else np.zeros(0, np.uint8))
             del bits
+            vectors = np.load(self.dir / EMBEDDINGS_NAME, mmap_mode="r")
+            int8.write(self.dir, vectors, self._max_abs)
+            del vectors
         lexical.save(self.dir)
         from msearch.store import checksum, fsync_dir
 
@@ -369,6 +405,8 @@ class Segment:
     _bits_read: bool = False
     _scan_stored: np.ndarray | None = None
     _scan: ScanIndex | None = None
+    _int8: Int8Codes | None = None
+    _int8_read: bool = False
 
     @property
     def rows(self) -> int:
@@ -449,6 +487,22 @@ class Segment:
             self._scan = ScanIndex.open(bits, self._scan_stored)
             self._scan_stored = None  # copied into the index: unmap
         return self._scan
+
+    def int8(self) -> Int8Codes | None:
+        """The int8 codes of the vectors (mapped by faiss, opened once), or
+        None where the segment has none that pass their check, or its
+        folder has gone (a merge): its candidates are then scored from the
+        float32 vectors, which stay mapped."""
+        if not self._int8_read:
+            try:
+                with self._reopen() as folder:
+                    self._int8 = Int8Codes.open(folder, self.rows, self.embeddings.shape[1])
+            except IndexCorrupt:
+                self._int8 = None
+            self._int8_read = True
+            if self._int8 is not None:
+                read_rows_at_random(self.embeddings)
+        return self._int8
 
     def _reopen(self) -> Any:
         from msearch.store import DataFolder

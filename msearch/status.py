@@ -104,8 +104,18 @@ def search_kind(index: store.Index) -> str:
     from msearch.query import two_stage_ready
 
     if two_stage_ready(index):
+        from msearch.int8 import rescore
+
         n = candidates(index.count)
-        return f"two-stage (sign bits, then exact scores of {n:,} candidates; --exact scans all)"
+        if all(seg.int8() is not None for seg in index.segments):
+            return (
+                f"two-stage (sign bits pick {n:,} candidates, their int8 codes the best "
+                f"{rescore(10)} to score exactly; --exact scans all)"
+            )
+        return (
+            f"two-stage (sign bits, then exact scores of {n:,} candidates: segments without "
+            "int8 codes, `msearch index --compact` adds them; --exact scans all)"
+        )
     if all(seg.bits() is not None for seg in index.segments):
         from msearch.query import TWO_STAGE_FROM
 

@@ -337,13 +337,16 @@ def test_cli_compact_and_status(tmp_path: Path, use_fake: FakeEmbedder) -> None:
     assert st["segments"] == 1 and st["dead"] == 0
 
 
-def test_compact_adds_the_scan_order_an_older_segment_lacks(
-    tmp_path: Path, use_fake: FakeEmbedder
+@pytest.mark.parametrize("missing", ["scan.npy", "int8.faiss", "int8_scale.npy"])
+def test_compact_adds_the_files_an_older_segment_lacks(
+    tmp_path: Path, use_fake: FakeEmbedder, missing: str
 ) -> None:
-    """A segment written before ``scan.npy`` existed searches (its bits are
-    reordered in memory); ``--compact`` rewrites it with the file."""
+    """A segment written before ``scan.npy`` or the int8 codes existed
+    searches (its bits are reordered in memory, its candidates scored from
+    float32); ``--compact`` rewrites it with the files."""
     from clihelp import cli
     from msearch.coarse import SCAN_NAME
+    from msearch.int8 import CODES_NAME, SCALE_NAME
 
     write(tmp_path, "f0.md", document([1, 2]))
     assert cli("index", str(tmp_path)).code == 0
@@ -351,11 +354,14 @@ def test_compact_adds_the_scan_order_an_older_segment_lacks(
     seg = store.load_index(index_dir).segments[0].path
     assert cli("index", str(tmp_path), "--compact").code == 0
     assert store.load_index(index_dir).segments[0].path == seg  # nothing to do
-    (seg / SCAN_NAME).unlink()
+    (seg / missing).unlink()
     r = cli("index", str(tmp_path), "--compact")
     assert r.code == 0, r.stderr
     index = store.load_index(index_dir)
-    assert index.segments[0].path != seg and (index.segments[0].path / SCAN_NAME).exists()
+    assert index.segments[0].path != seg
+    for name in (SCAN_NAME, CODES_NAME, SCALE_NAME):
+        assert (index.segments[0].path / name).exists()
+    assert index.segments[0].int8() is not None
 
 
 def test_files_without_passages_survive_updates_and_merges(

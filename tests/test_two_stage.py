@@ -268,18 +268,23 @@ def test_the_best_usable_rows_by_the_estimate(data, bad: int) -> None:  # type: 
     unusable = np.zeros(len(bits), bool)
     unusable[np.argsort(-est, kind="stable")[:bad]] = True
     counts = [int(unusable[s.offset : s.offset + s.rows].sum()) for s in index.segments]
-    got = nearest_rows(vec, index.segments, 10, unusable if bad else None, counts)
+    got, approx = nearest_rows(vec, index.segments, 10, unusable if bad else None, counts)
     assert np.array_equal(got, np.unique(got)) and not unusable[got].any()
+    # Rows from the fast-scan path carry the int8 estimate of their cosine
+    # (the Hamming fallback's need exact scores: NaN).
+    vectors = np.concatenate([np.asarray(s.embeddings) for s in index.segments])
+    known = ~np.isnan(approx)
+    assert approx[known] == pytest.approx(vectors[got[known]] @ vec, abs=0.01)
     for seg, n_bad in zip(index.segments, counts, strict=True):
         mine = got[(got >= seg.offset) & (got < seg.offset + seg.rows)]
         ok = np.flatnonzero(~unusable[seg.offset : seg.offset + seg.rows]) + seg.offset
         if n_bad <= 4 * 300:
-            assert len(mine) == 300
+            assert len(mine) == 300 and known[np.isin(got, mine)].all()
             # The kernel's tables are 8-bit: ties near the cut may differ.
             best = np.sort(est[ok])[::-1][:300]
             assert np.sort(est[mine])[::-1] == pytest.approx(best, abs=0.05)
         else:
-            assert len(mine) == HAMMING_FACTOR * 300
+            assert len(mine) == HAMMING_FACTOR * 300 and not known[np.isin(got, mine)].any()
             assert np.array_equal(np.sort(dist[mine]), np.sort(dist[ok])[: len(mine)])
 
 
@@ -352,3 +357,60 @@ def test_the_estimate_orders_rows_as_brute_force_does() -> None:
         order = scan.nearest(vec, rows)
         assert sorted(order.tolist()) == list(range(rows))
         assert est[order] == pytest.approx(np.sort(est)[::-1], abs=2 * slack)
+
+
+def test_only_the_best_estimates_are_read_as_float32(data, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """With int8 codes, of each segment's 300 candidates only the best
+    ``rescore(k)`` rows by the codes' estimate, across segments, get exact
+    scores; a segment without codes has all of its candidates scored."""
+    from msearch.int8 import rescore
+
+    index_dir, _, queries = data
+    index = store.load_index(index_dir)
+    assert all(seg.int8() is not None for seg in index.segments)
+    staged, exact, names = searchers(index, queries, "dense")
+    read: list[int] = []
+    scorer = Searcher._exact_cosines
+
+    def counted(self: Searcher, rows: np.ndarray, vec: np.ndarray) -> np.ndarray:
+        read.append(len(rows))
+        return scorer(self, rows, vec)
+
+    monkeypatch.setattr(Searcher, "_exact_cosines", counted)
+    got = staged.query(names[1], 10)
+    assert read == [rescore(10)]
+    assert [key(h) for h in got] == [key(h) for h in exact.query(names[1], 10)]
+    read.clear()
+    index.segments[1]._int8 = None  # as a segment written before the codes
+    staged.query(names[1], 10)
+    assert read == [300, rescore(10)]
+
+
+@pytest.mark.parametrize("how", ["truncated", "scale"])
+def test_damaged_codes_fall_back_to_float32(data, tmp_path: Path, how: str) -> None:  # type: ignore[no-untyped-def]
+    """Codes only speed a search up: a segment whose codes fail their check
+    scores its candidates from float32, finds what the exact scan finds,
+    and `status --verify` reports the damage."""
+    import shutil
+
+    from msearch.int8 import CODES_NAME, SCALE_NAME
+    from msearch.status import search_kind
+
+    index_dir, _, queries = data
+    moved = tmp_path / how
+    shutil.copytree(index_dir, moved)
+    seg = json.loads((moved / "meta.json").read_text())["segments"][0]["name"]
+    if how == "truncated":
+        path = moved / seg / CODES_NAME
+        path.write_bytes(path.read_bytes()[:-7])
+    else:
+        np.save(moved / seg / SCALE_NAME, np.full(DIM, np.inf, np.float32))
+    index = store.load_index(moved)
+    assert index.segments[0].int8() is None and index.segments[1].int8() is not None
+    assert "without int8 codes" in search_kind(index)
+    assert "int8 codes the best" in search_kind(store.load_index(index_dir))
+    staged, exact, names = searchers(index, queries, "dense")
+    for name in names[:10]:
+        assert [key(h) for h in staged.query(name)] == [key(h) for h in exact.query(name)]
+    with pytest.raises(IndexCorrupt, match="int8"):
+        store.verify_checksums(moved, index.meta)
