@@ -180,20 +180,21 @@ def main() -> None:
         (200, True, False, 0),
     ]
     for share, hamming, codes, best in configs:
-        saved = coarse.SHARE, coarse.MIN_CANDIDATES, int8.RESCORE
+        saved = coarse.SHARE, coarse.MIN_CANDIDATES, int8.RESCORE, int8.RESCORE_PER_K
         if share is not None:
             coarse.SHARE, coarse.MIN_CANDIDATES = share, 0
         if hamming:
             Segment.scan = lambda self: None  # type: ignore[method-assign,assignment,misc]
         if not codes:
             Segment.int8 = lambda self: None  # type: ignore[method-assign,assignment,misc]
-        int8.RESCORE = max(best, 1)
+        if best:
+            int8.RESCORE, int8.RESCORE_PER_K = best, best // 10
         try:
             r, worst, ts, te = measure(index_dir, texts, qvecs)
             n = candidates(len(vectors)) * (coarse.HAMMING_FACTOR if hamming else 1)
             rescored = int8.rescore(10) if codes else n
         finally:
-            coarse.SHARE, coarse.MIN_CANDIDATES, int8.RESCORE = saved
+            coarse.SHARE, coarse.MIN_CANDIDATES, int8.RESCORE, int8.RESCORE_PER_K = saved
             Segment.scan, Segment.int8 = scan_method, codes_method  # type: ignore[method-assign]
         label = f"real: {len(vectors):,} passages, {len(texts):,} queries"
         if share is not None:
