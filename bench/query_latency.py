@@ -79,6 +79,19 @@ def synthetic_texts(rows: int, seed: int) -> list[str]:
     return [" ".join(r) for r in words]
 
 
+def up_to_date(index_dir: Path) -> bool:
+    """Whether every segment of a kept index has the files this msearch
+    writes for a large search (an older one is built again)."""
+    from msearch.coarse import SCAN_NAME
+    from msearch.int8 import CODES_NAME, SCALE_NAME
+
+    return all(
+        (index_dir / seg.name / name).exists()
+        for seg in store.read_meta(index_dir).segments
+        for name in (SCAN_NAME, CODES_NAME, SCALE_NAME)
+    )
+
+
 def make_index(
     index_dir: Path, corpus: Path, rows: int, record: dict, seed: int = 0, segments: int = 1
 ) -> Path:
@@ -88,7 +101,7 @@ def make_index(
     from msearch.lexical import LexicalParams, build_lexical
     from msearch.segment import SegmentWriter
 
-    if (index_dir / store.META_NAME).exists():
+    if (index_dir / store.META_NAME).exists() and up_to_date(index_dir):
         return index_dir
     shutil.rmtree(index_dir, ignore_errors=True)
     store.claim(index_dir)  # creates and marks the folder as msearch's own

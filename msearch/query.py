@@ -20,6 +20,7 @@ import numpy as np
 from msearch import coarse, int8, safefs, store
 from msearch.errors import IndexCorrupt, IndexNotFound, ModelMismatch, UsageError
 from msearch.search import top_k
+from msearch.segment import prefetch_rows
 from msearch.store import INDEX_DIR_NAME
 from msearch.walk import NotText, decode
 
@@ -34,6 +35,10 @@ MODES = ("dense", "lexical", "hybrid")
 # an estimate from the sign bits picks candidates (msearch.coarse), which
 # are then scored exactly (Searcher._two_stage_group, bench/coarse_recall.py).
 TWO_STAGE_FROM = 500_000
+# Rows to score exactly are prefetched (all their pages requested at once)
+# up to this many: the few a large search rescores (msearch.int8), not a
+# scan's worth (bench/big_search.py: float32 not in the page cache).
+PREFETCH_ROWS = 4096
 
 
 def two_stage_ready(index: store.Index) -> bool:
@@ -402,6 +407,8 @@ class Searcher:
             ids = np.ascontiguousarray(rows[sel] - seg.offset, dtype=np.int64)
             if ids[0] < 0 or ids[-1] >= seg.rows:  # ascending: the ends bound them
                 raise ValueError(f"rows {ids[0]}..{ids[-1]} outside a segment of {seg.rows}")
+            if len(ids) <= PREFETCH_ROWS:
+                prefetch_rows(seg.embeddings, ids)
             matrix = np.asarray(seg.embeddings).view(np.ndarray)
             if not (matrix.flags.c_contiguous and matrix.dtype == np.float32):
                 raise ValueError("faiss reads the vectors as contiguous float32 rows")

@@ -61,6 +61,7 @@ def test_estimates_are_the_cosines(tmp_path: Path, rows: int, dim: int) -> None:
     vectors = unit(rng, rows, dim)
     codes = opened(written(tmp_path / "seg", vectors), rows, dim)
     assert codes is not None
+    codes.populate()  # touches every page of the mapping; changes nothing
     scan = ScanIndex.open(sign_bits(vectors), None)
     q = unit(rng, 1, dim)[0]
     found, est = codes.nearest(scan, q, 300, 300)

@@ -394,3 +394,25 @@ def test_converting_keeps_only_the_same_models_vectors(tmp_path: Path) -> None:
     emb = FakeEmbedder(fingerprint="another-model")
     s = build(tmp_path, emb)
     assert s.embedded == emb.embedded == s.passages == 4
+
+
+def test_rows_of_a_mapped_matrix_are_located_in_their_mapping(tmp_path: Path) -> None:
+    """What prefetching the rows a large search rescores relies on: where a
+    memory-mapped matrix (or a slice of it) starts in its mapping."""
+    from msearch.segment import _mapping, prefetch_rows, read_rows_at_random
+
+    matrix = np.arange(300 * 24, dtype=np.float32).reshape(300, 24)
+    np.save(tmp_path / "m.npy", matrix)
+    mapped = np.load(tmp_path / "m.npy", mmap_mode="r")
+    header = (tmp_path / "m.npy").stat().st_size - matrix.nbytes
+    mm, start = _mapping(mapped)
+    assert mm is not None and start == header
+    assert bytes(mm[start : start + 96]) == matrix[0].tobytes()
+    assert _mapping(mapped[10:])[1] == header + 10 * 96
+    assert _mapping(matrix) == (None, 0)  # ordinary memory: nothing to advise
+    prefetch_rows(mapped, np.array([0, 299, 150]))  # the last row's range ends the map
+    prefetch_rows(matrix, np.array([0]))
+    read_rows_at_random(mapped)
+    assert np.array_equal(mapped, matrix)
+    with pytest.raises(ValueError):  # a row beyond the map is refused, never read
+        prefetch_rows(mapped, np.array([300 + 4096]))

@@ -414,3 +414,44 @@ def test_damaged_codes_fall_back_to_float32(data, tmp_path: Path, how: str) -> N
         assert [key(h) for h in staged.query(name)] == [key(h) for h in exact.query(name)]
     with pytest.raises(IndexCorrupt, match="int8"):
         store.verify_checksums(moved, index.meta)
+
+
+def vm_flags(path: Path) -> list[str]:
+    """The kernel's flags of this process's mapping of ``path``."""
+    current = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        parts = line.split()
+        if parts and "-" in parts[0] and len(parts) >= 5 and ":" in parts[3]:
+            current = parts[5] if len(parts) > 5 else None
+        elif current == str(path) and parts and parts[0] == "VmFlags:":
+            return parts[1:]
+    raise AssertionError(f"{path} is not mapped")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux's /proc/self/smaps")
+def test_float32_is_read_page_by_page_once_codes_pick_its_rows(data) -> None:  # type: ignore[no-untyped-def]
+    """Readahead around each of a hundred scattered rows would bring most of
+    the float32 file into memory after all: a segment whose codes are in
+    use has its float32 mapping advised random."""
+    index_dir, _, _ = data
+    seg = store.load_index(index_dir).segments[0]
+    path = (seg.path / "embeddings.npy").resolve()
+    assert "rr" not in vm_flags(path)
+    assert seg.int8() is not None
+    assert "rr" in vm_flags(path)
+
+
+def test_a_server_maps_in_the_codes_not_the_float32_vectors(
+    data, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import msearch.segment
+    from msearch.int8 import Int8Codes
+
+    index_dir, _, _ = data
+    index = store.load_index(index_dir)
+    index.segments[1]._int8_read = True  # as a segment without codes
+    touched: list[str] = []
+    monkeypatch.setattr(Int8Codes, "populate", lambda self: touched.append("codes"))
+    monkeypatch.setattr(msearch.segment, "populate", lambda a: touched.append(f"float32 {len(a)}"))
+    msearch.segment.populate_segments(index.segments)
+    assert touched == ["codes", f"float32 {index.segments[1].rows}"]
