@@ -1,4 +1,5 @@
-"""The first stage of a large dense search: which rows earn an exact score.
+"""The first stage of a large dense search: which rows are candidates (then
+estimated from their int8 codes, msearch.int8, and the best scored exactly).
 
 Every segment stores the sign of each vector component (``bits.npy``, 1/32
 of the float32 vectors). The first stage scores every row by the query's

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,13 +27,15 @@ from msearch.walk import NotText, decode
 if TYPE_CHECKING:
     from msearch.filters import PathFilter
     from msearch.lexical import Bm25
+    from msearch.segment import Segment
 
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 QUERY_GROUP = 32
 MODES = ("dense", "lexical", "hybrid")
 # From this many live passages, dense (and hybrid) search is two-stage:
-# an estimate from the sign bits picks candidates (msearch.coarse), which
-# are then scored exactly (Searcher._two_stage_group, bench/coarse_recall.py).
+# an estimate from the sign bits picks candidates (msearch.coarse), their
+# int8 codes the best of them (msearch.int8), which are then scored exactly
+# (Searcher._two_stage_group, bench/coarse_recall.py, bench/big_search.py).
 TWO_STAGE_FROM = 500_000
 # Rows to score exactly are prefetched (all their pages requested at once)
 # up to this many: the few a large search rescores (msearch.int8), not a
@@ -369,17 +371,21 @@ class Searcher:
         """The int8 estimates of ``rows`` (ascending, across segments); NaN
         for rows of a segment without codes."""
         out = np.full(len(rows), np.nan, dtype=np.float32)
+        for seg, sel in self._by_segment(rows):
+            codes = seg.int8()
+            if codes is not None:
+                out[sel] = codes.estimate(vec, rows[sel] - seg.offset)
+        return out
+
+    def _by_segment(self, rows: np.ndarray) -> Iterator[tuple[Segment, np.ndarray]]:
+        """Each segment holding some of ``rows`` (rows across segments), and
+        where in ``rows`` its rows are."""
         if not len(rows):
-            return out
+            return
         offsets = np.array([s.offset for s in self.index.segments])
         seg_of = np.searchsorted(offsets, rows, side="right") - 1
         for si in np.unique(seg_of).tolist():
-            seg = self.index.segments[si]
-            codes = seg.int8()
-            if codes is not None:
-                sel = np.flatnonzero(seg_of == si)
-                out[sel] = codes.estimate(vec, rows[sel] - seg.offset)
-        return out
+            yield self.index.segments[si], np.flatnonzero(seg_of == si)
 
     def _lexical_scores(self, text: str, allowed: np.ndarray | None) -> np.ndarray:
         """BM25 of every row (0 for rows the filter leaves out), checked."""
@@ -398,12 +404,8 @@ class Searcher:
         import faiss
 
         out = np.empty(len(rows), dtype=np.float32)
-        offsets = np.array([s.offset for s in self.index.segments])
-        seg_of = np.searchsorted(offsets, rows, side="right") - 1
         query = np.ascontiguousarray(vec, dtype=np.float32)
-        for si in np.unique(seg_of).tolist():
-            sel = np.flatnonzero(seg_of == si)
-            seg = self.index.segments[si]
+        for seg, sel in self._by_segment(rows):
             ids = np.ascontiguousarray(rows[sel] - seg.offset, dtype=np.int64)
             if ids[0] < 0 or ids[-1] >= seg.rows:  # ascending: the ends bound them
                 raise ValueError(f"rows {ids[0]}..{ids[-1]} outside a segment of {seg.rows}")

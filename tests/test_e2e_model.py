@@ -284,3 +284,107 @@ def test_a_long_query_notice_is_one_line_with_one_prefix(sample_index: Path) -> 
         "msearch: query is longer than the model's 256 tokens; only its beginning is used "
         "(as sentence-transformers does)"
     ]
+
+
+REAL_QUERIES = [
+    "how far away are the stars",
+    "why is bread dense",
+    "when to plant tomatoes",
+    "how much water do houseplants need",
+    "benefits of regular exercise",
+    "how to sleep better",
+    "what is a function in programming",
+    "how to debug a program",
+    "packing light for a long trip",
+    "cheap ways to travel",
+    "what causes the phases of the moon",
+    "how to sharpen a knife",
+    "keeping soil healthy",
+    "what is a black hole",
+    "healthy breakfast ideas",
+    "version control for code",
+]
+
+
+@pytest.fixture(scope="module")
+def real_lines() -> tuple[list[str], object, object]:
+    """Every line of sample_corpus/ longer than a few words, embedded by the
+    bundled model as passages, and real queries embedded as queries."""
+    import numpy as np
+
+    from msearch.encoders import BUNDLED_MODEL, BUNDLED_SOURCE, Model
+
+    lines = sorted(
+        {
+            line.strip()
+            for f in sorted(SAMPLE.rglob("*"))
+            if f.is_file()
+            for line in f.read_text(encoding="utf-8", errors="replace").splitlines()
+            if len(line.strip()) > 30
+        }
+    )
+    model = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu")
+    queries = [q["question"] for q in QUESTIONS] + REAL_QUERIES
+    vectors = np.asarray(model.encode(lines), dtype=np.float32)
+    return lines, vectors, np.asarray(model.encode_queries(queries), dtype=np.float32)
+
+
+def test_staged_search_finds_what_the_exact_scan_finds_on_real_vectors(
+    tmp_path: Path, real_lines: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15's recall check on real vectors: the bundled model's vectors
+    of sample_corpus's lines and real queries, the stages forced on and
+    squeezed (1 row in 10 as candidates, 20 rescored from float32) so that
+    the sign bits and the int8 codes each have to choose."""
+    import numpy as np
+
+    import msearch.coarse
+    import msearch.int8
+    import msearch.query
+    from msearch.lexical import LexicalParams, build_lexical
+    from msearch.segment import SegmentWriter
+
+    lines, vectors, qvecs = real_lines
+    n, dim = vectors.shape
+    assert n > 500
+    index_dir = tmp_path / "idx"
+    store.claim(index_dir)
+    writer = SegmentWriter(store.new_segment_dir(index_dir), dim)
+    ids = np.arange(n)
+    rows = np.stack([0 * ids, ids + 1, ids + 1, 0 * ids, 0 * ids], axis=1).astype(np.int32)
+    writer.add_kept(rows, vectors, np.zeros((n, 16), np.uint8))
+    info = writer.close(build_lexical(lines))
+    meta = store.Meta(
+        root=str(tmp_path),
+        model={"name": "test", "dim": dim},
+        chunking={"max_tokens": 256, "overlap_tokens": 32},
+        walk={},
+        files=[store.FileRecord("lines.txt", 0, 0, "", 0, 0, n)],
+        dim=dim,
+        segments=[info],
+        lexical=LexicalParams.default().to_json(),
+    )
+    store.commit(index_dir, meta)
+    monkeypatch.setattr(msearch.query, "TWO_STAGE_FROM", 0)
+    monkeypatch.setattr(msearch.coarse, "candidates", lambda rows: rows // 10)
+    monkeypatch.setattr(msearch.int8, "RESCORE", 20)
+    monkeypatch.setattr(msearch.int8, "RESCORE_PER_K", 2)
+    index = store.load_index(index_dir)
+    assert index.segments[0].int8() is not None
+    texts = [f"q{i}" for i in range(len(qvecs))]
+    lookup = dict(zip(texts, qvecs, strict=True))
+
+    def encode(batch: list[str]) -> np.ndarray:
+        return np.stack([lookup[t] for t in batch])
+
+    staged = Searcher(index, encode, None, "dense")
+    exact = Searcher(index, encode, None, "dense", exact=True)
+    assert staged._two_stage_group(texts[:1], None, 10) is not None
+    found = 0
+    for text, q in zip(texts, qvecs, strict=True):
+        got = staged.query(text, 10)
+        want = {h.start_line for h in exact.query(text, 10)}
+        found += len({h.start_line for h in got} & want)
+        for h in got:  # every score exact
+            assert h.score == pytest.approx(float(vectors[h.start_line - 1] @ q), abs=1e-5)
+    assert found / (10 * len(texts)) >= 0.97, found
