@@ -82,13 +82,13 @@ def synthetic_texts(rows: int, seed: int) -> list[str]:
 def up_to_date(index_dir: Path) -> bool:
     """Whether every segment of a kept index has the files this msearch
     writes for a large search (an older one is built again)."""
-    from msearch.coarse import SCAN_NAME
-    from msearch.int8 import CODES_NAME, SCALE_NAME
+    from msearch.segment import search_files
 
+    meta = store.read_meta(index_dir)
     return all(
         (index_dir / seg.name / name).exists()
-        for seg in store.read_meta(index_dir).segments
-        for name in (SCAN_NAME, CODES_NAME, SCALE_NAME)
+        for seg in meta.segments
+        for name in search_files(meta.dim)
     )
 
 

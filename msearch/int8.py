@@ -102,6 +102,12 @@ def header(rows: int, dim: int) -> bytes | None:
     return blob[:8] + rows.to_bytes(8, "little") + blob[16:-8] + (rows * dim).to_bytes(8, "little")
 
 
+def writable(dim: int) -> bool:
+    """Whether :func:`write` writes codes for vectors of ``dim`` components
+    with this faiss."""
+    return header(0, dim) is not None
+
+
 def scales(max_abs: np.ndarray) -> np.ndarray:
     """Per-component scales from each component's largest magnitude."""
     return (LEVELS / np.maximum(np.asarray(max_abs, dtype=np.float32), FLOOR)).astype(np.float32)

@@ -25,7 +25,7 @@ import numpy as np
 
 from msearch import store
 from msearch.lexical import merge_lexical
-from msearch.segment import SegmentInfo, SegmentWriter
+from msearch.segment import SegmentInfo, SegmentWriter, search_files
 
 MERGE_FACTOR = 10
 # Segments below this many live rows all share the lowest tier.
@@ -167,16 +167,12 @@ def compact_groups(index: store.Index) -> list[list[int]]:
     """Everything into one segment, unless it already is one with no dead
     rows, its sign bits, their fast-scan order and its int8 codes (a
     segment from before them gets them so)."""
-    from msearch.coarse import SCAN_NAME, scannable
-    from msearch.int8 import CODES_NAME, SCALE_NAME
-
     infos = index.meta.segments
-    derived = (SCAN_NAME, CODES_NAME, SCALE_NAME) if scannable(index.meta.dim) else ()
     if (
         len(infos) == 1
         and infos[0].live_rows == infos[0].rows
         and index.segments[0].bits() is not None
-        and all((index.segments[0].path / name).exists() for name in derived)
+        and all((index.segments[0].path / n).exists() for n in search_files(index.meta.dim))
     ):
         return []
     return [list(range(len(infos)))] if infos else []

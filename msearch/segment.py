@@ -74,6 +74,15 @@ def populate(array: np.ndarray) -> None:
     float(np.add.reduce(plain[::step, 0], dtype=np.float64))
 
 
+def search_files(dim: int) -> tuple[str, ...]:
+    """The files, beyond its sign bits, that :meth:`SegmentWriter.close`
+    writes for a large search of a segment of ``dim`` components; one
+    missing was written by an older msearch (``index --compact`` adds it)."""
+    if not scannable(dim):
+        return ()
+    return (SCAN_NAME, int8.CODES_NAME, int8.SCALE_NAME) if int8.writable(dim) else (SCAN_NAME,)
+
+
 def populate_segments(segments: Sequence[Segment]) -> None:
     """:func:`populate` what the two-stage search reads of every segment
     row by row: its int8 codes, or its vectors where it has none."""

@@ -364,6 +364,26 @@ def test_compact_adds_the_files_an_older_segment_lacks(
     assert index.segments[0].int8() is not None
 
 
+def test_compact_leaves_a_segment_alone_where_faiss_cannot_map_codes(
+    tmp_path: Path, use_fake: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (review): with a faiss that cannot map int8 codes none are
+    written, and ``--compact`` must not count them missing (it rewrote the
+    segment at every run)."""
+    import msearch.int8
+    from clihelp import cli
+    from msearch.int8 import CODES_NAME
+
+    monkeypatch.setattr(msearch.int8, "_faiss", lambda: None)
+    write(tmp_path, "f0.md", document([1, 2]))
+    assert cli("index", str(tmp_path)).code == 0
+    index_dir = tmp_path / ".msearch"
+    seg = store.load_index(index_dir).segments[0].path
+    assert not (seg / CODES_NAME).exists() and (seg / "scan.npy").exists()
+    assert cli("index", str(tmp_path), "--compact").code == 0
+    assert store.load_index(index_dir).segments[0].path == seg
+
+
 def test_files_without_passages_survive_updates_and_merges(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
