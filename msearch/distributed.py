@@ -531,6 +531,33 @@ def read_and_chunk(
     return result
 
 
+def unpack_parcel(
+    parcel: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """What :func:`read_and_chunk` packed: each file's passage count, the
+    passages' rows and keys, and each passage's text (its offsets are into
+    its file's text; the parcel holds the files' texts one after another).
+    Arrays that disagree are a ``ClusterError``."""
+    counts = np.frombuffer(parcel["counts"], np.int64)
+    lens = np.frombuffer(parcel["lens"], np.int64)
+    rows = np.frombuffer(parcel["rows"], np.int32).reshape(-1, 4)
+    keys = np.frombuffer(parcel["keys"], np.uint8).reshape(-1, KEY_BYTES)
+    if (
+        len(counts) != len(lens)
+        or (counts < 0).any()
+        or int(counts.sum()) != len(rows)
+        or len(keys) != len(rows)
+    ):
+        raise ClusterError("a Ray worker returned a malformed parcel; the index is unchanged")
+    text = bytes(parcel["text"]).decode("utf-8", "surrogatepass")
+    starts = np.repeat(np.cumsum(lens) - lens, counts)  # each passage's file's start
+    texts = [
+        text[int(base) + int(s) : int(base) + int(e)]
+        for (s, e), base in zip(rows[:, 2:4], starts, strict=True)
+    ]
+    return counts, rows, keys, texts
+
+
 def _objects(items: list[Any]) -> np.ndarray:
     arr = np.empty(len(items), dtype=object)
     arr[:] = items
@@ -584,19 +611,8 @@ class EmbedActor:
     def _embed(self, batch: dict[str, np.ndarray], i: int) -> bytes:
         """The vectors of parcel ``i``'s passages that are not in the pool."""
         assert self.embedder is not None
-        rows = np.frombuffer(batch["rows"][i], np.int32).reshape(-1, 4)
-        keys = np.frombuffer(batch["keys"][i], np.uint8).reshape(-1, KEY_BYTES)
-        text = bytes(batch["text"][i]).decode("utf-8", "surrogatepass")
-        # Offsets are into each file's text; the parcel's texts are
-        # concatenated, so shift them by the file's start.
-        counts = np.frombuffer(batch["counts"][i], np.int64)
-        lens = np.frombuffer(batch["lens"][i], np.int64)
-        starts = np.repeat(np.concatenate([[0], np.cumsum(lens)[:-1]]), counts)
-        texts = [
-            text[int(base) + s : int(base) + e]
-            for (s, e), base, key in zip(rows[:, 2:4], starts, keys, strict=True)
-            if key.tobytes() not in self.pool
-        ]
+        _, _, keys, passages = unpack_parcel({k: batch[k][i] for k in PARCEL_FIELDS})
+        texts = [t for t, key in zip(passages, keys, strict=True) if key.tobytes() not in self.pool]
         if not texts:
             return b""
         vecs = embed_async(self.embedder, texts, self.batch_size)()
@@ -793,10 +809,9 @@ class RayIndexer:
         """One parcel's files into ``writer``, in order: passages, keys and
         fresh vectors from the workers, reused vectors from the pool."""
         ok = np.frombuffer(row["ok"], np.uint8)
-        counts = np.frombuffer(row["counts"], np.int64)
-        lens = np.frombuffer(row["lens"], np.int64)
-        rows = np.frombuffer(row["rows"], np.int32).reshape(-1, 4)
-        keys = np.frombuffer(row["keys"], np.uint8).reshape(-1, KEY_BYTES)
+        counts, rows, keys, texts = unpack_parcel(row)
+        if len(counts) != len(ok):
+            raise ClusterError("a Ray worker returned a malformed parcel; the index is unchanged")
         fresh = np.frombuffer(row["vectors"], np.float32)
         if fresh.size % job.dim or not np.isfinite(fresh).all():
             raise ClusterError(
@@ -804,13 +819,10 @@ class RayIndexer:
                 f"model at the same path on its node?){SHARED_HINT}; the previous index is unchanged"
             )
         fresh = fresh.reshape(-1, job.dim) if fresh.size else np.zeros((0, job.dim), np.float32)
-        text = bytes(row["text"]).decode("utf-8", "surrogatepass")
         first = int(row["first"])
-        if len(counts) != len(ok) or int(counts.sum()) != len(rows) or len(keys) != len(rows):
-            raise ClusterError("a Ray worker returned a malformed parcel; the index is unchanged")
-        p = v = t = 0
+        p = v = 0
         nbytes = 0
-        for j, (readable, count, length) in enumerate(zip(ok, counts, lens, strict=True)):
+        for j, (readable, count) in enumerate(zip(ok, counts.tolist(), strict=True)):
             item: Embed = job.todo[first + j]
             if not readable:
                 if file_text(item.entry.path, job.walk_options) is not None:
@@ -822,16 +834,13 @@ class RayIndexer:
                         "the previous index is unchanged"
                     )
                 mark_unread(item.record)  # gone or changed for everyone: as one process does
-            body = text[t : t + int(length)]
-            file_rows = rows[p : p + int(count)]
-            texts = [body[s:e] for s, e in file_rows[:, 2:4]]
             try:
                 v += add_rows(
                     writer,
                     item,
-                    file_rows,
-                    keys[p : p + int(count)],
-                    texts,
+                    rows[p : p + count],
+                    keys[p : p + count],
+                    texts[p : p + count],
                     job.pool,
                     job.stats,
                     pos,
@@ -840,7 +849,7 @@ class RayIndexer:
             except IndexError:
                 v = len(fresh) + 1  # fewer vectors than passages: said below
                 break
-            p, t = p + int(count), t + int(length)
+            p += count
             nbytes += item.entry.size
         if v != len(fresh):
             raise ClusterError(
