@@ -374,17 +374,37 @@ def test_cli_ctrl_c_stops_cleanly_with_the_real_model(tmp_path: Path) -> None:
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
+    # stderr is read as it comes: the update's report line is printed just
+    # after its commit, so a Ctrl-C sent on seeing the commit could land
+    # between the two (CI once caught that race).
+    lines: list[str] = []
+    assert proc.stderr is not None and proc.stdout is not None
+    stderr = proc.stderr
+
+    def read_stderr() -> None:
+        for line in stderr:
+            lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+
+    def reported() -> bool:
+        return any(ln.startswith("msearch: indexed ") and "(1 added" in ln for ln in lines)
+
     try:
         wait_for(lambda: committed(index_dir) or proc.poll() is not None, timeout=120)
         write(root, "new.txt", "the zyxwv is a rare bird\n")
         wait_for(lambda: "new.txt" in committed(index_dir), timeout=30)
+        wait_for(lambda: reported() or proc.poll() is not None, timeout=30)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        out = proc.stdout.read()
     finally:
         proc.kill()
-    lines = err.splitlines()
+        reader.join(timeout=30)
+    err = "\n".join(lines)
     assert proc.returncode == 0, err
     assert out == "" and "Traceback" not in err
     assert lines[-1] == "msearch: stopped watching"
     assert f"msearch: watching {root} for changes (Ctrl-C stops)" in lines
-    assert any(line.startswith("msearch: indexed ") and "(1 added" in line for line in lines)
+    assert reported()
