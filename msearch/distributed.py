@@ -312,32 +312,11 @@ class ModelOnWorker:
             import torch
 
             torch.set_num_threads(max(1, threads))
-        embedder = _BigJobs(self._model(device))
+        # Every parcel embedded as `msearch index` embeds a window (torch,
+        # never the small-job numpy path): the same vectors either way.
+        embedder = self._model(device).passage_encoder()
         embedder.encode(["warm up"])  # torch and the weights load now, not in the first parcel
         return embedder
-
-
-class _BigJobs:
-    """A Model embedding every parcel as ``msearch index`` embeds a window
-    (torch, never the small-job numpy path): the same vectors either way."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.record = model.record
-        self.document_prompt_tokens = 0
-
-    @property
-    def counter(self) -> TokenCounter:
-        return self.model.counter  # type: ignore[no-any-return]
-
-    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        return self.model.submit(texts, batch_size, small_jobs=False)()  # type: ignore[no-any-return]
-
-    def query_cache_name(self) -> str | None:
-        return None
-
-    def write_query_cache(self, folder: Path) -> None:
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -299,7 +299,8 @@ class Model:
     def passage_encoder(self) -> Any:
         """An object whose ``encode(texts, batch_size)`` is what ``msearch
         index`` uses for a large job (never the numpy small-job path): for
-        benchmarks and the retrieval evaluation."""
+        the Ray actors (``msearch index --ray``), benchmarks and the
+        retrieval evaluation."""
         model = self
 
         class BigJobs:
