@@ -347,7 +347,7 @@ def test_the_estimate_orders_rows_as_brute_force_does() -> None:
         # The kernel's tables are 8-bit: a row's estimate may be off by
         # half a step in each of dim/4 tables (a step is 1/255 of a
         # table's span, 2 * sum(|vec|) over its four components at most).
-        slack = dim / 4 * 0.5 * 2 * np.abs(vec).reshape(-1, 4).sum(axis=1).max() / 255
+        slack = float(dim / 4 * 0.5 * 2 * np.abs(vec).reshape(-1, 4).sum(axis=1).max() / 255)
         k = min(20, rows)
         got = scan.nearest(vec, k)
         assert len(got) == len(set(got.tolist())) == k
