@@ -53,12 +53,12 @@ from _results import report, table
 from coarse_recall import commit_one_file, real_vectors
 from query_latency import add_vocab_cache, compile_package, msearch_exe, up_to_date
 
-from msearch import store
 from msearch.coarse import SCAN_NAME
 from msearch.encoders import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
 from msearch.int8 import CODES_NAME, SCALE_NAME
 from msearch.lexical import build_lexical
-from msearch.segment import BITS_NAME, EMBEDDINGS_NAME, SegmentWriter
+from msearch.storage import layout, ownership, reader, record
+from msearch.storage.segment import BITS_NAME, EMBEDDINGS_NAME, SegmentWriter
 
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / ".work" / "big"
@@ -69,13 +69,13 @@ BLOCK = 65536
 def build(index_dir: Path, rows: int, vectors: np.ndarray, record: dict) -> dict[str, float]:
     """The synthetic index (kept between runs, rebuilt when it lacks a file
     this msearch writes); seconds spent."""
-    if (index_dir / store.META_NAME).exists() and up_to_date(index_dir):
+    if (index_dir / layout.META_NAME).exists() and up_to_date(index_dir):
         info = json.loads((index_dir / "build.json").read_text())
         return dict(info)
     shutil.rmtree(index_dir, ignore_errors=True)
-    store.claim(index_dir)
+    ownership.claim(index_dir)
     rng = np.random.default_rng(0)
-    folder = store.new_segment_dir(index_dir)
+    folder = ownership.new_segment_dir(index_dir)
     writer = SegmentWriter(folder, vectors.shape[1], window=BLOCK)
     t0 = time.perf_counter()
     for start in range(0, rows, BLOCK):
@@ -99,7 +99,7 @@ def build(index_dir: Path, rows: int, vectors: np.ndarray, record: dict) -> dict
 def exact_top10(index_dir: Path, qvecs: np.ndarray) -> np.ndarray:
     """Rows of the exact top 10 of each query: a plain blocked matrix
     product over the float32 vectors."""
-    meta = store.read_meta(index_dir)
+    meta = record.read_meta(index_dir)
     emb = np.load(index_dir / meta.segments[0].name / EMBEDDINGS_NAME, mmap_mode="r")
     best_s = np.full((len(qvecs), 10), -np.inf, dtype=np.float32)
     best_i = np.zeros((len(qvecs), 10), dtype=np.int64)
@@ -133,9 +133,9 @@ def resident(index_dir: Path) -> dict[str, int]:
 def warm(index_dir: Path, texts: list[str], warmup: list[str], exact: int) -> dict:
     """Warm query times and recall rows, in this process."""
     from msearch.query import Searcher, query_encoder
-    from msearch.segment import populate, populate_segments
+    from msearch.storage.segment import populate, populate_segments
 
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     populate_segments(index.segments)  # as `msearch mcp` does, once per generation
     encode = query_encoder(index, "cpu", warm=True)
     searcher = Searcher(index, encode, None, "dense")
@@ -151,7 +151,7 @@ def warm(index_dir: Path, texts: list[str], warmup: list[str], exact: int) -> di
     res = resident(index_dir)
     # The exact scan in its own mapping, read ahead as usual (the search
     # above advised its mapping of float32 to read only the page asked for).
-    whole = store.load_index(index_dir)
+    whole = reader.load_index(index_dir)
     for seg in whole.segments:
         populate(seg.embeddings)
     full = Searcher(whole, encode, None, "dense", exact=True)
@@ -170,7 +170,7 @@ def evicted(index_dir: Path, texts: list[str], prefetch: bool = True) -> tuple[l
     all of a query's rows requested at once, as shipped; else one page
     fault after another). Also the bytes of float32 vectors resident in
     that process after the queries."""
-    meta = store.read_meta(index_dir)
+    meta = record.read_meta(index_dir)
     emb = index_dir / meta.segments[0].name / EMBEDDINGS_NAME
     fd = os.open(emb, os.O_RDONLY)
     try:
@@ -179,13 +179,13 @@ def evicted(index_dir: Path, texts: list[str], prefetch: bool = True) -> tuple[l
         os.close(fd)
     code = (
         "import json, sys, time\n"
-        "from msearch import store\n"
+        "from msearch.storage import reader\n"
         "from msearch.query import Searcher, query_encoder\n"
         "sys.path.insert(0, " + repr(str(BENCH)) + ")\n"
         "from big_search import resident\n"
         "import msearch.query\n"
         + ("" if prefetch else "msearch.query.PREFETCH_ROWS = 0\n")
-        + f"index = store.load_index({str(index_dir)!r})\n"
+        + f"index = reader.load_index({str(index_dir)!r})\n"
         "s = Searcher(index, query_encoder(index, 'cpu', warm=True), None, 'dense')\n"
         "s.query('warm up the encoder', 10)\n"
         "out = []\n"
@@ -264,7 +264,7 @@ def main() -> None:
 
     got = warm(index_dir, sub, warmup, args.exact_runs)
     emb = np.load(
-        index_dir / store.read_meta(index_dir).segments[0].name / EMBEDDINGS_NAME, mmap_mode="r"
+        index_dir / record.read_meta(index_dir).segments[0].name / EMBEDDINGS_NAME, mmap_mode="r"
     )
     recalls = []
     for q, rows, exact in zip(qvecs[pick], got["found"], want, strict=True):
@@ -287,7 +287,7 @@ def main() -> None:
     ev, ev_res = evicted(index_dir, sub[:40])
     ev_plain, _ = evicted(index_dir, sub[:40], prefetch=False)
 
-    seg = index_dir / store.read_meta(index_dir).segments[0].name
+    seg = index_dir / record.read_meta(index_dir).segments[0].name
     f32 = (seg / EMBEDDINGS_NAME).stat().st_size
     bits = (seg / BITS_NAME).stat().st_size
     scan = (seg / SCAN_NAME).stat().st_size

@@ -38,11 +38,13 @@ import numpy as np
 from _results import report, table
 
 import msearch.query
-from msearch import coarse, int8, store
+from msearch import coarse, int8
 from msearch.coarse import candidates
 from msearch.lexical import LexicalParams, build_lexical
 from msearch.query import Searcher
-from msearch.segment import Segment, SegmentInfo, SegmentWriter
+from msearch.storage import ownership, reader, record
+from msearch.storage.record import SegmentInfo
+from msearch.storage.segment import Segment, SegmentWriter
 
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / ".work" / "coarse"
@@ -55,7 +57,7 @@ def real_vectors() -> tuple[np.ndarray, list[str], np.ndarray]:
 
     parts = []
     for folder in sorted(glob.glob(str(BENCH / ".work" / "eval" / "*" / "index-256-32"))):
-        parts.append(store.load_index(Path(folder)).table()[1])
+        parts.append(reader.load_index(Path(folder)).table()[1])
     if not parts:
         raise SystemExit("run `python bench/eval.py` first: it builds the eval indexes")
     texts = []
@@ -69,9 +71,9 @@ def write_index(index_dir: Path, vectors: np.ndarray) -> Path:
     """An index holding ``vectors``, one passage per row of one (absent)
     file, line numbers = row numbers, so that hits name their rows."""
     shutil.rmtree(index_dir, ignore_errors=True)
-    store.claim(index_dir)
+    ownership.claim(index_dir)
     n = len(vectors)
-    folder = store.new_segment_dir(index_dir)
+    folder = ownership.new_segment_dir(index_dir)
     writer = SegmentWriter(folder, vectors.shape[1], window=65536)
     for start in range(0, n, 65536):
         ids = np.arange(start, min(start + 65536, n))
@@ -86,17 +88,17 @@ def write_index(index_dir: Path, vectors: np.ndarray) -> Path:
 def commit_one_file(index_dir: Path, info: SegmentInfo, root: Path, model: dict, dim: int) -> None:
     """Commit ``info`` as the index's one segment, all its rows the
     passages of one absent file (as :func:`write_index` writes them)."""
-    meta = store.Meta(
+    meta = record.Meta(
         root=str(root.resolve()),
         model=model,
         chunking={"max_tokens": 256, "overlap_tokens": 32},
         walk={},
-        files=[store.FileRecord("none.txt", 0, 0, "", 0, 0, info.rows)],
+        files=[record.FileRecord("none.txt", 0, 0, "", 0, 0, info.rows)],
         dim=dim,
         segments=[info],
         lexical=LexicalParams.default().to_json(),
     )
-    store.commit(index_dir, meta)
+    ownership.commit(index_dir, meta)
 
 
 def measure(
@@ -104,7 +106,7 @@ def measure(
 ) -> tuple[float, float, float, float]:
     """(recall@10 of two stages vs exact, worst query's recall, median ms
     two-stage, median ms exact)."""
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     lookup = {t: v for t, v in zip(texts, qvecs, strict=True)}
 
     def encode(batch: Sequence[str]) -> np.ndarray:
@@ -141,7 +143,7 @@ def estimate_error(
     """(mean, standard deviation, count, largest magnitude) of the int8
     estimate minus the exact cosine (numpy's, over the float32 vectors),
     for the candidates of every query at 1 in SHARE."""
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     seg = index.segments[0]
     scan, codes = seg.scan(), seg.int8()
     assert scan is not None and codes is not None

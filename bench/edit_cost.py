@@ -33,10 +33,10 @@ import numpy as np
 from _fakes import RandomEmbedder, write_corpus
 from _results import report, table
 
-from msearch import store
 from msearch.chunk import ChunkSettings
 from msearch.encoders import ModelRecord
 from msearch.indexer import build_index
+from msearch.storage import reader, record
 
 BENCH = Path(__file__).resolve().parent
 LINES_PER_FILE = 50
@@ -106,7 +106,7 @@ def warm_query_ms(index_dirs: Sequence[Path], rounds: int = 400) -> list[float]:
 
     searchers = []
     for index_dir in index_dirs:
-        idx = store.load_index(index_dir)
+        idx = reader.load_index(index_dir)
         s = Searcher(idx, RandomEmbedder().encode, open_lexical(idx), "hybrid")
         for q in QUERIES:
             s.query(q)
@@ -180,7 +180,7 @@ def many_updates_rows(passages: int, updates: int) -> list[tuple[str, str, str]]
         touched.setdefault(f, path.read_text())
         path.write_text(file_text(f, version=k + 1))
         times.append(update(root, index_dir)["seconds"])
-    infos = store.read_meta(index_dir).segments
+    infos = record.read_meta(index_dir).segments
     segments = len(infos)
     rows = sum(s.rows for s in infos)
     dead = sum(s.rows - s.live_rows for s in infos)

@@ -394,7 +394,7 @@ class MsearchRun:
 
     name: str
     stats: Any
-    index: Any  # msearch.store.Index
+    index: Any  # msearch.reader.Index
     searcher: Any  # msearch.query.Searcher
     passage_file: np.ndarray  # file index of each passage row
     starts: np.ndarray  # first row of each file that has passages (row order)
@@ -419,10 +419,10 @@ def build_msearch(
     overlap: int,
     work_dir: Path = WORK_DIR,
 ) -> MsearchRun:
-    from msearch import store
     from msearch.chunk import ChunkSettings
     from msearch.indexer import build_index
     from msearch.query import Searcher, query_encoder
+    from msearch.storage import reader
     from msearch.walk import decode
 
     base = work_dir / coll.name
@@ -439,7 +439,7 @@ def build_msearch(
         notice=say,
     )
     build_seconds = time.perf_counter() - t0
-    index = store.load_index(idx_dir)
+    index = reader.load_index(idx_dir)
     searcher = Searcher(index, query_encoder(index, device="cpu", notice=say))
     # A full build is one segment, its rows in file order: table() is that order.
     assert len(index.segments) <= 1
@@ -746,9 +746,9 @@ def _cold_lexical(folder: Path, query: str, params: str) -> dict[str, float]:
     import subprocess
 
     code = (
-        "import json, sys, time; import numpy, msearch.store; from pathlib import Path; "
+        "import json, sys, time; import numpy, msearch.storage.disk; from pathlib import Path; "
         "t0 = time.perf_counter(); import msearch.lexical as lx; t1 = time.perf_counter(); "
-        "seg = lx.LexicalSegment.load(msearch.store.DataFolder(Path(sys.argv[1]))); "
+        "seg = lx.LexicalSegment.load(msearch.storage.disk.DataFolder(Path(sys.argv[1]))); "
         "ix = lx.Bm25(lx.LexicalParams.from_json(json.loads(sys.argv[3])), "
         "[lx.LexicalPart(seg, 0, None)], seg.num_rows, seg.num_rows, int(seg.lengths.sum())); "
         "t2 = time.perf_counter(); "
@@ -785,7 +785,7 @@ def latency(
 
     from msearch.lexical import LexicalParams, LexicalSegment, bm25_of, build_lexical, fuse
     from msearch.search import top_k
-    from msearch.store import DataFolder
+    from msearch.storage.disk import DataFolder
 
     texts: list[str] = []
     queries: list[str] = []

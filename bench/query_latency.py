@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from _results import report, table
 
-from msearch import store
 from msearch.encoders import BUNDLED_MODEL, BUNDLED_SOURCE, Model, bundled_model_path
+from msearch.storage import layout, ownership, reader, record, segment
 
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / ".work"
@@ -47,7 +47,7 @@ def msearch_exe() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "msearch"]
 
 
-def make_corpus(root: Path, files: int) -> list[store.FileRecord]:
+def make_corpus(root: Path, files: int) -> list[record.FileRecord]:
     import hashlib
 
     root.mkdir(parents=True, exist_ok=True)
@@ -61,7 +61,7 @@ def make_corpus(root: Path, files: int) -> list[store.FileRecord]:
         data = p.read_bytes()
         st = p.stat()
         recs.append(
-            store.FileRecord(p.name, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest())
+            record.FileRecord(p.name, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest())
         )
     return recs
 
@@ -82,9 +82,9 @@ def synthetic_texts(rows: int, seed: int) -> list[str]:
 def up_to_date(index_dir: Path) -> bool:
     """Whether every segment of a kept index has the files this msearch
     writes for a large search (an older one is built again)."""
-    from msearch.segment import search_files
+    from msearch.storage.segment import search_files
 
-    meta = store.read_meta(index_dir)
+    meta = record.read_meta(index_dir)
     return all(
         (index_dir / seg.name / name).exists()
         for seg in meta.segments
@@ -99,12 +99,12 @@ def make_index(
     of ``corpus``, in ``segments`` segments of about equal size (the same
     rows, vectors and texts whatever the number of segments)."""
     from msearch.lexical import LexicalParams, build_lexical
-    from msearch.segment import SegmentWriter
+    from msearch.storage.segment import SegmentWriter
 
-    if (index_dir / store.META_NAME).exists() and up_to_date(index_dir):
+    if (index_dir / layout.META_NAME).exists() and up_to_date(index_dir):
         return index_dir
     shutil.rmtree(index_dir, ignore_errors=True)
-    store.claim(index_dir)  # creates and marks the folder as msearch's own
+    ownership.claim(index_dir)  # creates and marks the folder as msearch's own
     files = make_corpus(corpus, 1000)
     rng = np.random.default_rng(seed)
     texts = synthetic_texts(rows, seed)
@@ -116,7 +116,7 @@ def make_index(
         f0, f1 = int(bounds[s]), int(bounds[s + 1])
         a = min(f0 * per_file, rows)
         b = rows if s == segments - 1 else min(f1 * per_file, rows)
-        folder = store.new_segment_dir(index_dir)
+        folder = ownership.new_segment_dir(index_dir)
         w = SegmentWriter(folder, 384, window=65536)
         for start in range(a, b, 65536):
             n = min(65536, b - start)
@@ -134,9 +134,9 @@ def make_index(
             hi = rows if f == len(files) - 1 else min((f + 1) * per_file, rows)
             rec = files[f]
             records.append(
-                store.FileRecord(rec.path, rec.size, rec.mtime_ns, rec.sha256, s, lo - a, hi - lo)
+                record.FileRecord(rec.path, rec.size, rec.mtime_ns, rec.sha256, s, lo - a, hi - lo)
             )
-    meta = store.Meta(
+    meta = record.Meta(
         root=str(corpus.resolve()),
         model=record,
         chunking={"max_tokens": 256, "overlap_tokens": 32},
@@ -146,7 +146,7 @@ def make_index(
         segments=infos,
         lexical=LexicalParams.default().to_json(),
     )
-    store.commit(index_dir, meta)
+    ownership.commit(index_dir, meta)
     return index_dir
 
 
@@ -154,9 +154,9 @@ def warm_queries(index_dir: Path, runs: int) -> list[float]:
     """In-process query time (hybrid, top 10) on an open index: what each
     query costs once the model and the index are loaded."""
     from msearch.query import Searcher, open_lexical, query_encoder
-    from msearch.segment import populate_segments
+    from msearch.storage.segment import populate_segments
 
-    idx = store.load_index(index_dir)
+    idx = reader.load_index(index_dir)
     populate_segments(idx.segments)  # as a long-running process (msearch mcp) does
     searcher = Searcher(idx, query_encoder(idx, "cpu"), open_lexical(idx), "hybrid")
     for q in QUERIES:
@@ -183,11 +183,11 @@ def add_vocab_cache(index_dir: Path, model: Model) -> None:
     tokenizer (msearch.encoders.vocab_cache), through the indexer's own code."""
     from msearch.indexer import _vocab_cache
 
-    meta = store.read_meta(index_dir)
-    name = _vocab_cache(index_dir, model, store.load_index(index_dir))
+    meta = record.read_meta(index_dir)
+    name = _vocab_cache(index_dir, model, reader.load_index(index_dir))
     if name != meta.vocab_cache:
         meta.vocab_cache = name
-        store.commit(index_dir, meta)
+        ownership.commit(index_dir, meta)
 
 
 def compile_package() -> None:
@@ -301,7 +301,7 @@ def main() -> None:
     # Warm the OS cache, then measure interleaved so drift hits both sides.
     for d in (idx_1k, idx_100k, idx_1m, idx_1m_10):
         cold_queries(d, 2)
-    emb_100k = idx_100k / store.read_meta(idx_100k).segments[0].name / store.EMBEDDINGS_NAME
+    emb_100k = idx_100k / record.read_meta(idx_100k).segments[0].name / segment.EMBEDDINGS_NAME
     base_cmd = [
         sys.executable,
         str(BENCH / "baseline_query.py"),

@@ -87,9 +87,9 @@ def write_corpus(folder: Path, passages: int, model: Any) -> int:
 
 
 def vectors_by_passage(index_dir: Path) -> dict[tuple[str, int, int], np.ndarray]:
-    from msearch import store
+    from msearch.storage import reader
 
-    idx = store.load_index(index_dir)
+    idx = reader.load_index(index_dir)
     out = {}
     for rec in idx.meta.files:
         seg = idx.segments[rec.segment]

@@ -35,8 +35,8 @@ from pathlib import Path
 
 from _results import report, table
 
-from msearch import store
 from msearch.errors import MsearchError
+from msearch.storage import layout, reader, record
 
 BENCH = Path(__file__).resolve().parent
 SAMPLE = BENCH.parent / "sample_corpus"
@@ -112,7 +112,7 @@ def wait_committed(index_dir: Path, rel: str, st: os.stat_result, timeout: float
     deadline = time.monotonic() + timeout
     while True:
         try:
-            rec = next((f for f in store.read_meta(index_dir).files if f.path == rel), None)
+            rec = next((f for f in record.read_meta(index_dir).files if f.path == rel), None)
         except MsearchError:  # not expected (meta.json is replaced atomically): wait on
             rec = None
         if rec is not None and rec.size == st.st_size and rec.sha256 == digest:
@@ -125,7 +125,7 @@ def wait_committed(index_dir: Path, rel: str, st: os.stat_result, timeout: float
 def confirm_searchable(index_dir: Path, path: Path, word: str) -> None:
     from msearch.query import Searcher, open_lexical
 
-    idx = store.load_index(index_dir, lexical=True)
+    idx = reader.load_index(index_dir, lexical=True)
     searcher = Searcher(idx, None, open_lexical(idx), "lexical")
     hits = searcher.query_many([word], 10, None)[0]
     if not any(os.path.realpath(h.abs_path or h.path) == os.path.realpath(path) for h in hits):
@@ -134,7 +134,7 @@ def confirm_searchable(index_dir: Path, path: Path, word: str) -> None:
 
 def edits_under_watch(root: Path, edits: int, rng: random.Random) -> tuple[list[float], int]:
     """(seconds from each write to its commit, updates the watcher printed)."""
-    index_dir = root / store.INDEX_DIR_NAME
+    index_dir = root / layout.INDEX_DIR_NAME
     targets = sorted((root / "synthetic").glob("*.md")) or sorted(root.rglob("*.md"))
     watcher = Watcher(root)
     try:
@@ -194,7 +194,7 @@ def main() -> None:
     rng = random.Random(11)
     times, updates = edits_under_watch(root, args.edits, rng)
     baseline = one_shot_index(root, args.baseline_runs, rng)
-    meta = store.read_meta(root / store.INDEX_DIR_NAME)
+    meta = record.read_meta(root / layout.INDEX_DIR_NAME)
 
     med, base = statistics.median(times), statistics.median(baseline)
     rows = [

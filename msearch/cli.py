@@ -286,7 +286,7 @@ def index(
     def body() -> int:
         from msearch.chunk import ChunkSettings
         from msearch.indexer import build_index
-        from msearch.store import INDEX_DIR_NAME
+        from msearch.storage.layout import INDEX_DIR_NAME
 
         _check_index_args(directory, batch_size, precision, fast)
         _check_chunking(chunk_tokens, overlap_tokens)
@@ -399,7 +399,7 @@ def _load_indexer_model(
         load_recorded,
         resolve_precision,
     )
-    from msearch.store import recorded_model
+    from msearch.storage.record import recorded_model
 
     check_device(device.value)
     wanted = Precision.bfloat16.value if fast else precision.value if precision else None
@@ -524,7 +524,7 @@ def query(
     def body() -> int:
         import math
 
-        from msearch.query import find_index
+        from msearch.storage.layout import find_index
 
         if top < 1:
             fail(f"-k/--top must be at least 1 (got {top})")
@@ -568,7 +568,7 @@ def query(
 
             console = make_console(out, _color_mode(color))
         if len(queries) > 1 and searcher.mode != "lexical" and searcher.two_stage():
-            from msearch.segment import populate_segments
+            from msearch.storage.segment import populate_segments
 
             populate_segments(searcher.index.segments)  # many queries: map the pages once
         results = searcher.query_many(queries, k, min_score, paths, lines_around)
@@ -669,7 +669,7 @@ def _open_searcher(
     exact: bool = False,
 ) -> Any:
     from msearch.query import Searcher, check_model, open_lexical, query_encoder
-    from msearch.store import load_index
+    from msearch.storage.reader import load_index
 
     idx = load_index(index_dir, lexical=mode != "dense")
     check_model(idx, model)
@@ -681,7 +681,7 @@ def _open_searcher(
 def _refresh(index_dir: Path, trust: bool = False) -> None:
     from msearch.encoders import ModelRecord, load_recorded
     from msearch.indexer import update_recorded
-    from msearch.store import read_meta
+    from msearch.storage.record import read_meta
 
     meta = read_meta(index_dir)
     emb = load_recorded(ModelRecord.from_json(meta.model), "auto", trust, notice=say)
@@ -701,8 +701,8 @@ def status(
         import time
 
         from msearch.output import _escape, lossy
-        from msearch.query import find_index
         from msearch.status import index_status
+        from msearch.storage.layout import find_index
 
         st = index_status(find_index(index_path))
         if as_json:
@@ -776,7 +776,7 @@ def watch(
     def body() -> int:
         from msearch.chunk import ChunkSettings
         from msearch.indexer import build_index
-        from msearch.store import INDEX_DIR_NAME
+        from msearch.storage.layout import INDEX_DIR_NAME
         from msearch.watch import load_watchfiles
         from msearch.watch import watch as watch_folder
 
@@ -838,7 +838,7 @@ def _as_recorded(ctx: typer.Context, index_dir: Path, wopts: Any, settings: Any)
 
     from msearch.chunk import ChunkSettings
     from msearch.indexer import chunking_from_json, walk_options_from_json
-    from msearch.store import read_meta
+    from msearch.storage.record import read_meta
 
     try:
         meta = read_meta(index_dir)
@@ -917,9 +917,8 @@ def mcp(
         import threading
 
         from msearch import __version__
-        from msearch.query import find_index
         from msearch.service import SearchService
-        from msearch.store import INDEX_DIR_NAME, META_NAME
+        from msearch.storage.layout import INDEX_DIR_NAME, META_NAME, find_index
 
         try:
             from msearch import mcp_server
@@ -965,7 +964,8 @@ def _watch_for_server(service: Any, stop: Any, debounce: int) -> None:
     """`msearch mcp --watch`: the watcher beside the server, updating with the
     index's recorded settings. Whatever ends it (the folder vanished) is one
     line on stderr; the server goes on answering from the last index."""
-    from msearch.store import read_meta, resolve_root
+    from msearch.storage.layout import resolve_root
+    from msearch.storage.record import read_meta
     from msearch.watch import watch as watch_folder
 
     try:

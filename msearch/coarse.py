@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from msearch.segment import Segment
+    from msearch.storage.segment import Segment
 
 SCAN_NAME = "scan.npy"
 # faiss's fast-scan block: codes of this many rows are interleaved.

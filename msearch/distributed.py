@@ -62,7 +62,8 @@ from msearch.indexer import (
     passage_arrays,
 )
 from msearch.lexical import LexicalParams
-from msearch.segment import KEY_BYTES, SegmentInfo, SegmentWriter
+from msearch.storage.record import SegmentInfo
+from msearch.storage.segment import KEY_BYTES, SegmentWriter
 from msearch.walk import WalkOptions
 
 INSTALL_HINT = "pip install 'msearch[ray]'"
@@ -728,7 +729,7 @@ class RayIndexer:
         )
 
     def _run(self, ray: Any, job: WriteJob, plan: Plan) -> list[SegmentInfo]:
-        from msearch import store
+        from msearch.storage.ownership import new_segment_dir, writing
 
         ctx = ray.data.DataContext.get_current()
         saved = (
@@ -755,14 +756,14 @@ class RayIndexer:
                     raise ClusterError(f"the Ray pipeline returned block {block} twice")
                 if block not in writers:
                     writers[block] = SegmentWriter(
-                        store.new_segment_dir(job.index_dir),
+                        new_segment_dir(job.index_dir),
                         job.dim,
                         lexical=LexicalParams.default(),
                         window=WINDOW_PASSAGES,
                     )
                 writer = writers[block]
                 t = time.perf_counter()
-                with store.writing(writer.dir):
+                with writing(writer.dir):
                     self._add_parcel(writer, row, job, job.position + block)
                     left[block] -= 1
                     if left[block] == 0:

@@ -22,7 +22,7 @@ import numpy as np
 from msearch.walk import check_globs
 
 if TYPE_CHECKING:
-    from msearch.store import Index
+    from msearch.storage.reader import Index
 
 
 class PathFilter:

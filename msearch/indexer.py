@@ -27,13 +27,34 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from msearch import merge, store
+from msearch import merge
 from msearch.chunk import ChunkSettings, Passage, chunk_texts
 from msearch.encoders import Embedder, embed_async
 from msearch.errors import IndexCorrupt, IndexNotFound, IndexTooNew, UsageError
 from msearch.lexical import LexicalParams
-from msearch.safefs import open_beneath, read_limited, safe_relpath
-from msearch.segment import KEY_BYTES, SegmentInfo, SegmentWriter, key_salt, passage_keys
+from msearch.storage.disk import open_folder, seal
+from msearch.storage.layout import FOLDER_RE, INDEX_DIR_NAME, META_NAME, resolve_root, root_record
+from msearch.storage.ownership import (
+    cleanup,
+    commit,
+    current_segments,
+    new_owned_dir,
+    new_segment_dir,
+    prepare_commit_point,
+    write_lock,
+    writing,
+)
+from msearch.storage.reader import Index, load_index, verify_checksums
+from msearch.storage.record import (
+    FileRecord,
+    IndexOutdated,
+    Meta,
+    SegmentInfo,
+    _read_meta_json,
+    read_meta,
+)
+from msearch.storage.safefs import open_beneath, read_limited, safe_relpath
+from msearch.storage.segment import KEY_BYTES, SegmentWriter, key_salt, passage_keys
 from msearch.walk import (
     FileEntry,
     NotText,
@@ -96,7 +117,7 @@ class Keep:
     """An unchanged file: its rows stay where they are."""
 
     entry: FileEntry
-    record: store.FileRecord
+    record: FileRecord
 
 
 @dataclass
@@ -105,8 +126,8 @@ class Embed:
     ``old`` is the record it replaces (None when added)."""
 
     entry: FileEntry
-    record: store.FileRecord
-    old: store.FileRecord | None
+    record: FileRecord
+    old: FileRecord | None
 
 
 @dataclass
@@ -133,7 +154,7 @@ class WriteJob:
 class SegmentsWriter(Protocol):
     def __call__(self, job: WriteJob) -> list[SegmentInfo]:
         """Write the passages of ``job.todo`` into new segment folders
-        (``store.new_segment_dir``; the caller holds the writer lock) and
+        (``new_segment_dir``; the caller holds the writer lock) and
         return them, in order: they take positions ``job.position``,
         ``job.position + 1``, ... Fill in each item's record (segment,
         row, rows; a file unreadable by now: see ``mark_unread``) and count
@@ -182,7 +203,7 @@ def effective_chunking(
 
 
 def _full_rebuild_reason(
-    old: store.Index, model_record: dict[str, Any], chunking: dict[str, Any], root: Path
+    old: Index, model_record: dict[str, Any], chunking: dict[str, Any], root: Path
 ) -> str | None:
     if old.meta.model.get("fingerprint") != model_record["fingerprint"]:
         return f"the model changed ({old.meta.model.get('name')} -> {model_record['name']})"
@@ -229,20 +250,20 @@ def build_index(
         raise UsageError(f"{root}: not a folder")
     root = root.resolve()
     index_dir = Path(index_dir).absolute()
-    if index_dir.name == store.INDEX_DIR_NAME and os.path.realpath(
-        index_dir.parent
-    ) != os.path.realpath(root):
+    if index_dir.name == INDEX_DIR_NAME and os.path.realpath(index_dir.parent) != os.path.realpath(
+        root
+    ):
         raise UsageError(
-            f"an index folder named {store.INDEX_DIR_NAME} must lie in the folder it indexes "
-            f"({root / store.INDEX_DIR_NAME}); give --index another name"
+            f"an index folder named {INDEX_DIR_NAME} must lie in the folder it indexes "
+            f"({root / INDEX_DIR_NAME}); give --index another name"
         )
     wopts = walk_options or WalkOptions()
     say = notice or (lambda _msg: None)
     prog = progress or _NoProgress()
 
-    with store.write_lock(index_dir, notice=say):
-        store.prepare_commit_point(index_dir, say)
-        store.cleanup(index_dir, keep=store.current_segments(index_dir))
+    with write_lock(index_dir, notice=say):
+        prepare_commit_point(index_dir, say)
+        cleanup(index_dir, keep=current_segments(index_dir))
         record = embedder.record
         recorded, settings = effective_chunking(
             chunking or ChunkSettings(), record.max_seq_length, embedder.document_prompt_tokens
@@ -298,8 +319,8 @@ def build_index(
         files = [item.record for item in plan]
         segments, files = _drop_empty(segments, files)
         vocab_cache = _vocab_cache(index_dir, embedder, old)
-        meta = store.Meta(
-            root=store.root_record(index_dir, root),
+        meta = Meta(
+            root=root_record(index_dir, root),
             model=model_json,
             chunking=chunk_json,
             walk=_walk_json(wopts),
@@ -311,7 +332,7 @@ def build_index(
             extra={"skipped": sorted(s.rel for s in stats.skipped)},
             vocab_cache=vocab_cache,
         )
-        store.commit(index_dir, meta)
+        commit(index_dir, meta)
         meta = _merge_as_needed(index_dir, compact, say)
         stats.files = len(meta.files)
         stats.passages = meta.count
@@ -320,7 +341,7 @@ def build_index(
         return stats
 
 
-def _vocab_cache(index_dir: Path, embedder: Embedder, old: store.Index | None) -> str:
+def _vocab_cache(index_dir: Path, embedder: Embedder, old: Index | None) -> str:
     """The index's cache of the model's vocabulary for cold queries (see
     msearch.encoders.vocab_cache): the previous index's if it is this
     model's and intact, else written now; "" for a model that needs none."""
@@ -332,7 +353,7 @@ def _vocab_cache(index_dir: Path, embedder: Embedder, old: store.Index | None) -
         f"{cache_key(embedder.record.fingerprint)}-"
     ):
         try:
-            with store.open_folder(index_dir, old.meta.vocab_cache) as kept:
+            with open_folder(index_dir, old.meta.vocab_cache) as kept:
                 if kept.intact(CACHE_FILES):
                     return old.meta.vocab_cache
         except (OSError, IndexCorrupt):
@@ -341,13 +362,13 @@ def _vocab_cache(index_dir: Path, embedder: Embedder, old: store.Index | None) -
     if not key:
         return ""
     name = f"{key}-{uuid.uuid4().hex[:8]}"
-    folder = store.new_owned_dir(index_dir, name)
-    with store.writing(folder):
+    folder = new_owned_dir(index_dir, name)
+    with writing(folder):
         try:
             embedder.write_query_cache(folder)
         except (ValueError, KeyError, IndexError, TypeError):
             return ""  # a tokenizer.json the cache does not read: queries load it whole
-        store.seal(folder)
+        seal(folder)
     return name
 
 
@@ -358,22 +379,22 @@ def _open_previous(
     root: Path,
     say: Callable[[str], None],
     stats: IndexStats,
-) -> tuple[store.Index | None, bool]:
+) -> tuple[Index | None, bool]:
     """The index to update, or None to build anew (with the reason said);
     and whether it is one of schema 1 to convert."""
     try:
-        old = store.load_index(index_dir)
+        old = load_index(index_dir)
         small = {
             s.name
             for s, seg in zip(old.meta.segments, old.segments, strict=True)
             if seg.rows * (old.meta.dim * 4 + 64) < VERIFY_BYTES
         }
-        store.verify_checksums(index_dir, old.meta, small)
+        verify_checksums(index_dir, old.meta, small)
     except IndexNotFound:
         return None, False
     except IndexTooNew:
         raise  # never rebuild (and delete) an index a newer msearch made; --full can
-    except store.IndexOutdated:
+    except IndexOutdated:
         say(
             "msearch: this index was made by an older msearch; converting it "
             "(passages whose text is unchanged keep their vectors)"
@@ -394,7 +415,7 @@ def _open_previous(
 
 def _plan(
     files: list[FileEntry],
-    known: dict[str, store.FileRecord],
+    known: dict[str, FileRecord],
     wopts: WalkOptions,
     stats: IndexStats,
 ) -> list[Keep | Embed]:
@@ -415,7 +436,7 @@ def _plan(
             digest = sha256_bytes(data)
             if prev is not None and prev.sha256 == digest:
                 mtime = settled_mtime(entry.mtime_ns, now_ns)
-                rec = store.FileRecord(
+                rec = FileRecord(
                     entry.rel, len(data), mtime, digest, prev.segment, prev.row, prev.rows
                 )
                 plan.append(Keep(entry, rec))
@@ -426,7 +447,7 @@ def _plan(
             stats.skipped.append(Skipped(entry.rel, str(exc)))
             continue
         mtime = settled_mtime(entry.mtime_ns, now_ns)
-        plan.append(Embed(entry, store.FileRecord(entry.rel, len(data), mtime, digest), prev))
+        plan.append(Embed(entry, FileRecord(entry.rel, len(data), mtime, digest), prev))
         if prev is None:
             stats.added += 1
         else:
@@ -447,9 +468,7 @@ def settled_mtime(mtime_ns: int, read_ns: int) -> int:
     return -1 if mtime_ns >= read_ns - RACY_NS else mtime_ns
 
 
-def _reuse_pool(
-    old: store.Index | None, records: list[store.FileRecord]
-) -> dict[bytes, np.ndarray]:
+def _reuse_pool(old: Index | None, records: list[FileRecord]) -> dict[bytes, np.ndarray]:
     """Passage key -> vector, for the rows of the files an update replaces or
     removes (a renamed file's passages are found among the removed)."""
     pool: dict[bytes, np.ndarray] = {}
@@ -476,7 +495,7 @@ def _v1_pool(
     reused, and only files inside the root are read."""
     pool: dict[bytes, np.ndarray] = {}
     try:
-        raw = store._read_meta_json(index_dir)
+        raw = _read_meta_json(index_dir)
         data_name = raw["data"]
         cols = raw["files"]
         old_model = raw["model"]
@@ -485,9 +504,9 @@ def _v1_pool(
             == model.get(k, "float32" if k == "precision" else None)
             for k in ("fingerprint", "precision", "dim")
         )
-        if not same or not isinstance(data_name, str) or not store.FOLDER_RE.match(data_name):
+        if not same or not isinstance(data_name, str) or not FOLDER_RE.match(data_name):
             return pool
-        with store.open_folder(index_dir, data_name) as folder:
+        with open_folder(index_dir, data_name) as folder:
             emb = folder.npy("embeddings.npy")
             pas = folder.npy("passages.npy")
         shape_ok = emb.ndim == 2 and emb.shape[1] == model.get("dim") and emb.dtype == np.float32
@@ -522,7 +541,7 @@ def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
     order) into one new segment, embedded here. Files are read again when
     their turn comes, so a large change never holds every text in memory."""
     todo, embedder, prog, stats = job.todo, job.embedder, job.progress, job.stats
-    folder = store.new_segment_dir(job.index_dir)
+    folder = new_segment_dir(job.index_dir)
 
     def on_write(embedded: int, nbytes: int) -> None:
         prog.advance(0, nbytes, embedded)
@@ -536,7 +555,7 @@ def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
         on_write=on_write,
     )
     try:
-        with store.writing(folder):
+        with writing(folder):
             prog.start(len(todo), sum(item.entry.size for item in todo))
             batch: list[tuple[Embed, str]] = []
             batch_chars = 0
@@ -579,7 +598,7 @@ def file_text(path: Path, wopts: WalkOptions) -> str | None:
         return None
 
 
-def mark_unread(record: store.FileRecord) -> None:
+def mark_unread(record: FileRecord) -> None:
     """A planned file that could not be read any more is indexed as empty,
     recorded so that the next run reads it again (no content hash, no
     mtime can match these)."""
@@ -631,7 +650,7 @@ def add_rows(
 
 
 def _kill_rows(
-    old: store.Index, segments: list[SegmentInfo], dead: list[store.FileRecord]
+    old: Index, segments: list[SegmentInfo], dead: list[FileRecord]
 ) -> list[SegmentInfo]:
     """The segments' live counts, less the rows of ``dead`` files (their
     lengths read from the lexical statistics: only those rows)."""
@@ -647,13 +666,13 @@ def _kill_rows(
         info.live_rows -= rec.rows
         info.live_tokens -= int(np.asarray(lengths, dtype=np.int64).sum())
         if info.live_rows < 0 or info.live_tokens < 0:
-            raise IndexCorrupt(f"{old.dir / store.META_NAME}: live counts went negative")
+            raise IndexCorrupt(f"{old.dir / META_NAME}: live counts went negative")
     return out
 
 
 def _drop_empty(
-    segments: list[SegmentInfo], files: list[store.FileRecord]
-) -> tuple[list[SegmentInfo], list[store.FileRecord]]:
+    segments: list[SegmentInfo], files: list[FileRecord]
+) -> tuple[list[SegmentInfo], list[FileRecord]]:
     """Segments with no live row are dropped (their folders are removed by
     cleanup after the commit); file records are renumbered."""
     position: dict[int, int] = {}
@@ -670,14 +689,14 @@ def _drop_empty(
     return kept, files
 
 
-def _merge_as_needed(index_dir: Path, compact: bool, say: Callable[[str], None]) -> store.Meta:
+def _merge_as_needed(index_dir: Path, compact: bool, say: Callable[[str], None]) -> Meta:
     """Merge what the policy (or ``compact``) asks for, committing each time."""
-    index = store.load_index(index_dir)
+    index = load_index(index_dir)
     groups = merge.compact_groups(index) if compact else merge.plan_merges(index.meta.segments)
     if not groups:
         return index.meta
     meta = merge.merge(index, groups, say if compact else (lambda _m: None))
-    store.commit(index_dir, meta)
+    commit(index_dir, meta)
     if not compact:  # one merge may fill the next tier
         return _merge_as_needed(index_dir, False, say)
     return meta
@@ -742,8 +761,8 @@ def update_recorded(
     """An incremental update of an existing index with the folder, walking
     options and chunking it records: what ``query --refresh``, the MCP
     ``reindex`` tool and a watcher of an existing index all do."""
-    meta = store.read_meta(index_dir)
-    root = store.resolve_root(index_dir, meta.root)
+    meta = read_meta(index_dir)
+    root = resolve_root(index_dir, meta.root)
     return build_index(
         root,
         index_dir,

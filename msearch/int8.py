@@ -162,11 +162,11 @@ class Int8Codes:
 
     @classmethod
     def open(cls, folder: Any, rows: int, dim: int) -> Int8Codes | None:
-        """From an open segment folder (:class:`msearch.store.DataFolder`);
+        """From an open segment folder (:class:`msearch.storage.disk.DataFolder`);
         None where the files are missing, damaged, or not what this faiss
         maps (the float32 vectors then serve)."""
-        from msearch import safefs
         from msearch.errors import IndexCorrupt
+        from msearch.storage import safefs
 
         head = header(rows, dim)
         if head is None or rows == 0:
@@ -203,7 +203,7 @@ class Int8Codes:
 
     def populate(self) -> None:
         """Touch every page of the mapped codes (see
-        :func:`msearch.segment.populate`: what a long-running process does
+        :func:`msearch.storage.segment.populate`: what a long-running process does
         once per index generation, here for the codes instead of float32)."""
         import faiss
 

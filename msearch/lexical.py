@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from msearch.store import DataFolder
+    from msearch.storage.disk import DataFolder
 
 # BM25 as measured in bench/EVAL_RESULTS.md (bm25s defaults, Lucene variant).
 K1 = 1.5

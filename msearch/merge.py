@@ -23,9 +23,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from msearch import store
 from msearch.lexical import merge_lexical
-from msearch.segment import SegmentInfo, SegmentWriter, search_files
+from msearch.storage.ownership import new_segment_dir, writing
+from msearch.storage.reader import Index, verify_checksums
+from msearch.storage.record import FileRecord, Meta, SegmentInfo
+from msearch.storage.segment import SegmentWriter, search_files
 
 MERGE_FACTOR = 10
 # Segments below this many live rows all share the lowest tier.
@@ -68,18 +70,16 @@ def plan_merges(segments: Sequence[SegmentInfo]) -> list[list[int]]:
 
 
 def merge(
-    index: store.Index,
+    index: Index,
     groups: Sequence[Sequence[int]],
     say: Callable[[str], None] = lambda _m: None,
-) -> store.Meta:
+) -> Meta:
     """Write one segment per group and return the metadata that names them
     instead of the group's members (to be committed by the caller, under
     the writer lock). The members are checked against their checksums
     first: a merge reads them whole, and must not copy damage."""
     meta = index.meta
-    store.verify_checksums(
-        index.dir, meta, {meta.segments[i].name for group in groups for i in group}
-    )
+    verify_checksums(index.dir, meta, {meta.segments[i].name for group in groups for i in group})
     segments = list(meta.segments)
     replaced: dict[int, int] = {}  # old position -> position of its merged segment
     new_rows: dict[int, tuple[int, int]] = {}  # file index -> (row, rows) in the new segment
@@ -100,18 +100,18 @@ def merge(
     files = []
     for f, rec in enumerate(meta.files):
         if not rec.rows:  # a file without passages holds no rows anywhere
-            files.append(store.FileRecord(rec.path, rec.size, rec.mtime_ns, rec.sha256))
+            files.append(FileRecord(rec.path, rec.size, rec.mtime_ns, rec.sha256))
             continue
         seg = replaced.get(rec.segment, rec.segment)
         row, n = new_rows.get(f, (rec.row, rec.rows))
         files.append(
-            store.FileRecord(rec.path, rec.size, rec.mtime_ns, rec.sha256, position[seg], row, n)
+            FileRecord(rec.path, rec.size, rec.mtime_ns, rec.sha256, position[seg], row, n)
         )
     say(
         f"msearch: merged {sum(len(g) for g in groups)} segments into {len(groups)} "
         f"({len(kept)} now)"
     )
-    return store.Meta(
+    return Meta(
         root=meta.root,
         model=meta.model,
         chunking=meta.chunking,
@@ -126,15 +126,13 @@ def merge(
     )
 
 
-def _merge_group(
-    index: store.Index, members: set[int]
-) -> tuple[SegmentInfo, dict[int, tuple[int, int]]]:
+def _merge_group(index: Index, members: set[int]) -> tuple[SegmentInfo, dict[int, tuple[int, int]]]:
     """The live rows of segments ``members`` copied into a new segment, in
     file-table order; returns its record and each moved file's new rows."""
-    folder = store.new_segment_dir(index.dir)
+    folder = new_segment_dir(index.dir)
     writer = SegmentWriter(folder, index.meta.dim, window=COPY_ROWS)
     try:
-        with store.writing(folder):
+        with writing(folder):
             maps = {i: np.full(index.segments[i].rows, -1, dtype=np.int64) for i in members}
             moved: dict[int, tuple[int, int]] = {}
             ordinal = 0
@@ -163,7 +161,7 @@ def _merge_group(
         raise
 
 
-def compact_groups(index: store.Index) -> list[list[int]]:
+def compact_groups(index: Index) -> list[list[int]]:
     """Everything into one segment, unless it already is one with no dead
     rows, its sign bits, their fast-scan order and its int8 codes (a
     segment from before them gets them so)."""

@@ -12,22 +12,23 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from msearch import coarse, int8, safefs, store
-from msearch.errors import IndexCorrupt, IndexNotFound, ModelMismatch, UsageError
+from msearch import coarse, int8
+from msearch.errors import IndexCorrupt, ModelMismatch, UsageError
 from msearch.search import top_k
-from msearch.segment import prefetch_rows
-from msearch.store import INDEX_DIR_NAME
+from msearch.storage import safefs
+from msearch.storage.layout import META_NAME
+from msearch.storage.reader import Index
+from msearch.storage.segment import EMBEDDINGS_NAME, FIX_HINT, PASSAGES_NAME, prefetch_rows
 from msearch.walk import NotText, decode
 
 if TYPE_CHECKING:
     from msearch.filters import PathFilter
     from msearch.lexical import Bm25
-    from msearch.segment import Segment
+    from msearch.storage.segment import Segment
 
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 QUERY_GROUP = 32
@@ -43,7 +44,7 @@ TWO_STAGE_FROM = 500_000
 PREFETCH_ROWS = 4096
 
 
-def two_stage_ready(index: store.Index) -> bool:
+def two_stage_ready(index: Index) -> bool:
     """Whether the index is searched in two stages (unless asked for an
     exact scan): large enough, and every segment has its sign bits."""
     return index.count >= TWO_STAGE_FROM and all(seg.bits() is not None for seg in index.segments)
@@ -64,34 +65,6 @@ class Hit:
     lead: str = ""  # the start of the first line, before the passage (a split long line)
 
 
-def find_index(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
-    """``--index``, else ``MSEARCH_INDEX``, else the nearest ``.msearch`` upwards."""
-    if explicit:
-        path = Path(explicit)
-        if not os.path.lexists(path / store.META_NAME):
-            raise IndexNotFound(f"no index at {path} (create one with `msearch index DIR`)")
-        return path
-    env = os.environ.get("MSEARCH_INDEX")
-    if env:
-        path = Path(env)
-        if not os.path.lexists(path / store.META_NAME):
-            raise IndexNotFound(
-                f"no index at {path} (from MSEARCH_INDEX; create one with `msearch index DIR`)"
-            )
-        return path
-    try:
-        here = (cwd or Path.cwd()).absolute()
-    except OSError as exc:
-        raise IndexNotFound(f"cannot tell the current folder ({exc.strerror})") from None
-    for folder in (here, *here.parents):
-        candidate = folder / INDEX_DIR_NAME
-        if os.path.lexists(candidate / store.META_NAME):
-            return candidate
-    raise IndexNotFound(
-        "no index found in this folder or its parents; create one with `msearch index DIR`"
-    )
-
-
 def display_path(abs_path: str, cwd: str) -> str:
     rel = os.path.relpath(abs_path, cwd)
     return abs_path if rel.startswith("..") else rel
@@ -100,7 +73,7 @@ def display_path(abs_path: str, cwd: str) -> str:
 class FileCache:
     """Reads each hit's file at most once per query batch and checks freshness."""
 
-    def __init__(self, index: store.Index) -> None:
+    def __init__(self, index: Index) -> None:
         self.index = index
         self._texts: dict[int, str | None] = {}
 
@@ -121,8 +94,8 @@ class FileCache:
         follow = self.index.meta.walk.get("follow_symlinks") is True
         if not safefs.safe_relpath(rec.path):
             raise IndexCorrupt(
-                f"{self.index.dir / store.META_NAME} names a file outside its root "
-                f"({rec.path!r}); {store.FIX_HINT}"
+                f"{self.index.dir / META_NAME} names a file outside its root "
+                f"({rec.path!r}); {FIX_HINT}"
             )
         try:
             fh, st = safefs.open_beneath(self.index.root, rec.path, follow, max_size=rec.size)
@@ -140,7 +113,7 @@ class FileCache:
             return None
 
 
-def check_model(index: store.Index, model: str | None) -> None:
+def check_model(index: Index, model: str | None) -> None:
     """Refuse a malformed model record, and a ``--model`` that is not the
     index's model."""
     from msearch.encoders import ModelRecord
@@ -177,7 +150,7 @@ class Searcher:
 
     def __init__(
         self,
-        index: store.Index,
+        index: Index,
         encode: QueryEncoder | None,
         lexical: Bm25 | None = None,
         mode: str = "dense",
@@ -360,9 +333,7 @@ class Searcher:
                 dense[known] = self._exact_cosines(rows[known], vec)
                 exact[known] = True
             if np.isnan(dense[exact]).any() or np.isposinf(dense[exact]).any():
-                raise IndexCorrupt(
-                    f"{index.dir} holds invalid numbers in its vectors; {store.FIX_HINT}"
-                )
+                raise IndexCorrupt(f"{index.dir} holds invalid numbers in its vectors; {FIX_HINT}")
             scores = dense if lex is None else fuse(dense, lex[rows])
             out.append((rows[exact], scores[exact]))
         return out
@@ -393,7 +364,7 @@ class Searcher:
         lex = self.lexical.scores(text)
         if not np.isfinite(lex).all():
             raise IndexCorrupt(
-                f"the lexical side of {self.index.dir} holds invalid numbers; {store.FIX_HINT}"
+                f"the lexical side of {self.index.dir} holds invalid numbers; {FIX_HINT}"
             )
         if allowed is not None:
             lex[~allowed] = 0
@@ -469,7 +440,7 @@ class Searcher:
             # a NaN in the index would otherwise rank silently.
             if np.isnan(dense).any() or np.isposinf(dense).any():
                 raise IndexCorrupt(
-                    f"{self.index.dir} holds invalid numbers in its vectors; {store.FIX_HINT}"
+                    f"{self.index.dir} holds invalid numbers in its vectors; {FIX_HINT}"
                 )
             if allowed is not None:
                 dense[~allowed] = -np.inf
@@ -499,8 +470,7 @@ class Searcher:
             norm = float(np.linalg.norm(np.asarray(segment.embeddings[r])))
             if not abs(norm - 1.0) < 1e-2:
                 raise IndexCorrupt(
-                    f"{segment.path / store.EMBEDDINGS_NAME} holds damaged vectors; "
-                    f"{store.FIX_HINT}"
+                    f"{segment.path / EMBEDDINGS_NAME} holds damaged vectors; {FIX_HINT}"
                 )
 
     def _hits(
@@ -515,8 +485,8 @@ class Searcher:
             text = cache.text(f)
             if text is not None and end > len(text):
                 seg, r = self.index.locate(row)
-                where = self.index.segments[seg].path / store.PASSAGES_NAME
-                raise IndexCorrupt(f"{where} is damaged (row {r}); {store.FIX_HINT}")
+                where = self.index.segments[seg].path / PASSAGES_NAME
+                raise IndexCorrupt(f"{where} is damaged (row {r}); {FIX_HINT}")
             before: tuple[str, ...] = ()
             after: tuple[str, ...] = ()
             if text is not None and any(context):
@@ -560,7 +530,7 @@ def context_lines(
 
 
 def query_encoder(
-    index: store.Index,
+    index: Index,
     device: str = "auto",
     notice: Callable[[str], None] | None = None,
     trust_remote_code: bool = False,
@@ -594,14 +564,14 @@ def query_encoder(
     return encode
 
 
-def open_lexical(index: store.Index) -> Bm25:
+def open_lexical(index: Index) -> Bm25:
     """BM25 over the index's segments, their statistics memory-mapped."""
     from msearch.lexical import Bm25, LexicalFormatError, LexicalParams, LexicalPart
 
     try:
         params = LexicalParams.from_json(index.meta.lexical)
     except LexicalFormatError as exc:
-        raise IndexCorrupt(f"{index.dir / store.META_NAME}: {exc}; {store.FIX_HINT}") from None
+        raise IndexCorrupt(f"{index.dir / META_NAME}: {exc}; {FIX_HINT}") from None
     parts = [
         LexicalPart(seg.lexical(), seg.offset, index.live_mask(i))
         for i, seg in enumerate(index.segments)

@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from msearch import safefs, store
 from msearch.errors import UsageError
 from msearch.query import MODES, Hit, Searcher, two_stage_ready
+from msearch.storage import safefs
+from msearch.storage.layout import META_NAME
+from msearch.storage.reader import Index, load_index
+from msearch.storage.record import read_meta
 
 if TYPE_CHECKING:
     from msearch.indexer import IndexStats
@@ -64,12 +67,12 @@ class SearchService:
         self._lock = threading.RLock()
         self._query_lock = threading.Lock()  # one query at a time through the model
         self._stamp: tuple[int, int, int] | None = None
-        self._index: store.Index | None = None
+        self._index: Index | None = None
         self._searchers: dict[str, Searcher] = {}
         self._encoder: Any = None
         self._encoder_key: str | None = None
         self._matching: tuple[Any, Any, Any] | None = None
-        self._paths: tuple[store.Index, frozenset[str]] | None = None
+        self._paths: tuple[Index, frozenset[str]] | None = None
         self._reindex_lock = threading.Lock()  # the watcher and the tool: one model load
         self._doc_model: Any = None
         self._doc_key: str | None = None
@@ -77,10 +80,10 @@ class SearchService:
     # -- the open index ---------------------------------------------------
 
     def _meta_stamp(self) -> tuple[int, int, int]:
-        st = os.stat(self.index_dir / store.META_NAME)
+        st = os.stat(self.index_dir / META_NAME)
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def index(self) -> store.Index:
+    def index(self) -> Index:
         """The index as last committed, reopened when a commit replaced it."""
         with self._lock:
             try:
@@ -88,9 +91,9 @@ class SearchService:
             except OSError:
                 stamp = None
             if self._index is None or stamp != self._stamp:
-                index = store.load_index(self.index_dir, lexical=True)
+                index = load_index(self.index_dir, lexical=True)
                 if two_stage_ready(index):  # see populate: once per generation
-                    from msearch.segment import populate_segments
+                    from msearch.storage.segment import populate_segments
 
                     populate_segments(index.segments)
                 self._index = index
@@ -223,7 +226,7 @@ class SearchService:
         shown = lines[start_line - 1 : last]
         return Lines(rel, start_line, start_line + len(shown) - 1, len(lines), "\n".join(shown))
 
-    def _indexed_paths(self, index: store.Index) -> frozenset[str]:
+    def _indexed_paths(self, index: Index) -> frozenset[str]:
         with self._lock:
             if self._paths is None or self._paths[0] is not index:
                 self._paths = (index, frozenset(f.path for f in index.meta.files))
@@ -261,7 +264,7 @@ class SearchService:
         from msearch.indexer import update_recorded
 
         with self._reindex_lock:
-            meta = store.read_meta(self.index_dir)
+            meta = read_meta(self.index_dir)
             key = json.dumps(meta.model, sort_keys=True)
             if self._doc_model is None or key != self._doc_key:
                 self._doc_model = load_recorded(

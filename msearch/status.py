@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msearch import safefs, store
+from msearch.storage import safefs
+from msearch.storage.reader import Index, load_index, verify
+from msearch.storage.record import FileRecord
 from msearch.walk import NotText, WalkOptions, read_bytes, walk
 
 
@@ -42,7 +44,7 @@ class Status:
         return asdict(self)
 
 
-def _content_changed(path: Path, rec: store.FileRecord, opts: WalkOptions) -> bool:
+def _content_changed(path: Path, rec: FileRecord, opts: WalkOptions) -> bool:
     try:
         data = read_bytes(path, opts.max_file_size, follow=opts.follow_symlinks)
     except NotText:
@@ -50,7 +52,7 @@ def _content_changed(path: Path, rec: store.FileRecord, opts: WalkOptions) -> bo
     return hashlib.sha256(data).hexdigest() != rec.sha256
 
 
-def folder_changes(index: store.Index) -> Changes:
+def folder_changes(index: Index) -> Changes:
     """Compare the folder with the index: stat first, content hash to confirm.
 
     Files the indexer skipped (binary, too large) are not in the file table,
@@ -98,7 +100,7 @@ def _disk_size(index_dir: Path, folders: list[str]) -> int:
     return total
 
 
-def search_kind(index: store.Index) -> str:
+def search_kind(index: Index) -> str:
     """How a dense query of this index runs (see msearch.query.Searcher)."""
     from msearch.coarse import candidates
     from msearch.query import two_stage_ready
@@ -124,10 +126,10 @@ def search_kind(index: store.Index) -> str:
 
 
 def index_status(index_dir: Path) -> Status:
-    """What the index holds, checked row by row (``store.verify``: a damaged
+    """What the index holds, checked row by row (``verify``: a damaged
     index is an error here, not a report), and what changed since."""
-    index = store.load_index(index_dir)
-    store.verify(index)
+    index = load_index(index_dir)
+    verify(index)
     changes = folder_changes(index)
     meta = index.meta
     return Status(

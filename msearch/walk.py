@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msearch import safefs
 from msearch.errors import UsageError
-from msearch.store import INDEX_DIR_NAME
+from msearch.storage import safefs
+from msearch.storage.layout import INDEX_DIR_NAME
 
 DEFAULT_MAX_FILE_SIZE = 4 * 1024 * 1024
 

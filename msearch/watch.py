@@ -46,7 +46,7 @@ from types import ModuleType
 from typing import TypeVar
 
 from msearch.errors import MsearchError, UsageError, WatchStopped
-from msearch.store import INDEX_DIR_NAME
+from msearch.storage.layout import INDEX_DIR_NAME
 
 S = TypeVar("S")
 

@@ -35,19 +35,19 @@ if __name__ == "__main__":
     compact = len(sys.argv) > 4 and sys.argv[4] == "compact"
     import msearch.indexer
     import msearch.merge
-    import msearch.segment
+    import msearch.storage.segment
 
     msearch.indexer.WINDOW_PASSAGES = 64  # many small windows: many moments to die in
     if compact:
         # A slow merge: few rows copied at a time, each after a pause.
         msearch.merge.COPY_ROWS = 8
-        real = msearch.segment.SegmentWriter.add_kept
+        real = msearch.storage.segment.SegmentWriter.add_kept
 
         def slow(self, *a, **k):  # type: ignore[no-untyped-def]
             time.sleep(delay)
             return real(self, *a, **k)
 
-        msearch.segment.SegmentWriter.add_kept = slow  # type: ignore[method-assign]
+        msearch.storage.segment.SegmentWriter.add_kept = slow  # type: ignore[method-assign]
     stats = build_index(
         root,
         index_dir,

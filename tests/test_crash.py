@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import FakeEmbedder, snapshot, write
-from msearch import store
 from msearch.query import Searcher
+from msearch.storage import layout, ownership, reader, record
 
 HELPER = Path(__file__).parent / "crash_index.py"
 
@@ -44,7 +44,7 @@ def finish(proc: subprocess.Popen[str]) -> int:
 
 
 def query_ok(index_dir: Path) -> int:
-    idx = store.load_index(index_dir)
+    idx = reader.load_index(index_dir)
     hits = Searcher(idx, FakeEmbedder().encode).query("w5 w18", k=3)
     assert len(hits) == min(3, idx.meta.count)
     return idx.meta.count
@@ -82,11 +82,11 @@ def test_kill_9_at_random_moments_leaves_a_usable_index(tmp_path: Path) -> None:
     final = finish(start(root, index_dir, 0.0))
     assert query_ok(index_dir) == final == expected[target]
     leftovers = {p.name for p in index_dir.iterdir() if p.name.startswith(("seg-", ".meta"))}
-    assert leftovers == {s.name for s in store.read_meta(index_dir).segments}
+    assert leftovers == {s.name for s in record.read_meta(index_dir).segments}
 
 
 def answers(index_dir: Path) -> list[tuple[str, int, float]]:
-    idx = store.load_index(index_dir)
+    idx = reader.load_index(index_dir)
     hits = Searcher(idx, FakeEmbedder().encode).query("w5 w18 w40", k=idx.meta.count)
     return sorted((h.path, h.start_line, round(h.score, 5)) for h in hits)
 
@@ -102,14 +102,14 @@ def test_kill_9_during_a_merge_leaves_a_usable_index(tmp_path: Path) -> None:
         for f in range(i * 4, i * 4 + 4):
             write(root, f"d{f % 6}/f{f}.txt", f"edited {i} w{f} w5 w18 " * 6 + "\n")
         finish(start(root, index_dir, 0.0))
-    assert len(store.read_meta(index_dir).segments) == 6
+    assert len(record.read_meta(index_dir).segments) == 6
     want = answers(index_dir)
     saved = tmp_path / "six-segments"
     shutil.copytree(index_dir, saved)
     rng = random.Random(99)
     merged = []
     for _ in range(8):
-        if len(store.read_meta(index_dir).segments) == 1:  # merged: start again
+        if len(record.read_meta(index_dir).segments) == 1:  # merged: start again
             shutil.rmtree(index_dir)
             shutil.copytree(saved, index_dir)
         proc = start(root, index_dir, 0.05, compact=True)
@@ -117,12 +117,12 @@ def test_kill_9_during_a_merge_leaves_a_usable_index(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert answers(index_dir) == want
-        merged.append(len(store.read_meta(index_dir).segments) == 1)
+        merged.append(len(record.read_meta(index_dir).segments) == 1)
     assert False in merged  # some kills landed inside the merge
     out = start(root, index_dir, 0.0, compact=True).communicate(timeout=120)[0]
     assert out.split()[-1] == "1" and answers(index_dir) == want
     leftovers = {p.name for p in index_dir.iterdir() if p.name.startswith(("seg-", ".meta"))}
-    assert leftovers == {s.name for s in store.read_meta(index_dir).segments}
+    assert leftovers == {s.name for s in record.read_meta(index_dir).segments}
 
 
 def test_second_writer_waits_for_the_first(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_second_writer_waits_for_the_first(tmp_path: Path) -> None:
     make_corpus(root, 1)
     first = start(root, index_dir, 0.5)
     deadline = time.time() + 30
-    while not (index_dir / store.LOCK_NAME).exists() and time.time() < deadline:
+    while not (index_dir / layout.LOCK_NAME).exists() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
     second = start(root, index_dir, 0.0)
@@ -147,7 +147,7 @@ def test_lock_does_not_outlive_a_killed_writer(tmp_path: Path) -> None:
     time.sleep(1.0)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    with store.write_lock(index_dir, wait=False):
+    with ownership.write_lock(index_dir, wait=False):
         pass
 
 
@@ -179,8 +179,8 @@ def test_interrupt_keeps_previous_index(tmp_path: Path, sig: signal.Signals) -> 
     assert query_ok(index_dir) == old
     data_dirs = {p.name for p in index_dir.iterdir() if p.name.startswith("seg-")}
     if sig == signal.SIGINT:  # the writer removes its half-written folder itself
-        assert data_dirs == {s.name for s in store.read_meta(index_dir).segments}
+        assert data_dirs == {s.name for s in record.read_meta(index_dir).segments}
     finish(start(root, index_dir, 0.0))  # the next writer removes any leftovers
     assert {p.name for p in index_dir.iterdir() if p.name.startswith("seg-")} == {
-        s.name for s in store.read_meta(index_dir).segments
+        s.name for s in record.read_meta(index_dir).segments
     }

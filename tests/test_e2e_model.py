@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import SAMPLE, snapshot
-from msearch import store
 from msearch.cli import app
 from msearch.encoders import bundled_model_path
 from msearch.query import Searcher, query_encoder
+from msearch.storage import ownership, reader, record
 
 pytestmark = pytest.mark.model
 QUESTIONS = json.loads((Path(__file__).parent / "data" / "sample_questions.json").read_text())
@@ -57,7 +57,7 @@ def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_index_records_the_model(sample_index: Path) -> None:
-    idx = store.load_index(sample_index)
+    idx = reader.load_index(sample_index)
     assert idx.meta.model["name"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert idx.meta.dim == 384 and idx.meta.model["max_seq_length"] == 256
     assert len(idx.meta.model["fingerprint"]) == 64
@@ -66,7 +66,7 @@ def test_index_records_the_model(sample_index: Path) -> None:
 
 @pytest.mark.parametrize("case", QUESTIONS, ids=[q["path"] for q in QUESTIONS])
 def test_top_hit_is_the_right_file(sample_index: Path, case: dict[str, str]) -> None:
-    idx = store.load_index(sample_index)
+    idx = reader.load_index(sample_index)
     hits = Searcher(idx, query_encoder(idx)).query(case["question"], k=1)
     assert hits[0].abs_path == str(SAMPLE / case["path"])
 
@@ -77,7 +77,7 @@ def test_fast_path_ranks_like_sentence_transformers(sample_index: Path) -> None:
     numpy encoder with itself."""
     from sentence_transformers import SentenceTransformer
 
-    idx = store.load_index(sample_index)
+    idx = reader.load_index(sample_index)
     fast = Searcher(idx, query_encoder(idx))
     st = SentenceTransformer(str(bundled_model_path()), device="cpu")
     ref = Searcher(idx, lambda texts: st.encode_query(list(texts), normalize_embeddings=True))
@@ -171,10 +171,10 @@ def test_small_reindex_skips_torch_and_matches_it(tmp_path: Path) -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert "TORCH False 0" in r.stderr and "1 changed" in r.stderr, r.stderr
-    small = store.load_index(corpus / ".msearch")
+    small = reader.load_index(corpus / ".msearch")
     r = run_cli("index", str(tmp_path / "c"), "--full", "-q", "--model", "all-MiniLM-L6-v2")
     assert r.returncode == 0
-    full = store.load_index(corpus / ".msearch")
+    full = reader.load_index(corpus / ".msearch")
     (small_rows, small_vecs), (full_rows, full_vecs) = small.table(), full.table()
     assert np.array_equal(small_rows, full_rows)
     cos = (small_vecs * full_vecs).sum(axis=1)
@@ -342,34 +342,34 @@ def test_staged_search_finds_what_the_exact_scan_finds_on_real_vectors(
     import msearch.int8
     import msearch.query
     from msearch.lexical import LexicalParams, build_lexical
-    from msearch.segment import SegmentWriter
+    from msearch.storage.segment import SegmentWriter
 
     lines, vectors, qvecs = real_lines
     n, dim = vectors.shape
     assert n > 500
     index_dir = tmp_path / "idx"
-    store.claim(index_dir)
-    writer = SegmentWriter(store.new_segment_dir(index_dir), dim)
+    ownership.claim(index_dir)
+    writer = SegmentWriter(ownership.new_segment_dir(index_dir), dim)
     ids = np.arange(n)
     rows = np.stack([0 * ids, ids + 1, ids + 1, 0 * ids, 0 * ids], axis=1).astype(np.int32)
     writer.add_kept(rows, vectors, np.zeros((n, 16), np.uint8))
     info = writer.close(build_lexical(lines))
-    meta = store.Meta(
+    meta = record.Meta(
         root=str(tmp_path),
         model={"name": "test", "dim": dim},
         chunking={"max_tokens": 256, "overlap_tokens": 32},
         walk={},
-        files=[store.FileRecord("lines.txt", 0, 0, "", 0, 0, n)],
+        files=[record.FileRecord("lines.txt", 0, 0, "", 0, 0, n)],
         dim=dim,
         segments=[info],
         lexical=LexicalParams.default().to_json(),
     )
-    store.commit(index_dir, meta)
+    ownership.commit(index_dir, meta)
     monkeypatch.setattr(msearch.query, "TWO_STAGE_FROM", 0)
     monkeypatch.setattr(msearch.coarse, "candidates", lambda rows: rows // 10)
     monkeypatch.setattr(msearch.int8, "RESCORE", 20)
     monkeypatch.setattr(msearch.int8, "RESCORE_PER_K", 2)
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     assert index.segments[0].int8() is not None
     texts = [f"q{i}" for i in range(len(qvecs))]
     lookup = dict(zip(texts, qvecs, strict=True))

@@ -171,8 +171,8 @@ def test_prompts_are_recorded_and_count_toward_passage_size(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     from clihelp import cli
-    from msearch import store
     from msearch.encoders import Model
+    from msearch.storage import reader, record
 
     folder = tiny(
         tmp_path_factory,
@@ -184,13 +184,13 @@ def test_prompts_are_recorded_and_count_toward_passage_size(
     (root / "a.md").write_text(" ".join(f"word{i}" for i in range(400)) + "\n")
     r = cli("index", str(root), "--model", str(folder), "--chunk-tokens", "40", "-q")
     assert r.code == 0, r.stderr
-    meta = store.read_meta(root / ".msearch")
+    meta = record.read_meta(root / ".msearch")
     assert meta.model["query_prompt"] == "query: "
     assert meta.model["document_prompt"] == "passage of a document: "
     model = Model("tiny", "path", folder, "cpu")
     prompt = model.document_prompt_tokens
     assert prompt >= 5 and meta.chunking["max_tokens"] == 40  # as asked; passages leave room
-    idx = store.load_index(root / ".msearch")
+    idx = reader.load_index(root / ".msearch")
     text = (root / "a.md").read_text()
     passages, _ = idx.table()
     for _, _, _, start, end in passages:
@@ -228,7 +228,7 @@ def test_trust_remote_code_is_opt_in_and_recorded(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     from clihelp import cli
-    from msearch import store
+    from msearch.storage import record
 
     folder = _custom_code_model(tmp_path_factory)
     root = tmp_path / "notes"
@@ -238,7 +238,7 @@ def test_trust_remote_code_is_opt_in_and_recorded(
     r = cli("index", str(root), "--model", str(folder), "--trust-remote-code")
     assert r.code == 0, r.stderr
     assert "its own modelling code" in r.stderr  # said: sentence-transformers runs it
-    assert store.read_meta(root / ".msearch").model["trust_remote_code"] is True
+    assert record.read_meta(root / ".msearch").model["trust_remote_code"] is True
     index = str(root / ".msearch")
     cli("query", "moon", "--index", index).one_line_error("--trust-remote-code")
     r = cli("query", "moon", "--index", index, "--trust-remote-code", "--json")
@@ -294,14 +294,14 @@ def _xlmr_large_vocab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, i
 
 def _index_with(tmp_path: Path, folder: Path) -> Path:
     from clihelp import cli
-    from msearch import store
+    from msearch.storage import layout, record
 
     root = tmp_path / "notes"
     root.mkdir(exist_ok=True)
     (root / "a.md").write_text("The moon has phases.\n\nBread rises when it is kneaded.\n")
     assert cli("index", str(root), "--full", "--model", str(folder), "-q").code == 0
-    meta = store.read_meta(root / ".msearch")
-    assert store.VOCAB_RE.match(meta.vocab_cache), meta.vocab_cache
+    meta = record.read_meta(root / ".msearch")
+    assert layout.VOCAB_RE.match(meta.vocab_cache), meta.vocab_cache
     return root / ".msearch" / meta.vocab_cache
 
 
@@ -309,7 +309,7 @@ def _assert_same_tokens(cache: Path, tokenizer_json: Path, vocab_size: int) -> N
     from tokenizers import Tokenizer
 
     from msearch.encoders.vocab_cache import CACHE_FILES, CachedVocab
-    from msearch.store import DataFolder
+    from msearch.storage.disk import DataFolder
 
     full = Tokenizer.from_file(str(tokenizer_json))
     full.no_truncation()
@@ -335,9 +335,9 @@ def test_a_large_unigram_vocabulary_is_cached_for_cold_queries(
     keeps its vocabulary as arrays, and queries tokenize over just the pieces
     they contain, with exactly the full tokenizer's ids."""
     from clihelp import cli
-    from msearch import store
     from msearch.encoders import Model, bundled_model_path
     from msearch.encoders.vocab_cache import CachedVocab
+    from msearch.storage import record
 
     folder, vocab_size = _xlmr_large_vocab(tmp_path_factory)
     cache = _index_with(tmp_path, folder)
@@ -352,10 +352,10 @@ def test_a_large_unigram_vocabulary_is_cached_for_cold_queries(
     assert r.code == 0 and b"moon" in r.stdout
     # A re-index keeps the cache; a full rebuild with another model replaces it.
     assert cli("index", str(root), "-q").code == 0
-    assert store.read_meta(root / ".msearch").vocab_cache == cache.name and cache.is_dir()
+    assert record.read_meta(root / ".msearch").vocab_cache == cache.name and cache.is_dir()
     model_dir = str(bundled_model_path())
     assert cli("index", str(root), "--full", "--model", model_dir, "-q").code == 0
-    assert store.read_meta(root / ".msearch").vocab_cache != cache.name and not cache.exists()
+    assert record.read_meta(root / ".msearch").vocab_cache != cache.name and not cache.exists()
 
 
 def test_a_wordpiece_vocabulary_is_cached_for_cold_queries(tmp_path: Path) -> None:
@@ -382,9 +382,9 @@ def test_a_damaged_vocabulary_cache_falls_back_to_the_full_tokenizer(
     not fit, or a cache named for another model: the model's own tokenizer
     is used (it is exact too), and the next index run writes a new cache."""
     from clihelp import cli
-    from msearch import store
     from msearch.encoders import Model
     from msearch.encoders.vocab_cache import CachedVocab
+    from msearch.storage import record
 
     folder, vocab_size = _xlmr_large_vocab(tmp_path_factory)
     cache = _index_with(tmp_path, folder)
@@ -426,7 +426,7 @@ def test_a_damaged_vocabulary_cache_falls_back_to_the_full_tokenizer(
         crafted = damage not in ("pieces", "unsealed")
         root = tmp_path / "notes"
         assert cli("index", str(root), *(["--full"] if crafted else []), "-q").code == 0
-        fresh = store.read_meta(root / ".msearch").vocab_cache
+        fresh = record.read_meta(root / ".msearch").vocab_cache
         assert fresh != cache.name and not cache.exists()
         model = Model("tiny", "path", folder, "cpu", vocab_cache=root / ".msearch" / fresh)
         assert isinstance(model._numpy_encoder().tokenizer, CachedVocab)
@@ -461,7 +461,7 @@ def _cached_and_full(tmp_path: Path, spec: dict[str, Any]) -> tuple[Any, Any]:
     from tokenizers import Tokenizer
 
     from msearch.encoders.vocab_cache import CachedVocab, write_cache
-    from msearch.store import DataFolder
+    from msearch.storage.disk import DataFolder
 
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps(spec))
@@ -562,7 +562,7 @@ def test_the_cache_gives_way_to_the_full_tokenizer_past_its_budget(tmp_path: Pat
 
     from msearch.encoders import bundled_model_path
     from msearch.encoders.vocab_cache import CachedVocab
-    from msearch.store import DataFolder
+    from msearch.storage.disk import DataFolder
 
     folder = bundled_model_path()
     cache = _index_with(tmp_path, folder)

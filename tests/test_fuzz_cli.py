@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from clihelp import Out, cli, fuzz_settings
 from conftest import FakeEmbedder
-from msearch import store
+from msearch.storage import layout
 
 name_chars = st.sampled_from(
     list(string.ascii_letters + string.digits + " .-_[]*?!#$'\"\\\t\n")
@@ -124,7 +124,7 @@ def user_files(base: Path) -> dict[str, tuple[bytes, int]]:
     """Every file of the workspace that is not inside an index folder."""
     out: dict[str, tuple[bytes, int]] = {}
     for dirpath, dirnames, filenames in os.walk(base):
-        if (Path(dirpath) / store.MARKER_NAME).exists():
+        if (Path(dirpath) / layout.MARKER_NAME).exists():
             dirnames[:] = []
             continue
         for name in filenames:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from clihelp import Out, cli, fuzz_settings
 from conftest import FakeEmbedder, write
-from msearch import store
+from msearch.storage import layout
 
 SECRET = "SECRETDIR"
 CORPUS = {
@@ -178,14 +178,14 @@ def test_damaged_index_fuzz(
         event(f"damage: {kind}")
         refusal_ok = False
         if kind == "field":
-            meta = json.loads((index_dir / store.META_NAME).read_text())
+            meta = json.loads((index_dir / layout.META_NAME).read_text())
             path = data.draw(st.sampled_from(leaf_paths(meta)), label="field")
             value = data.draw(
                 st.one_of(st.sampled_from(adversarial(base)), json_values), label="value"
             )
             delete = data.draw(st.booleans(), label="delete")
             set_path(meta, path, value, delete)
-            (index_dir / store.META_NAME).write_text(json.dumps(meta))
+            (index_dir / layout.META_NAME).write_text(json.dumps(meta))
         else:
             target = data.draw(st.sampled_from(index_files(index_dir)), label="file")
             raw = target.read_bytes()
@@ -213,8 +213,8 @@ def test_damaged_index_fuzz(
                     os.mkfifo(target)
                 # A link or a folder in the place of the lock or the marker is
                 # refused (the user removes it); everything else is repaired.
-                refusal_ok = target.name in (store.LOCK_NAME, store.MARKER_NAME) or (
-                    how == "symlink" and target.name == store.META_NAME
+                refusal_ok = target.name in (layout.LOCK_NAME, layout.MARKER_NAME) or (
+                    how == "symlink" and target.name == layout.META_NAME
                 )
         secret_before = {p: p.read_bytes() for p in (base / SECRET).rglob("*") if p.is_file()}
 

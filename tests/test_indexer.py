@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import FakeEmbedder, snapshot, write
-from msearch import store
 from msearch.chunk import ChunkSettings
 from msearch.errors import UsageError
 from msearch.indexer import build_index
+from msearch.storage import layout, reader, record
 
 SMALL = ChunkSettings(max_tokens=12, overlap_tokens=3)
 
@@ -35,7 +35,7 @@ def build(root: Path, emb: FakeEmbedder | None = None, **kw: object):  # type: i
 
 
 def rows_by_file(index_dir: Path) -> dict[str, list[tuple[tuple[int, ...], list[float]]]]:
-    idx = store.load_index(index_dir)
+    idx = reader.load_index(index_dir)
     out: dict[str, list[tuple[tuple[int, ...], list[float]]]] = {}
     passages, vectors = idx.table()
     for row, vec in zip(passages, vectors, strict=True):
@@ -96,7 +96,7 @@ def test_damaged_previous_index_is_rebuilt(tmp_path: Path) -> None:
     (tmp_path / ".msearch" / "meta.json").write_text("garbage")
     s = build(tmp_path)
     assert s.full_reason == "the previous index was damaged"
-    assert store.load_index(tmp_path / ".msearch").meta.count == s.passages
+    assert reader.load_index(tmp_path / ".msearch").meta.count == s.passages
 
 
 def test_bad_folders(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_empty_and_binary_only_folders(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     s = build_index(tmp_path / "empty", tmp_path / "i1", FakeEmbedder())
     assert (s.files, s.passages) == (0, 0)
-    assert store.load_index(tmp_path / "i1").meta.count == 0
+    assert reader.load_index(tmp_path / "i1").meta.count == 0
     write(tmp_path, "bin/a.bin", b"\x00\x01\x02" * 100)
     write(tmp_path, "bin/b.png", b"\x89PNG\r\n\x1a\n\x00\x00")
     s = build_index(tmp_path / "bin", tmp_path / "i2", FakeEmbedder())
@@ -183,7 +183,7 @@ def file_table(index_dir: Path) -> list[tuple[str, int, int, str, int]]:
     """What each file is and how many passages it has (not where they are)."""
     return [
         (f.path, f.size, f.mtime_ns, f.sha256, f.rows)
-        for f in store.load_index(index_dir).meta.files
+        for f in reader.load_index(index_dir).meta.files
     ]
 
 
@@ -192,7 +192,7 @@ def test_files_pointing_outside_their_segment_force_a_rebuild(tmp_path: Path) ->
 
     write(tmp_path, "a.txt", para(1))
     build(tmp_path)
-    meta_path = tmp_path / ".msearch" / store.META_NAME
+    meta_path = tmp_path / ".msearch" / layout.META_NAME
     meta = json.loads(meta_path.read_text())
     meta["files"]["row"] = [7]
     meta_path.write_text(json.dumps(meta))
@@ -270,7 +270,7 @@ def lexical_by_passage(index_dir: Path, query: str) -> dict[tuple[str, int, int]
     """BM25 score of every live passage, keyed by (path, start line, start char)."""
     from msearch.query import open_lexical
 
-    idx = store.load_index(index_dir)
+    idx = reader.load_index(index_dir)
     scores = open_lexical(idx).scores(query)
     out = {}
     for f, rec in enumerate(idx.meta.files):
@@ -311,14 +311,14 @@ def test_a_rewrite_within_one_mtime_step_is_not_missed(tmp_path: Path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime, as in one tick
     stats = build_index(tmp_path, tmp_path / ".msearch", fake)
     assert stats.changed == 1
-    index = store.load_index(tmp_path / ".msearch")
+    index = reader.load_index(tmp_path / ".msearch")
     assert index.meta.files[0].sha256 == __import__("hashlib").sha256(b"cherry grape\n").hexdigest()
     # Once the file is older than the step, it is recorded as it is, and a
     # later run neither reads nor re-embeds it.
     old = st.st_mtime_ns - 10 * 10**9
     os.utime(path, ns=(old, old))
     build_index(tmp_path, tmp_path / ".msearch", fake)
-    assert store.read_meta(tmp_path / ".msearch").files[0].mtime_ns == old
+    assert record.read_meta(tmp_path / ".msearch").files[0].mtime_ns == old
     embedded = fake.embedded
     assert build_index(tmp_path, tmp_path / ".msearch", fake).unchanged == 1
     assert fake.embedded == embedded

@@ -17,8 +17,8 @@ from msearch import int8
 from msearch.coarse import ScanIndex, pack, sign_bits
 from msearch.int8 import CODES_NAME, SCALE_NAME, Int8Codes
 from msearch.lexical import build_lexical
-from msearch.segment import SegmentWriter
-from msearch.store import DataFolder
+from msearch.storage.disk import DataFolder
+from msearch.storage.segment import SegmentWriter
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from msearch.lexical import (
     fuse,
     merge_lexical,
 )
-from msearch.store import DataFolder
+from msearch.storage.disk import DataFolder
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = LexicalParams.default()
@@ -241,7 +241,7 @@ def test_query_path_imports_neither_bm25s_nor_scipy(tmp_path: Path) -> None:
     (tmp_path / "params.json").write_text(json.dumps(PARAMS.to_json()))
     code = (
         "import sys, json; from pathlib import Path; import msearch.lexical as lx\n"
-        "from msearch.store import DataFolder\n"
+        "from msearch.storage.disk import DataFolder\n"
         f"params = lx.LexicalParams.from_json(json.loads(Path({str(tmp_path / 'params.json')!r}).read_text()))\n"
         f"seg = lx.LexicalSegment.load(DataFolder(Path({str(tmp_path / 'lex')!r})))\n"
         "n = seg.num_rows; t = int(seg.lengths.sum())\n"

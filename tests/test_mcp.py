@@ -17,7 +17,7 @@ from conftest import FakeEmbedder, write
 from msearch.indexer import build_index
 from msearch.query import Searcher, open_lexical
 from msearch.service import SearchService
-from msearch.store import load_index
+from msearch.storage.reader import load_index
 
 pytest.importorskip("mcp")
 from mcp import Client  # noqa: E402

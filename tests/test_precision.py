@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 
 import msearch.encoders
 from conftest import SAMPLE
-from msearch import store
 from msearch.cli import app
 from msearch.encoders import (
     CPU_BATCH,
@@ -33,6 +32,7 @@ from msearch.encoders import (
 )
 from msearch.encoders.numpy_encoder import to_bfloat16
 from msearch.errors import UsageError
+from msearch.storage import reader
 
 # ------------------------------------------------------------------ batching
 
@@ -193,13 +193,13 @@ def test_fast_index_records_bfloat16_and_queries_in_it(
 ) -> None:
     monkeypatch.setattr(msearch.encoders.policy, "cpu_has_bfloat16", lambda: True)
     _index(str(corpus), "--full", "-q")
-    fp32 = store.load_index(corpus / ".msearch")
+    fp32 = reader.load_index(corpus / ".msearch")
     rows32, v32 = fp32.table()
     assert fp32.meta.model["precision"] == "float32"
 
     out = _index(str(corpus), "--fast")
     assert "precision changed" in out  # a full rebuild, announced
-    bf = store.load_index(corpus / ".msearch")
+    bf = reader.load_index(corpus / ".msearch")
     assert bf.meta.model["precision"] == "bfloat16"
     rows_bf, vbf = bf.table()
     assert np.array_equal(rows_bf, rows32)
@@ -209,15 +209,15 @@ def test_fast_index_records_bfloat16_and_queries_in_it(
     # Re-indexing without a flag keeps bfloat16 (nothing to redo).
     out = _index(str(corpus))
     assert "30 unchanged" in out and "0 embedded" in out
-    assert store.load_index(corpus / ".msearch").meta.model["precision"] == "bfloat16"
+    assert reader.load_index(corpus / ".msearch").meta.model["precision"] == "bfloat16"
 
     # A small re-index (numpy, no torch) embeds in bfloat16 too.
     target = corpus / "astronomy" / "eclipses.txt"
     target.write_text(target.read_text() + "Eclipse glasses protect your eyes.\n")
     _index(str(corpus), "-q")
-    small = store.load_index(corpus / ".msearch")
+    small = reader.load_index(corpus / ".msearch")
     _index(str(corpus), "--full", "-q")
-    full = store.load_index(corpus / ".msearch")
+    full = reader.load_index(corpus / ".msearch")
     assert full.meta.model["precision"] == "bfloat16"
     cos = (small.table()[1] * full.table()[1]).sum(axis=1)
     assert cos.min() >= 0.9999
@@ -242,7 +242,7 @@ def test_fast_without_hardware_support_stays_float32(
     shutil.copytree(corpus / "astronomy", small)
     out = _index(str(small), "--fast")
     assert "no native bfloat16" in out
-    assert store.load_index(small / ".msearch").meta.model["precision"] == "float32"
+    assert reader.load_index(small / ".msearch").meta.model["precision"] == "float32"
 
 
 @pytest.mark.model

@@ -22,7 +22,7 @@ from msearch.indexer import build_index
 from msearch.lexical import LexicalParams
 from msearch.query import Searcher, context_lines, open_lexical
 from msearch.snippet import Matcher, best_line, best_window
-from msearch.store import load_index
+from msearch.storage.reader import load_index
 
 runner = CliRunner()
 

@@ -22,12 +22,13 @@ from typer.testing import CliRunner
 
 import conftest
 from conftest import SAMPLE, FakeEmbedder, write
-from msearch import distributed, store
+from msearch import distributed
 from msearch.chunk import ChunkSettings
 from msearch.cli import app
 from msearch.distributed import RayIndexer
 from msearch.errors import ClusterError
 from msearch.indexer import build_index
+from msearch.storage import layout, reader, record
 from msearch.walk import WalkOptions
 
 SMALL = ChunkSettings(max_tokens=24, overlap_tokens=4)
@@ -70,7 +71,7 @@ def file_view(index_dir: Path) -> dict[str, tuple[Any, ...]]:
     """Every file's record and its passages (lines, characters, keys,
     vectors), wherever its rows are: two indexes with the same view hold
     the same thing, whatever their segments."""
-    idx = store.load_index(index_dir)
+    idx = reader.load_index(index_dir)
     out: dict[str, tuple[Any, ...]] = {}
     for rec in idx.meta.files:
         a, b = rec.row, rec.row + rec.rows
@@ -233,7 +234,7 @@ def test_ray_index_equals_the_single_process_index(cluster: Any, tmp_path: Path)
     # Merged, the two are the same arrays (rows in walk order).
     for name in ("ray", "one"):
         build_index(root, tmp_path / name, FakeEmbedder(), chunking=SMALL, compact=True)
-    a, b = store.load_index(tmp_path / "ray"), store.load_index(tmp_path / "one")
+    a, b = reader.load_index(tmp_path / "ray"), reader.load_index(tmp_path / "one")
     assert len(a.segments) == len(b.segments) == 1
     assert np.array_equal(a.segments[0].embeddings, b.segments[0].embeddings)
     # (Column 0, the file's ordinal in the segment, is not compared: a merge
@@ -296,7 +297,7 @@ def test_a_failed_worker_leaves_the_previous_index(cluster: Any, tmp_path: Path,
     root = corpus(tmp_path / "docs")
     index_dir = tmp_path / "index"
     build_index(root, index_dir, FakeEmbedder(), chunking=SMALL)
-    before_meta = (index_dir / store.META_NAME).read_bytes()
+    before_meta = (index_dir / layout.META_NAME).read_bytes()
     before_view = file_view(index_dir)
     before_folders = seg_folders(index_dir)
     write(root, "zz/bad.txt", "this passage goes KABOOM\n")
@@ -316,13 +317,13 @@ def test_a_failed_worker_leaves_the_previous_index(cluster: Any, tmp_path: Path,
     assert message.endswith("the previous index is unchanged")
     if not die:
         assert "RuntimeError: cannot embed KABOOM" in message
-    assert (index_dir / store.META_NAME).read_bytes() == before_meta
+    assert (index_dir / layout.META_NAME).read_bytes() == before_meta
     assert seg_folders(index_dir) == before_folders  # the half-written segments are gone
     assert _same_view(file_view(index_dir), before_view)
     # The next run (the file fixed) commits, and leaves no stray folder.
     write(root, "zz/bad.txt", "this passage is fine\n")
     build_index(root, index_dir, FakeEmbedder(), chunking=SMALL, segments_writer=RayIndexer())
-    meta = store.read_meta(index_dir)
+    meta = record.read_meta(index_dir)
     assert seg_folders(index_dir) == {s.name for s in meta.segments}
     build_index(root, tmp_path / "fresh", FakeEmbedder(), chunking=SMALL)
     assert_same(index_dir, tmp_path / "fresh")
@@ -348,7 +349,7 @@ def test_ray_index_with_the_bundled_model(cluster: Any, tmp_path: Path) -> None:
     build_index(SAMPLE, tmp_path / "one", model)
     assert_same(tmp_path / "ray", tmp_path / "one", cosine=0.9999)
     assert runner.report.workers == 2 and runner.report.rate_per_worker() > 0
-    a, b = store.load_index(tmp_path / "ray"), store.load_index(tmp_path / "one")
+    a, b = reader.load_index(tmp_path / "ray"), reader.load_index(tmp_path / "one")
     for question in ("why does the moon change shape", "compost smells bad", "jet lag"):
         hits_a = Searcher(a, query_encoder(a)).query(question, k=3)
         hits_b = Searcher(b, query_encoder(b)).query(question, k=3)
@@ -383,9 +384,9 @@ def test_a_file_workers_cannot_read_is_an_error_not_an_empty_file(
     index_dir = tmp_path / "index"
     write(root, "notes/hidden-from-workers.txt", "first version about the moon\n")
     build_index(root, index_dir, FakeEmbedder(), chunking=SMALL)
-    before = (index_dir / store.META_NAME).read_bytes()
+    before = (index_dir / layout.META_NAME).read_bytes()
     write(root, "notes/hidden-from-workers.txt", "second version about the sun\n")
     monkeypatch.setattr(distributed, "read_and_chunk", _blind_read_and_chunk)
     with pytest.raises(ClusterError, match="hidden-from-workers.txt could not be read on a Ray"):
         build_index(root, index_dir, FakeEmbedder(), chunking=SMALL, segments_writer=RayIndexer())
-    assert (index_dir / store.META_NAME).read_bytes() == before
+    assert (index_dir / layout.META_NAME).read_bytes() == before

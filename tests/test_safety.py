@@ -18,7 +18,7 @@ import pytest
 
 from clihelp import cli
 from conftest import FakeEmbedder, snapshot, write
-from msearch import store
+from msearch.storage import disk, layout, ownership, record, segment
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -38,7 +38,7 @@ def indexed(root: Path, *extra: str) -> Path:
 
 
 def edit_meta(index_dir: Path, change: dict[str, object]) -> None:
-    path = index_dir / store.META_NAME
+    path = index_dir / layout.META_NAME
     data = json.loads(path.read_text())
     for key, value in change.items():
         target = data
@@ -96,7 +96,7 @@ def test_case01_index_folder_rules(tmp_path: Path, use_fake: FakeEmbedder) -> No
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli("index", str(root), "--index", str(empty)).code == 0
-    assert (empty / store.MARKER_NAME).is_file()
+    assert (empty / layout.MARKER_NAME).is_file()
     assert cli("index", str(root), "--index", str(tmp_path / "new" / "idx")).code == 0
     # A file is not a folder.
     write(tmp_path, "file", "x")
@@ -113,24 +113,24 @@ def test_case01_cleanup_removes_only_recorded_generations(tmp_path: Path, notes:
     write(index_dir, "data-0123456789ab/mine.txt", "precious\n")
     write(index_dir, "data-x/mine.txt", "precious\n")
     write(notes, "moon.md", "changed text about the moon\n")
-    first = store.read_meta(index_dir).segments[0].name
+    first = record.read_meta(index_dir).segments[0].name
     assert cli("index", str(notes), "--compact").code == 0
     assert not (index_dir / first).exists()  # msearch's own old generation: removed
     assert (index_dir / "data-0123456789ab/mine.txt").read_text() == "precious\n"
     assert (index_dir / "data-x/mine.txt").read_text() == "precious\n"
-    marker = store.read_marker(index_dir)
+    marker = ownership.read_marker(index_dir)
     assert marker is not None and marker.generations == [
-        store.read_meta(index_dir).segments[0].name
+        record.read_meta(index_dir).segments[0].name
     ]
 
 
 def test_case01_index_of_an_older_msearch_is_adopted(tmp_path: Path, notes: Path) -> None:
     index_dir = indexed(notes)
-    (index_dir / store.MARKER_NAME).unlink()  # as an index from before the marker
+    (index_dir / layout.MARKER_NAME).unlink()  # as an index from before the marker
     write(notes, "new.txt", "a new note about tea\n")
     r = cli("index", str(notes))
     assert r.code == 0 and "1 added" in r.stderr
-    assert (index_dir / store.MARKER_NAME).is_file()
+    assert (index_dir / layout.MARKER_NAME).is_file()
 
 
 def test_case01_damaged_rebuilding_only_for_an_index(tmp_path: Path, notes: Path) -> None:
@@ -173,15 +173,15 @@ def test_case02_symlinked_meta_and_marker_are_refused(tmp_path: Path, notes: Pat
     cli("query", "moon", "--index", str(index_dir)).one_line_error("meta.json")
     assert precious.read_text() == "{}"
     (index_dir / "meta.json").unlink()
-    (index_dir / store.MARKER_NAME).unlink()
-    (index_dir / store.MARKER_NAME).symlink_to(precious)
-    cli("index", str(notes)).one_line_error(store.MARKER_NAME)
+    (index_dir / layout.MARKER_NAME).unlink()
+    (index_dir / layout.MARKER_NAME).symlink_to(precious)
+    cli("index", str(notes)).one_line_error(layout.MARKER_NAME)
     assert precious.read_text() == "{}"
 
 
 def test_case02_symlinked_data_folder_is_not_followed(tmp_path: Path, notes: Path) -> None:
     index_dir = indexed(notes)
-    data = store.read_meta(index_dir).segments[0].name
+    data = record.read_meta(index_dir).segments[0].name
     outside = tmp_path / "outside"
     (index_dir / data).rename(outside)
     (index_dir / data).symlink_to(outside)
@@ -189,13 +189,13 @@ def test_case02_symlinked_data_folder_is_not_followed(tmp_path: Path, notes: Pat
     # Re-indexing rebuilds; cleanup never follows the link into the user's folder.
     r = cli("index", str(notes))
     assert r.code == 0
-    assert (outside / store.EMBEDDINGS_NAME).is_file()
+    assert (outside / segment.EMBEDDINGS_NAME).is_file()
     # A link in an index file's place is refused as well.
     index_dir = indexed(notes, "--full")
-    data_dir = index_dir / store.read_meta(index_dir).segments[0].name
+    data_dir = index_dir / record.read_meta(index_dir).segments[0].name
     target = tmp_path / "emb.npy"
-    (data_dir / store.EMBEDDINGS_NAME).rename(target)
-    (data_dir / store.EMBEDDINGS_NAME).symlink_to(target)
+    (data_dir / segment.EMBEDDINGS_NAME).rename(target)
+    (data_dir / segment.EMBEDDINGS_NAME).symlink_to(target)
     cli("query", "moon", "--index", str(index_dir)).one_line_error("embeddings.npy")
 
 
@@ -445,11 +445,11 @@ def test_case09_os_errors_while_writing(
     tmp_path: Path, notes: Path, monkeypatch: pytest.MonkeyPatch, where: str, err: int
 ) -> None:
     index_dir = indexed(notes)
-    before = store.read_meta(index_dir).segments[0].name
+    before = record.read_meta(index_dir).segments[0].name
     write(notes, "new.txt", "a note about the harvest moon\n")
     with monkeypatch.context() as m:
         if where == "write":
-            real = store._create_new
+            real = disk._create_new
 
             class Full:
                 def __init__(self, fh: object) -> None:
@@ -467,14 +467,14 @@ def test_case09_os_errors_while_writing(
                 def write(self, data: bytes) -> int:
                     raise OSError(err, os.strerror(err))
 
-            m.setattr(store, "_create_new", lambda path: Full(real(path)))
+            m.setattr(disk, "_create_new", lambda path: Full(real(path)))
         elif where == "mkdir":
-            _fail_on(m, store.os, "mkdir", err)
+            _fail_on(m, ownership.os, "mkdir", err)
         else:
-            _fail_on(m, store.os, "replace", err)
+            _fail_on(m, ownership.os, "replace", err)
         r = cli("index", str(notes))
     r.one_line_error("cannot write", os.strerror(err), "previous index is unchanged")
-    assert store.read_meta(index_dir).segments[0].name == before
+    assert record.read_meta(index_dir).segments[0].name == before
     r = cli("query", "moon", "--index", str(index_dir), "--format", "jsonl")
     assert r.code == 0  # the previous index still answers
 
@@ -650,7 +650,7 @@ def test_case14_index_options(notes: Path) -> None:
 @pytest.mark.parametrize("column, value", [(1, -3), (2, -1), (3, -5), (4, 10**6), (0, 99)])
 def test_case14_damaged_passage_table(notes: Path, column: int, value: int) -> None:
     index_dir = indexed(notes)
-    path = index_dir / store.read_meta(index_dir).segments[0].name / store.PASSAGES_NAME
+    path = index_dir / record.read_meta(index_dir).segments[0].name / segment.PASSAGES_NAME
     rows = np.load(path)
     rows[:, column] = value
     path.unlink()
@@ -667,7 +667,7 @@ def test_case14_damaged_passage_table(notes: Path, column: int, value: int) -> N
 
 def test_case14_nan_vectors(notes: Path) -> None:
     index_dir = indexed(notes)
-    path = index_dir / store.read_meta(index_dir).segments[0].name / store.EMBEDDINGS_NAME
+    path = index_dir / record.read_meta(index_dir).segments[0].name / segment.EMBEDDINGS_NAME
     data = bytearray(path.read_bytes())
     data[-4:] = np.array([np.nan], dtype="<f4").tobytes()
     path.write_bytes(bytes(data))

@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import FakeEmbedder, write
-from msearch import merge, store
+from msearch import merge
 from msearch.chunk import ChunkSettings
 from msearch.indexer import build_index
 from msearch.query import Searcher, open_lexical
-from msearch.segment import SegmentInfo
+from msearch.storage import layout, reader, record
+from msearch.storage.record import SegmentInfo
 
 SMALL = ChunkSettings(max_tokens=24, overlap_tokens=4)
 WORDS = ["alpha", "beta", "gamma", "delta", "moon", "bread", "river", "stone", "cloud", "rain"]
@@ -54,7 +55,7 @@ def build(root: Path, emb: FakeEmbedder | None = None, **kw: object):  # type: i
 def ranking(index_dir: Path, query: str, mode: str) -> list[tuple[float, str, int, int]]:
     """Every hit (k = all passages) as (score, path, start, end), ties in a
     fixed order: the row order of two indexes may differ, not their answers."""
-    idx = store.load_index(index_dir)
+    idx = reader.load_index(index_dir)
     if idx.count == 0:
         return []
     lexical = open_lexical(idx) if mode != "dense" else None
@@ -139,8 +140,8 @@ def test_an_update_writes_one_segment_and_touches_nothing_else(
         os.utime(path, ns=(10**18, 10**18))  # settled: older than the index (see settled_mtime)
     build(tmp_path)
     index_dir = tmp_path / ".msearch"
-    first = store.read_meta(index_dir).segments[0]
-    old_rows = {f.path: f.rows for f in store.read_meta(index_dir).files}
+    first = record.read_meta(index_dir).segments[0]
+    old_rows = {f.path: f.rows for f in record.read_meta(index_dir).files}
     before = {
         p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in (index_dir / first.name).iterdir()
     }
@@ -159,7 +160,7 @@ def test_an_update_writes_one_segment_and_touches_nothing_else(
     (tmp_path / "f4.md").unlink()
     stats = build(tmp_path)
     assert set(read) == {"f2.md"}  # no unchanged file is read
-    meta = store.read_meta(index_dir)
+    meta = record.read_meta(index_dir)
     assert [s.name for s in meta.segments][0] == first.name and len(meta.segments) == 2
     after = {
         p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in (index_dir / first.name).iterdir()
@@ -214,11 +215,11 @@ def test_dead_segments_are_dropped_and_compaction_gives_the_fresh_layout(
     for i in range(5):
         write(tmp_path, f"f{i}.md", document([i, 2 * i]))
     build(tmp_path)
-    first = store.read_meta(tmp_path / ".msearch").segments[0].name
+    first = record.read_meta(tmp_path / ".msearch").segments[0].name
     for i in range(5):  # every file changes: the first segment has no live row left
         write(tmp_path, f"f{i}.md", document([i + 30, 2 * i]))
         build(tmp_path)
-    meta = store.read_meta(tmp_path / ".msearch")
+    meta = record.read_meta(tmp_path / ".msearch")
     assert first not in {s.name for s in meta.segments}
     assert not (tmp_path / ".msearch" / first).exists()
     assert len(meta.segments) > 1
@@ -226,7 +227,7 @@ def test_dead_segments_are_dropped_and_compaction_gives_the_fresh_layout(
     assert s.segments == 1 and s.embedded == 0
     fresh = tmp_path.parent / (tmp_path.name + "-fresh")
     build_index(tmp_path, fresh, FakeEmbedder(), chunking=SMALL, full=True)
-    got, want = store.load_index(tmp_path / ".msearch"), store.load_index(fresh)
+    got, want = reader.load_index(tmp_path / ".msearch"), reader.load_index(fresh)
     assert [(f.path, f.row, f.rows) for f in got.meta.files] == [
         (f.path, f.row, f.rows) for f in want.meta.files
     ]
@@ -279,23 +280,23 @@ def make_v1_index(tmp_path: Path) -> Path:
         write(tmp_path, f"f{i}.md", paragraph(i, 1) + "\n")  # one short passage each
     build(tmp_path)
     index_dir = tmp_path / ".msearch"
-    idx = store.load_index(index_dir)
+    idx = reader.load_index(index_dir)
     passages, vectors = idx.table()
     old = index_dir / "data-0123456789ab"
     old.mkdir()
     np.save(old / "embeddings.npy", vectors)
     np.save(old / "passages.npy", passages)
-    meta = json.loads((index_dir / store.META_NAME).read_text())
+    meta = json.loads((index_dir / layout.META_NAME).read_text())
     v1 = {k: v for k, v in meta.items() if k not in ("segments", "lexical")}
     v1.update(schema_version=1, data=old.name, count=len(vectors), root=str(tmp_path))
     for k in ("segment", "row", "rows"):
         del v1["files"][k]
-    (index_dir / store.META_NAME).write_text(json.dumps(v1))
+    (index_dir / layout.META_NAME).write_text(json.dumps(v1))
     for s in meta["segments"]:
         shutil.rmtree(index_dir / s["name"])
-    marker = json.loads((index_dir / store.MARKER_NAME).read_text())
+    marker = json.loads((index_dir / layout.MARKER_NAME).read_text())
     marker["generations"] = [old.name]
-    (index_dir / store.MARKER_NAME).write_text(json.dumps(marker))
+    (index_dir / layout.MARKER_NAME).write_text(json.dumps(marker))
     return index_dir
 
 
@@ -315,7 +316,7 @@ def test_an_index_of_schema_1_is_converted(tmp_path: Path) -> None:
     assert any("older msearch" in n and "converting" in n for n in notes)
     assert s.embedded == emb.embedded == 0 and s.passages == 4
     assert not old.exists()  # the old data folder was msearch's: removed
-    assert store.load_index(index_dir).meta.schema_version == store.SCHEMA_VERSION
+    assert reader.load_index(index_dir).meta.schema_version == layout.SCHEMA_VERSION
 
 
 def test_cli_compact_and_status(tmp_path: Path, use_fake: FakeEmbedder) -> None:
@@ -351,13 +352,13 @@ def test_compact_adds_the_files_an_older_segment_lacks(
     write(tmp_path, "f0.md", document([1, 2]))
     assert cli("index", str(tmp_path)).code == 0
     index_dir = tmp_path / ".msearch"
-    seg = store.load_index(index_dir).segments[0].path
+    seg = reader.load_index(index_dir).segments[0].path
     assert cli("index", str(tmp_path), "--compact").code == 0
-    assert store.load_index(index_dir).segments[0].path == seg  # nothing to do
+    assert reader.load_index(index_dir).segments[0].path == seg  # nothing to do
     (seg / missing).unlink()
     r = cli("index", str(tmp_path), "--compact")
     assert r.code == 0, r.stderr
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     assert index.segments[0].path != seg
     for name in (SCAN_NAME, CODES_NAME, SCALE_NAME):
         assert (index.segments[0].path / name).exists()
@@ -378,10 +379,10 @@ def test_compact_leaves_a_segment_alone_where_faiss_cannot_map_codes(
     write(tmp_path, "f0.md", document([1, 2]))
     assert cli("index", str(tmp_path)).code == 0
     index_dir = tmp_path / ".msearch"
-    seg = store.load_index(index_dir).segments[0].path
+    seg = reader.load_index(index_dir).segments[0].path
     assert not (seg / CODES_NAME).exists() and (seg / "scan.npy").exists()
     assert cli("index", str(tmp_path), "--compact").code == 0
-    assert store.load_index(index_dir).segments[0].path == seg
+    assert reader.load_index(index_dir).segments[0].path == seg
 
 
 def test_files_without_passages_survive_updates_and_merges(
@@ -404,7 +405,7 @@ def test_files_without_passages_survive_updates_and_merges(
     fresh = tmp_path.parent / (tmp_path.name + "-fresh")
     build_index(tmp_path, fresh, FakeEmbedder(), chunking=SMALL, full=True)
     same_answers(tmp_path / ".msearch", fresh)
-    assert [f.rows for f in store.load_index(tmp_path / ".msearch").meta.files][1] == 0
+    assert [f.rows for f in reader.load_index(tmp_path / ".msearch").meta.files][1] == 0
 
 
 def test_converting_keeps_only_the_same_models_vectors(tmp_path: Path) -> None:
@@ -419,7 +420,7 @@ def test_converting_keeps_only_the_same_models_vectors(tmp_path: Path) -> None:
 def test_rows_of_a_mapped_matrix_are_located_in_their_mapping(tmp_path: Path) -> None:
     """What prefetching the rows a large search rescores relies on: where a
     memory-mapped matrix (or a slice of it) starts in its mapping."""
-    from msearch.segment import _mapping, prefetch_rows, read_rows_at_random
+    from msearch.storage.segment import _mapping, prefetch_rows, read_rows_at_random
 
     matrix = np.arange(300 * 24, dtype=np.float32).reshape(300, 24)
     np.save(tmp_path / "m.npy", matrix)

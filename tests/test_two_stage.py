@@ -12,13 +12,13 @@ import pytest
 
 import msearch.coarse
 import msearch.query
-from msearch import store
 from msearch.coarse import SCAN_NAME, ScanIndex, pack, sign_bits
 from msearch.errors import IndexCorrupt
 from msearch.filters import PathFilter
 from msearch.lexical import LexicalParams, build_lexical
 from msearch.query import Searcher, open_lexical
-from msearch.segment import BITS_NAME, SegmentWriter
+from msearch.storage import ownership, reader, record
+from msearch.storage.segment import BITS_NAME, SegmentWriter
 
 DIM = 64
 FILES = 20
@@ -43,22 +43,22 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np
     queries = clustered(60, centers, rng)
     texts = [" ".join(rng.choice(WORDS, 6)) for _ in range(len(vectors))]
     index_dir = tmp_path_factory.mktemp("two") / "idx"
-    store.claim(index_dir)
+    ownership.claim(index_dir)
     infos, records = [], []
     for s, (f0, f1) in enumerate(((0, 12), (12, FILES))):
-        writer = SegmentWriter(store.new_segment_dir(index_dir), DIM, window=4096)
+        writer = SegmentWriter(ownership.new_segment_dir(index_dir), DIM, window=4096)
         for f in range(f0, f1):
             ids = np.arange(f * PER_FILE, (f + 1) * PER_FILE)
             line = ids - f * PER_FILE + 1
             rows = np.stack([0 * ids + f - f0, line, line, 0 * ids, 0 * ids], axis=1)
             writer.add_kept(rows.astype(np.int32), vectors[ids], np.zeros((PER_FILE, 16), np.uint8))
             records.append(
-                store.FileRecord(
+                record.FileRecord(
                     f"d{f % 2}/f{f:02d}.txt", 0, 0, "", s, (f - f0) * PER_FILE, PER_FILE
                 )
             )
         infos.append(writer.close(build_lexical(texts[f0 * PER_FILE : f1 * PER_FILE])))
-    meta = store.Meta(
+    meta = record.Meta(
         root=str(index_dir.parent),
         model={"name": "test", "dim": DIM},
         chunking={"max_tokens": 256, "overlap_tokens": 32},
@@ -68,7 +68,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np
         segments=infos,
         lexical=LexicalParams.default().to_json(),
     )
-    store.commit(index_dir, meta)
+    ownership.commit(index_dir, meta)
     return index_dir, vectors, queries
 
 
@@ -81,7 +81,7 @@ def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def searchers(
-    index: store.Index, queries: np.ndarray, mode: str
+    index: reader.Index, queries: np.ndarray, mode: str
 ) -> tuple[Searcher, Searcher, list[str]]:
     names = [f"{WORDS[i % 8]} {WORDS[(i * 3) % 8]} q{i}" for i in range(len(queries))]
     lookup = dict(zip(names, queries, strict=True))
@@ -102,7 +102,7 @@ def key(hit: msearch.query.Hit) -> tuple[str, int]:
 @pytest.mark.parametrize("mode", ["dense", "hybrid"])
 def test_two_stages_find_what_the_exact_scan_finds(data, mode: str) -> None:  # type: ignore[no-untyped-def]
     index_dir, _, queries = data
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     staged, exact, names = searchers(index, queries, mode)
     assert staged.two_stage() and not exact.two_stage()
     recalls = []
@@ -118,7 +118,7 @@ def test_two_stages_find_what_the_exact_scan_finds(data, mode: str) -> None:  # 
 
 def test_scores_are_exact_cosines(data) -> None:  # type: ignore[no-untyped-def]
     index_dir, vectors, queries = data
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     staged, _, names = searchers(index, queries, "dense")
     for name, q in zip(names[:10], queries[:10], strict=True):
         for h in staged.query(name, 10):
@@ -129,7 +129,7 @@ def test_scores_are_exact_cosines(data) -> None:  # type: ignore[no-untyped-def]
 
 def test_filters_and_dead_rows_are_applied_before_the_cut(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     index_dir, _, queries = data
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     staged, exact, names = searchers(index, queries, "dense")
     only = PathFilter(["d1/"])  # half the files: the first stage fetches twice as many
     for name in names[:10]:
@@ -140,7 +140,7 @@ def test_filters_and_dead_rows_are_applied_before_the_cut(data, tmp_path: Path) 
         want = exact.query(name, 10, paths=only)
         assert len({key(h) for h in got} & {key(h) for h in want}) >= 9
     # Dead rows: drop two files from the file table, as an update does.
-    meta = store.read_meta(index_dir)
+    meta = record.read_meta(index_dir)
     dead = {meta.files[3].path, meta.files[15].path}
     kept = [f for f in meta.files if f.path not in dead]
     segments = [dataclasses.replace(s) for s in meta.segments]
@@ -151,8 +151,8 @@ def test_filters_and_dead_rows_are_applied_before_the_cut(data, tmp_path: Path) 
 
     shutil.copytree(index_dir, moved)
     meta2 = dataclasses.replace(meta, files=kept, segments=segments, root=str(index_dir.parent))
-    store.commit(moved, meta2)
-    index2 = store.load_index(moved)
+    ownership.commit(moved, meta2)
+    index2 = reader.load_index(moved)
     staged2, _, _ = searchers(index2, queries, "dense")
     for name in names:
         assert not {h.path for h in staged2.query(name, 10)} & {
@@ -162,7 +162,7 @@ def test_filters_and_dead_rows_are_applied_before_the_cut(data, tmp_path: Path) 
 
 def test_a_narrow_filter_scans_its_rows_exactly(data) -> None:  # type: ignore[no-untyped-def]
     index_dir, _, queries = data
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     staged, exact, names = searchers(index, queries, "dense")
     one = PathFilter(["f07.txt"])  # 1 file of 20: fetching enough would be most rows
     assert staged._two_stage_group([names[0]], one.row_mask(index)) is None
@@ -179,13 +179,13 @@ def test_segments_without_sign_bits_are_scanned_exactly(data, tmp_path: Path) ->
     shutil.copytree(index_dir, moved)
     meta = json.loads((moved / "meta.json").read_text())
     (moved / meta["segments"][1]["name"] / BITS_NAME).unlink()  # as an older msearch wrote it
-    index = store.load_index(moved)
+    index = reader.load_index(moved)
     staged, exact, names = searchers(index, queries, "dense")
     assert not staged.two_stage()
     from msearch.status import search_kind
 
     assert search_kind(index).startswith("exact (segments without sign bits")
-    assert search_kind(store.load_index(index_dir)).startswith("two-stage")
+    assert search_kind(reader.load_index(index_dir)).startswith("two-stage")
 
 
 def test_damaged_sign_bits_fall_back_to_the_exact_scan(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -204,12 +204,12 @@ def test_damaged_sign_bits_fall_back_to_the_exact_scan(data, tmp_path: Path) -> 
             np.save(path, np.zeros((5, DIM // 8), np.uint8))
         else:
             path.mkdir()
-        index = store.load_index(moved)
+        index = reader.load_index(moved)
         staged, exact, names = searchers(index, queries, "dense")
         assert not staged.two_stage()
         assert [key(h) for h in staged.query(names[0])] == [key(h) for h in exact.query(names[0])]
         with pytest.raises(IndexCorrupt, match="bits.npy"):
-            store.verify_checksums(moved, index.meta)
+            reader.verify_checksums(moved, index.meta)
 
 
 def test_filtered_rows_far_from_the_query_are_still_found(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -217,7 +217,7 @@ def test_filtered_rows_far_from_the_query_are_still_found(data, tmp_path: Path) 
     the first stage fetched; the search then scans them exactly, never
     answering with fewer hits than exist. Also k above the candidates."""
     index_dir, vectors, queries = data
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     staged, exact, names = searchers(index, queries, "dense")
     # Half the rows, all of them farther from the query than any other:
     # the first stage fetches the nearest, and none of them passes.
@@ -240,7 +240,7 @@ def test_filtered_rows_far_from_the_query_are_still_found(data, tmp_path: Path) 
 
 def test_sign_bits_are_written_with_every_segment(data) -> None:  # type: ignore[no-untyped-def]
     index_dir, vectors, _ = data
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     bits = np.concatenate([np.asarray(s.bits()) for s in index.segments])
     assert np.array_equal(bits, sign_bits(vectors))
     assert np.array_equal(np.unpackbits(bits, axis=1)[:, :DIM].astype(bool), vectors > 0)
@@ -260,7 +260,7 @@ def test_the_best_usable_rows_by_the_estimate(data, bad: int) -> None:  # type: 
     from msearch.coarse import HAMMING_FACTOR, nearest_rows
 
     index_dir, _, queries = data
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     vec = queries[3]
     bits = np.concatenate([np.asarray(s.bits()) for s in index.segments])
     est = estimate(bits, vec)
@@ -290,7 +290,7 @@ def test_the_best_usable_rows_by_the_estimate(data, bad: int) -> None:  # type: 
 
 def test_the_scan_order_is_written_with_every_segment(data) -> None:  # type: ignore[no-untyped-def]
     index_dir, _, _ = data
-    for seg in store.load_index(index_dir).segments:
+    for seg in reader.load_index(index_dir).segments:
         bits = np.asarray(seg.bits())
         stored = np.load(seg.path / SCAN_NAME)
         assert np.array_equal(stored, pack(bits))
@@ -322,7 +322,7 @@ def test_a_scan_file_that_does_not_match_its_bits_is_rebuilt(
         bad = good.copy()
         bad[-5] ^= 0xFF
         np.save(path, bad)
-    index = store.load_index(moved)
+    index = reader.load_index(moved)
     scan = index.segments[0].scan()
     assert scan is not None
     fresh = ScanIndex.open(np.asarray(index.segments[0].bits()), None)
@@ -366,7 +366,7 @@ def test_only_the_best_estimates_are_read_as_float32(data, monkeypatch: pytest.M
     from msearch.int8 import rescore
 
     index_dir, _, queries = data
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     assert all(seg.int8() is not None for seg in index.segments)
     staged, exact, names = searchers(index, queries, "dense")
     read: list[int] = []
@@ -405,15 +405,15 @@ def test_damaged_codes_fall_back_to_float32(data, tmp_path: Path, how: str) -> N
         path.write_bytes(path.read_bytes()[:-7])
     else:
         np.save(moved / seg / SCALE_NAME, np.full(DIM, np.inf, np.float32))
-    index = store.load_index(moved)
+    index = reader.load_index(moved)
     assert index.segments[0].int8() is None and index.segments[1].int8() is not None
     assert "without int8 codes" in search_kind(index)
-    assert "int8 codes the best" in search_kind(store.load_index(index_dir))
+    assert "int8 codes the best" in search_kind(reader.load_index(index_dir))
     staged, exact, names = searchers(index, queries, "dense")
     for name in names[:10]:
         assert [key(h) for h in staged.query(name)] == [key(h) for h in exact.query(name)]
     with pytest.raises(IndexCorrupt, match="int8"):
-        store.verify_checksums(moved, index.meta)
+        reader.verify_checksums(moved, index.meta)
 
 
 def vm_flags(path: Path) -> list[str]:
@@ -434,7 +434,7 @@ def test_float32_is_read_page_by_page_once_codes_pick_its_rows(data) -> None:  #
     the float32 file into memory after all: a segment whose codes are in
     use has its float32 mapping advised random."""
     index_dir, _, _ = data
-    seg = store.load_index(index_dir).segments[0]
+    seg = reader.load_index(index_dir).segments[0]
     path = (seg.path / "embeddings.npy").resolve()
     assert "rr" not in vm_flags(path)
     assert seg.int8() is not None
@@ -444,14 +444,16 @@ def test_float32_is_read_page_by_page_once_codes_pick_its_rows(data) -> None:  #
 def test_a_server_maps_in_the_codes_not_the_float32_vectors(
     data, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    import msearch.segment
+    import msearch.storage.segment
     from msearch.int8 import Int8Codes
 
     index_dir, _, _ = data
-    index = store.load_index(index_dir)
+    index = reader.load_index(index_dir)
     index.segments[1]._int8_read = True  # as a segment without codes
     touched: list[str] = []
     monkeypatch.setattr(Int8Codes, "populate", lambda self: touched.append("codes"))
-    monkeypatch.setattr(msearch.segment, "populate", lambda a: touched.append(f"float32 {len(a)}"))
-    msearch.segment.populate_segments(index.segments)
+    monkeypatch.setattr(
+        msearch.storage.segment, "populate", lambda a: touched.append(f"float32 {len(a)}")
+    )
+    msearch.storage.segment.populate_segments(index.segments)
     assert touched == ["codes", f"float32 {index.segments[1].rows}"]

@@ -20,10 +20,10 @@ import pytest
 
 from clihelp import cli
 from conftest import FakeEmbedder, deny_reading, write
-from msearch import store
 from msearch.chunk import ChunkSettings
 from msearch.errors import IndexWriteError, MsearchError, UsageError, WatchStopped
 from msearch.indexer import IndexStats, build_index
+from msearch.storage import record
 from msearch.walk import Skipped
 from msearch.watch import watch
 
@@ -47,7 +47,7 @@ def sha(text: str) -> str:
 def committed(index_dir: Path) -> dict[str, str]:
     """Path -> content hash of each file the committed index holds."""
     try:
-        meta = store.read_meta(index_dir)
+        meta = record.read_meta(index_dir)
     except MsearchError:
         return {}
     return {f.path: f.sha256 for f in meta.files}
@@ -307,17 +307,17 @@ def watch_cli_until_gone(root: Path, *args: str) -> tuple[Any, dict[str, Any]]:
     committed, what the index records, and then ROOT deleted."""
     index_dir = Path(args[args.index("--index") + 1])
     seen: dict[str, Any] = {}
-    before = store.read_meta(index_dir).updated if index_dir.exists() else None
+    before = record.read_meta(index_dir).updated if index_dir.exists() else None
 
     def then_delete() -> None:
         def updated() -> bool:
             try:
-                return store.read_meta(index_dir).updated != before
+                return record.read_meta(index_dir).updated != before
             except MsearchError:
                 return False
 
         wait_for(updated)
-        meta = store.read_meta(index_dir)
+        meta = record.read_meta(index_dir)
         seen.update(walk=meta.walk, chunking=meta.chunking)
         shutil.rmtree(root)
         if not done.wait(TIMEOUT):  # still watching: Ctrl-C, so that the test fails, not hangs

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from msearch import safefs
 from msearch.encoders.policy import PRECISIONS
 from msearch.errors import ModelUnavailable
+from msearch.storage import safefs
 
 DEFAULT_MODEL = "sentence-transformers/msmarco-MiniLM-L6-cos-v5"
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"

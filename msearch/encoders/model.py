@@ -220,7 +220,7 @@ class Model:
 
         if not self.vocab_cache.name.startswith(f"{cache_key(self.record.fingerprint)}-"):
             return None  # another model's (the index names it; it can come from anywhere)
-        from msearch.store import DataFolder
+        from msearch.storage.disk import DataFolder
 
         try:
             with DataFolder(self.vocab_cache, parent=self.vocab_cache.parent) as folder:

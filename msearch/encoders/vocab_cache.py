@@ -11,7 +11,7 @@ So at index time msearch writes the vocabulary into the index folder as
 sorted, memory-mappable arrays (``pieces.npy``, ``offsets.npy``, ``ids.npy``,
 ``scores.npy``), the rest of ``tokenizer.json`` without it
 (``skeleton.json``), and a CRC-32 of each (``checksums.json``, see
-``msearch.store.seal``). A query finds every vocabulary entry that its
+``msearch.storage.disk.seal``). A query finds every vocabulary entry that its
 words can look up (a binary search each), and builds the model's own
 tokenizer (``tokenizers``: same normalizer, pre-tokenizer, post-processor,
 same model) over just those entries:
@@ -156,7 +156,7 @@ class CachedVocab:
     ``enable_truncation``, ``no_truncation``."""
 
     def __init__(self, folder: Any, full: Path, vocab_size: int) -> None:
-        """``folder``: the cache (a ``msearch.store.DataFolder``, checked
+        """``folder``: the cache (a ``msearch.storage.disk.DataFolder``, checked
         intact by the caller); ``full``: the model's own ``tokenizer.json``,
         for texts the cache cannot take; ``vocab_size``: the model's, which
         every id must fit (an index can come from anywhere)."""

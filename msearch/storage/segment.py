@@ -1,7 +1,7 @@
 """One segment of an index: an immutable folder of passages, written once.
 
 An index is a list of segments named by ``meta.json`` (see
-:mod:`msearch.store`). An update writes one new segment holding the
+:mod:`msearch.storage`). An update writes one new segment holding the
 passages of the files it added or changed; the rows those files had in
 older segments are dead from then on (the file table no longer points at
 them), and a merge (:mod:`msearch.merge`) later copies the live rows of
@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,6 +42,7 @@ from msearch.coarse import SCAN_NAME, ScanIndex, pack, scannable, sign_bits
 from msearch.errors import IndexCorrupt
 from msearch.int8 import Int8Codes
 from msearch.lexical import LexicalBuilder, LexicalParams, LexicalSegment
+from msearch.storage.record import SegmentInfo
 
 EMBEDDINGS_NAME = "embeddings.npy"
 PASSAGES_NAME = "passages.npy"
@@ -164,30 +165,6 @@ def key_salt(model: dict[str, Any], chunking: dict[str, Any]) -> bytes:
         "chunking": chunking,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).digest()[:32]
-
-
-@dataclass
-class SegmentInfo:
-    """What ``meta.json`` records of a segment. ``live_rows`` and
-    ``live_tokens`` are updated (by deltas) as rows die; ``tokens`` is the
-    total BM25 length of all its rows."""
-
-    name: str
-    rows: int
-    tokens: int
-    live_rows: int
-    live_tokens: int
-    checksums: dict[str, int] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "rows": self.rows,
-            "tokens": self.tokens,
-            "live_rows": self.live_rows,
-            "live_tokens": self.live_tokens,
-            "checksums": self.checksums,
-        }
 
 
 def _npy_header(rows: int, dim: int, descr: str = "<f4") -> bytes:
@@ -411,7 +388,7 @@ class SegmentWriter:
             int8.write(self.dir, vectors, self._max_abs)
             del vectors
         lexical.save(self.dir)
-        from msearch.store import checksum, fsync_dir
+        from msearch.storage.disk import checksum, fsync_dir
 
         checksums = {}
         for entry in sorted(os.scandir(self.dir), key=lambda e: e.name):
@@ -546,7 +523,7 @@ class Segment:
         return self._int8
 
     def _reopen(self) -> Any:
-        from msearch.store import DataFolder
+        from msearch.storage.disk import DataFolder
 
         try:
             return DataFolder(self.path, parent=self.path.parent)
@@ -558,7 +535,7 @@ class Segment:
 
 def open_segment(folder: Any, info: SegmentInfo, dim: int, mmap: bool = True) -> Segment:
     """A segment's vectors and passages from its open folder (a
-    :class:`msearch.store.DataFolder`), checked against what ``meta.json``
+    :class:`msearch.storage.disk.DataFolder`), checked against what ``meta.json``
     says of it."""
     emb = folder.npy(EMBEDDINGS_NAME, mmap)
     pas = folder.npy(PASSAGES_NAME, mmap)
