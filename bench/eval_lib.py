@@ -394,7 +394,7 @@ class MsearchRun:
 
     name: str
     stats: Any
-    index: Any  # msearch.reader.Index
+    index: Any  # msearch.storage.reader.IndexReader
     searcher: Any  # msearch.query.Searcher
     passage_file: np.ndarray  # file index of each passage row
     starts: np.ndarray  # first row of each file that has passages (row order)

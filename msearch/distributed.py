@@ -12,7 +12,7 @@ returns their segments, written by the driver.
   memory is bounded by a few parcels in flight whatever the size of the
   update.
 - Ray Data reads and chunks each parcel in a CPU task (the single-process
-  rules: ``indexer.file_text``, ``chunk_texts`` with the model's token
+  rules: ``pipeline.file_text``, ``chunk_texts`` with the model's token
   counter, ``passage_keys``), then embeds it on a pool of actors: one per
   GPU where the cluster has GPUs (``--device cpu`` aside), else one per
   CPU with one torch thread each. Each actor builds the model once (the
@@ -52,7 +52,8 @@ import numpy as np
 from msearch.chunk import ChunkSettings, TokenCounter, chunk_texts
 from msearch.encoders import Embedder, embed_async
 from msearch.errors import ClusterError, MsearchError
-from msearch.indexer import (
+from msearch.lexical import LexicalParams
+from msearch.pipeline import (
     WINDOW_PASSAGES,
     Embed,
     WriteJob,
@@ -61,7 +62,6 @@ from msearch.indexer import (
     mark_unread,
     passage_arrays,
 )
-from msearch.lexical import LexicalParams
 from msearch.storage.record import SegmentInfo
 from msearch.storage.segment import KEY_BYTES, SegmentWriter
 from msearch.walk import WalkOptions
@@ -729,7 +729,8 @@ class RayIndexer:
         )
 
     def _run(self, ray: Any, job: WriteJob, plan: Plan) -> list[SegmentInfo]:
-        from msearch.storage.ownership import new_segment_dir, writing
+        from msearch.storage.disk import writing
+        from msearch.storage.ownership import new_segment_dir
 
         ctx = ray.data.DataContext.get_current()
         saved = (

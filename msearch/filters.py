@@ -22,7 +22,7 @@ import numpy as np
 from msearch.walk import check_globs
 
 if TYPE_CHECKING:
-    from msearch.storage.reader import Index
+    from msearch.storage.reader import IndexReader
 
 
 class PathFilter:
@@ -46,7 +46,7 @@ class PathFilter:
             return False
         return self._neg is None or not self._neg.match_file(rel)
 
-    def row_mask(self, index: Index) -> np.ndarray:
+    def row_mask(self, index: IndexReader) -> np.ndarray:
         """Which rows (across segments) belong to a file that passes."""
         mask = np.zeros(index.total_rows, dtype=bool)
         offsets = [s.offset for s in index.segments]

@@ -16,97 +16,73 @@ reuse pool, dead rows, the commit, merges) is the same for both.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from msearch import merge
-from msearch.chunk import ChunkSettings, Passage, chunk_texts
-from msearch.encoders import Embedder, embed_async
+from msearch.chunk import ChunkSettings
+from msearch.encoders import Embedder
 from msearch.errors import IndexCorrupt, IndexNotFound, IndexTooNew, UsageError
 from msearch.lexical import LexicalParams
-from msearch.storage.disk import open_folder, seal
-from msearch.storage.layout import FOLDER_RE, INDEX_DIR_NAME, META_NAME, resolve_root, root_record
+from msearch.pipeline import (
+    Embed,
+    IndexStats,
+    Progress,
+    SegmentsWriter,
+    WriteJob,
+    _NoProgress,
+    _read,
+    key_salt,
+    passage_keys,
+    write_one_segment,
+)
+from msearch.storage.disk import open_folder, seal, writing
+from msearch.storage.layout import (
+    FIX_HINT,
+    INDEX_DIR_NAME,
+    META_NAME,
+    resolve_root,
+    root_record,
+)
+from msearch.storage.migrate import v1_pool
 from msearch.storage.ownership import (
     cleanup,
     commit,
     current_segments,
     new_owned_dir,
-    new_segment_dir,
     prepare_commit_point,
     write_lock,
-    writing,
 )
-from msearch.storage.reader import Index, load_index, verify_checksums
+from msearch.storage.reader import IndexReader, load_index, verify_checksums
 from msearch.storage.record import (
     FileRecord,
     IndexOutdated,
     Meta,
     SegmentInfo,
-    _read_meta_json,
+    content_hash,
     read_meta,
 )
-from msearch.storage.safefs import open_beneath, read_limited, safe_relpath
-from msearch.storage.segment import KEY_BYTES, SegmentWriter, key_salt, passage_keys
+from msearch.storage.safefs import open_beneath, read_limited
 from msearch.walk import (
     FileEntry,
     NotText,
     Skipped,
     WalkOptions,
     check_globs,
-    read_bytes,
     text_from_bytes,
     walk,
 )
 
-# Passages embedded together: large enough for efficient length-sorted
-# batches, small enough that texts never pile up in memory.
-WINDOW_PASSAGES = 1024
-# Characters of file text chunked together (see chunk.chunk_texts): enough
-# lines for a tokenizer to spread over the cores, a bounded amount of text.
-CHUNK_BATCH_CHARS = 256 * 1024
 # An update checks the checksums of every segment under this size (cheap);
 # larger ones are checked by ``status`` and whenever a merge reads them.
 VERIFY_BYTES = 64 << 20
-
-
-class Progress(Protocol):
-    """Where indexing reports how far it got (the CLI draws a bar)."""
-
-    def start(self, files: int, total_bytes: int) -> None: ...
-
-    def advance(self, files: int, nbytes: int, passages: int) -> None: ...
-
-
-class _NoProgress:
-    def start(self, files: int, total_bytes: int) -> None:
-        pass
-
-    def advance(self, files: int, nbytes: int, passages: int) -> None:
-        pass
-
-
-@dataclass
-class IndexStats:
-    files: int = 0
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    passages: int = 0
-    embedded: int = 0
-    reused: int = 0
-    segments: int = 0
-    skipped: list[Skipped] = field(default_factory=list)
-    full_reason: str | None = None
-    seconds: float = 0.0
 
 
 # ---------------------------------------------------------------- the plan
@@ -118,53 +94,6 @@ class Keep:
 
     entry: FileEntry
     record: FileRecord
-
-
-@dataclass
-class Embed:
-    """An added or changed file: chunked, and its new passages embedded.
-    ``old`` is the record it replaces (None when added)."""
-
-    entry: FileEntry
-    record: FileRecord
-    old: FileRecord | None
-
-
-@dataclass
-class WriteJob:
-    """What an update hands its ``SegmentsWriter``: the added and changed
-    files (``todo``, in walk order) and everything needed to turn them into
-    segments."""
-
-    root: Path  # the folder indexed (resolved); ``todo``'s paths lie under it
-    index_dir: Path
-    dim: int
-    todo: list[Embed]
-    embedder: Embedder
-    settings: ChunkSettings  # the chunking to apply (see effective_chunking)
-    salt: bytes  # of passage_keys
-    pool: dict[bytes, np.ndarray]  # passage key -> a vector to reuse
-    progress: Progress
-    stats: IndexStats
-    batch_size: int | None
-    walk_options: WalkOptions
-    position: int  # the position in the index of the first new segment
-
-
-class SegmentsWriter(Protocol):
-    def __call__(self, job: WriteJob) -> list[SegmentInfo]:
-        """Write the passages of ``job.todo`` into new segment folders
-        (``new_segment_dir``; the caller holds the writer lock) and
-        return them, in order: they take positions ``job.position``,
-        ``job.position + 1``, ... Fill in each item's record (segment,
-        row, rows; a file unreadable by now: see ``mark_unread``) and count
-        ``embedded`` and ``reused`` in ``job.stats``. Raise on failure,
-        having removed every folder it made: nothing is committed then."""
-        ...
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def effective_chunking(
@@ -203,7 +132,7 @@ def effective_chunking(
 
 
 def _full_rebuild_reason(
-    old: Index, model_record: dict[str, Any], chunking: dict[str, Any], root: Path
+    old: IndexReader, model_record: dict[str, Any], chunking: dict[str, Any], root: Path
 ) -> str | None:
     if old.meta.model.get("fingerprint") != model_record["fingerprint"]:
         return f"the model changed ({old.meta.model.get('name')} -> {model_record['name']})"
@@ -341,7 +270,7 @@ def build_index(
         return stats
 
 
-def _vocab_cache(index_dir: Path, embedder: Embedder, old: Index | None) -> str:
+def _vocab_cache(index_dir: Path, embedder: Embedder, old: IndexReader | None) -> str:
     """The index's cache of the model's vocabulary for cold queries (see
     msearch.encoders.vocab_cache): the previous index's if it is this
     model's and intact, else written now; "" for a model that needs none."""
@@ -379,7 +308,7 @@ def _open_previous(
     root: Path,
     say: Callable[[str], None],
     stats: IndexStats,
-) -> tuple[Index | None, bool]:
+) -> tuple[IndexReader | None, bool]:
     """The index to update, or None to build anew (with the reason said);
     and whether it is one of schema 1 to convert."""
     try:
@@ -433,7 +362,7 @@ def _plan(
             continue
         try:
             data = _read(entry.path, wopts)
-            digest = sha256_bytes(data)
+            digest = content_hash(data)
             if prev is not None and prev.sha256 == digest:
                 mtime = settled_mtime(entry.mtime_ns, now_ns)
                 rec = FileRecord(
@@ -468,7 +397,7 @@ def settled_mtime(mtime_ns: int, read_ns: int) -> int:
     return -1 if mtime_ns >= read_ns - RACY_NS else mtime_ns
 
 
-def _reuse_pool(old: Index | None, records: list[FileRecord]) -> dict[bytes, np.ndarray]:
+def _reuse_pool(old: IndexReader | None, records: list[FileRecord]) -> dict[bytes, np.ndarray]:
     """Passage key -> vector, for the rows of the files an update replaces or
     removes (a renamed file's passages are found among the removed)."""
     pool: dict[bytes, np.ndarray] = {}
@@ -488,169 +417,25 @@ def _reuse_pool(old: Index | None, records: list[FileRecord]) -> dict[bytes, np.
 def _v1_pool(
     index_dir: Path, root: Path, salt: bytes, wopts: WalkOptions, model: dict[str, Any]
 ) -> dict[bytes, np.ndarray]:
-    """For converting an index of schema 1: the vectors of its passages, keyed
-    by their text as read from files that are still as they were. Passages
-    whose text the new chunking keeps need not be embedded again; only
-    vectors of the very model (fingerprint, precision, dimension) are
-    reused, and only files inside the root are read."""
-    pool: dict[bytes, np.ndarray] = {}
-    try:
-        raw = _read_meta_json(index_dir)
-        data_name = raw["data"]
-        cols = raw["files"]
-        old_model = raw["model"]
-        same = all(
-            old_model.get(k, "float32" if k == "precision" else None)
-            == model.get(k, "float32" if k == "precision" else None)
-            for k in ("fingerprint", "precision", "dim")
-        )
-        if not same or not isinstance(data_name, str) or not FOLDER_RE.match(data_name):
-            return pool
-        with open_folder(index_dir, data_name) as folder:
-            emb = folder.npy("embeddings.npy")
-            pas = folder.npy("passages.npy")
-        shape_ok = emb.ndim == 2 and emb.shape[1] == model.get("dim") and emb.dtype == np.float32
-        if not shape_ok or pas.ndim != 2 or pas.shape[1] != 5 or len(emb) != len(pas):
-            return pool
-        col = np.asarray(pas[:, 0], dtype=np.int64)
-        paths, sizes, hashes = cols["path"], cols["size"], cols["sha256"]
-        for f, (path, size, digest) in enumerate(zip(paths, sizes, hashes, strict=True)):
-            a, b = np.searchsorted(col, [f, f + 1])
-            if a == b or not safe_relpath(path) or not isinstance(size, int):
-                continue
-            try:
-                fh, _ = open_beneath(root, path, wopts.follow_symlinks, wopts.max_file_size)
-                with fh:
-                    data = read_limited(fh, wopts.max_file_size, path)
-            except OSError:
-                continue
-            if len(data) != size or sha256_bytes(data) != digest:
-                continue
-            text = text_from_bytes(data, include_noise=True)
-            rows = np.asarray(pas[a:b])
-            texts = [text[int(s) : int(e)] for s, e in rows[:, 3:5]]
-            for key, vec in zip(passage_keys(texts, salt), np.asarray(emb[a:b]), strict=True):
-                pool[key.tobytes()] = vec
-    except (KeyError, TypeError, ValueError, IndexError, OSError, NotText, IndexCorrupt):
-        return pool
-    return pool
+    """The vectors of a schema-1 index to reuse (msearch.storage.migrate),
+    its files read as a walk reads them, inside the root."""
 
+    def text_of(path: str, size: int, digest: str) -> str | None:
+        try:
+            fh, _ = open_beneath(root, path, wopts.follow_symlinks, wopts.max_file_size)
+            with fh:
+                data = read_limited(fh, wopts.max_file_size, path)
+            if len(data) != size or content_hash(data) != digest:
+                return None
+            return text_from_bytes(data, include_noise=True)
+        except (OSError, NotText):
+            return None
 
-def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
-    """The default ``SegmentsWriter``: the passages of ``job.todo`` (in walk
-    order) into one new segment, embedded here. Files are read again when
-    their turn comes, so a large change never holds every text in memory."""
-    todo, embedder, prog, stats = job.todo, job.embedder, job.progress, job.stats
-    folder = new_segment_dir(job.index_dir)
-
-    def on_write(embedded: int, nbytes: int) -> None:
-        prog.advance(0, nbytes, embedded)
-
-    writer = SegmentWriter(
-        folder,
-        job.dim,
-        embed=lambda texts: embed_async(embedder, texts, job.batch_size),
-        lexical=LexicalParams.default(),
-        window=WINDOW_PASSAGES,
-        on_write=on_write,
-    )
-    try:
-        with writing(folder):
-            prog.start(len(todo), sum(item.entry.size for item in todo))
-            batch: list[tuple[Embed, str]] = []
-            batch_chars = 0
-
-            def chunk_batch() -> None:
-                nonlocal batch, batch_chars
-                if not batch:
-                    return
-                chunked = chunk_texts([t for _, t in batch], embedder.counter, job.settings)
-                for (item, _), passages in zip(batch, chunked, strict=True):
-                    rows, keys, texts = passage_arrays(passages, job.salt)
-                    add_rows(writer, item, rows, keys, texts, job.pool, stats, job.position)
-                batch, batch_chars = [], 0
-
-            for item in todo:
-                text = file_text(item.entry.path, job.walk_options)
-                if text is None:
-                    mark_unread(item.record)
-                    text = ""
-                batch.append((item, text))
-                batch_chars += len(text)
-                prog.advance(1, 0, 0)
-                if batch_chars >= CHUNK_BATCH_CHARS:
-                    chunk_batch()
-            chunk_batch()
-            info = writer.close()
-        stats.embedded += writer.embedded
-        return [info]
-    except BaseException:
-        writer.abort()
-        raise
-
-
-def file_text(path: Path, wopts: WalkOptions) -> str | None:
-    """The text of a planned file, read again to be chunked; None when it
-    vanished or changed under us since planning (see ``mark_unread``)."""
-    try:
-        return text_from_bytes(_read(path, wopts), True)
-    except NotText:
-        return None
-
-
-def mark_unread(record: FileRecord) -> None:
-    """A planned file that could not be read any more is indexed as empty,
-    recorded so that the next run reads it again (no content hash, no
-    mtime can match these)."""
-    record.sha256, record.mtime_ns = "", -1
-
-
-def passage_arrays(
-    passages: list[Passage], salt: bytes
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A file's passages as a segment stores them: rows (start line, end
-    line, start char, end char), keys (see passage_keys) and texts."""
-    texts = [p.text for p in passages]
-    keys = passage_keys(texts, salt) if texts else np.zeros((0, KEY_BYTES), np.uint8)
-    rows = np.array([(p.start_line, p.end_line, p.start, p.end) for p in passages], dtype=np.int32)
-    return rows.reshape(-1, 4), keys, texts
-
-
-def add_rows(
-    writer: SegmentWriter,
-    item: Embed,
-    rows: np.ndarray,
-    keys: np.ndarray,
-    texts: list[str],
-    pool: dict[bytes, np.ndarray],
-    stats: IndexStats,
-    position: int,
-    fresh: np.ndarray | None = None,
-) -> int:
-    """One file's passages into ``writer`` (the segment at ``position``),
-    its record pointed at them. A passage whose key is in ``pool`` gets the
-    vector found there; the others are embedded by the writer or, given
-    ``fresh`` (the vectors of exactly those passages, in order, made
-    elsewhere: a Ray worker), take theirs from it. Returns how many of
-    ``fresh`` it took."""
-    vectors = np.full((len(texts), writer.dim), np.nan, dtype=np.float32)
-    taken = 0
-    for i, key in enumerate(keys):
-        vec = pool.get(key.tobytes())
-        if vec is not None:
-            vectors[i] = vec
-            stats.reused += 1
-        elif fresh is not None:
-            vectors[i] = fresh[taken]
-            taken += 1
-    first = writer.next_row
-    writer.add_file(rows, keys, texts, vectors, item.entry.size)
-    item.record.segment, item.record.row, item.record.rows = position, first, len(texts)
-    return taken
+    return v1_pool(index_dir, model, text_of, lambda texts: passage_keys(texts, salt))
 
 
 def _kill_rows(
-    old: Index, segments: list[SegmentInfo], dead: list[FileRecord]
+    old: IndexReader, segments: list[SegmentInfo], dead: list[FileRecord]
 ) -> list[SegmentInfo]:
     """The segments' live counts, less the rows of ``dead`` files (their
     lengths read from the lexical statistics: only those rows)."""
@@ -702,12 +487,6 @@ def _merge_as_needed(index_dir: Path, compact: bool, say: Callable[[str], None])
     return meta
 
 
-def _read(path: Path, wopts: WalkOptions) -> bytes:
-    """A planned file's bytes, within the size limit, never through a link
-    that appeared since the walk unless links are followed."""
-    return read_bytes(path, wopts.max_file_size, follow=wopts.follow_symlinks)
-
-
 def _walk_json(opts: WalkOptions) -> dict[str, Any]:
     data = asdict(opts)
     data["include"] = list(opts.include)
@@ -734,8 +513,7 @@ def walk_options_from_json(data: dict[str, Any]) -> WalkOptions:
             check_globs(known[key], key)
     except (ValueError, UsageError) as exc:
         raise IndexCorrupt(
-            f"the index's walking options are malformed ({exc}); "
-            "rebuild it with `msearch index --full DIR`"
+            f"the index's walking options are malformed ({exc}); {FIX_HINT}"
         ) from None
     return WalkOptions(**known)
 
@@ -747,9 +525,7 @@ def chunking_from_json(data: Any) -> ChunkSettings:
         or set(data) != {"max_tokens", "overlap_tokens"}
         or not all(type(v) is int for v in data.values())
     ):
-        raise IndexCorrupt(
-            "the index's chunking settings are malformed; rebuild it with `msearch index --full DIR`"
-        )
+        raise IndexCorrupt(f"the index's chunking settings are malformed; {FIX_HINT}")
     return ChunkSettings(**data)
 
 

@@ -244,10 +244,9 @@ class LexicalSegment:
             len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= self.num_rows)
         ):
             from msearch.errors import IndexCorrupt
+            from msearch.storage.layout import FIX_HINT
 
-            raise IndexCorrupt(
-                "the index's lexical side is damaged; rebuild it with `msearch index --full DIR`"
-            )
+            raise IndexCorrupt(f"the index's lexical side is damaged; {FIX_HINT}")
         return rows, self.tfs[start:end]
 
     def save(self, folder: Path) -> None:
@@ -440,10 +439,9 @@ def merge_lexical(parts: Sequence[tuple[LexicalSegment, np.ndarray]]) -> Lexical
             or (len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= seg.num_rows))
         ):
             from msearch.errors import IndexCorrupt
+            from msearch.storage.layout import FIX_HINT
 
-            raise IndexCorrupt(
-                "the index's lexical side is damaged; rebuild it with `msearch index --full DIR`"
-            )
+            raise IndexCorrupt(f"the index's lexical side is damaged; {FIX_HINT}")
         kept = row_map >= 0
         lengths[row_map[kept]] = np.asarray(seg.lengths)[kept]
         ids = np.array([vocab.setdefault(w, len(vocab)) for w in seg.term_list()], dtype=np.int64)

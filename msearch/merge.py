@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from msearch.lexical import merge_lexical
-from msearch.storage.ownership import new_segment_dir, writing
-from msearch.storage.reader import Index, verify_checksums
+from msearch.storage.disk import writing
+from msearch.storage.ownership import new_segment_dir
+from msearch.storage.reader import IndexReader, verify_checksums
 from msearch.storage.record import FileRecord, Meta, SegmentInfo
 from msearch.storage.segment import SegmentWriter, search_files
 
@@ -70,7 +71,7 @@ def plan_merges(segments: Sequence[SegmentInfo]) -> list[list[int]]:
 
 
 def merge(
-    index: Index,
+    index: IndexReader,
     groups: Sequence[Sequence[int]],
     say: Callable[[str], None] = lambda _m: None,
 ) -> Meta:
@@ -126,7 +127,9 @@ def merge(
     )
 
 
-def _merge_group(index: Index, members: set[int]) -> tuple[SegmentInfo, dict[int, tuple[int, int]]]:
+def _merge_group(
+    index: IndexReader, members: set[int]
+) -> tuple[SegmentInfo, dict[int, tuple[int, int]]]:
     """The live rows of segments ``members`` copied into a new segment, in
     file-table order; returns its record and each moved file's new rows."""
     folder = new_segment_dir(index.dir)
@@ -161,7 +164,7 @@ def _merge_group(index: Index, members: set[int]) -> tuple[SegmentInfo, dict[int
         raise
 
 
-def compact_groups(index: Index) -> list[list[int]]:
+def compact_groups(index: IndexReader) -> list[list[int]]:
     """Everything into one segment, unless it already is one with no dead
     rows, its sign bits, their fast-scan order and its int8 codes (a
     segment from before them gets them so)."""

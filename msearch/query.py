@@ -21,7 +21,7 @@ from msearch.errors import IndexCorrupt, ModelMismatch, UsageError
 from msearch.search import top_k
 from msearch.storage import safefs
 from msearch.storage.layout import META_NAME
-from msearch.storage.reader import Index
+from msearch.storage.reader import IndexReader
 from msearch.storage.segment import EMBEDDINGS_NAME, FIX_HINT, PASSAGES_NAME, prefetch_rows
 from msearch.walk import NotText, decode
 
@@ -44,7 +44,7 @@ TWO_STAGE_FROM = 500_000
 PREFETCH_ROWS = 4096
 
 
-def two_stage_ready(index: Index) -> bool:
+def two_stage_ready(index: IndexReader) -> bool:
     """Whether the index is searched in two stages (unless asked for an
     exact scan): large enough, and every segment has its sign bits."""
     return index.count >= TWO_STAGE_FROM and all(seg.bits() is not None for seg in index.segments)
@@ -73,7 +73,7 @@ def display_path(abs_path: str, cwd: str) -> str:
 class FileCache:
     """Reads each hit's file at most once per query batch and checks freshness."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: IndexReader) -> None:
         self.index = index
         self._texts: dict[int, str | None] = {}
 
@@ -113,7 +113,7 @@ class FileCache:
             return None
 
 
-def check_model(index: Index, model: str | None) -> None:
+def check_model(index: IndexReader, model: str | None) -> None:
     """Refuse a malformed model record, and a ``--model`` that is not the
     index's model."""
     from msearch.encoders import ModelRecord
@@ -150,7 +150,7 @@ class Searcher:
 
     def __init__(
         self,
-        index: Index,
+        index: IndexReader,
         encode: QueryEncoder | None,
         lexical: Bm25 | None = None,
         mode: str = "dense",
@@ -530,7 +530,7 @@ def context_lines(
 
 
 def query_encoder(
-    index: Index,
+    index: IndexReader,
     device: str = "auto",
     notice: Callable[[str], None] | None = None,
     trust_remote_code: bool = False,
@@ -564,7 +564,7 @@ def query_encoder(
     return encode
 
 
-def open_lexical(index: Index) -> Bm25:
+def open_lexical(index: IndexReader) -> Bm25:
     """BM25 over the index's segments, their statistics memory-mapped."""
     from msearch.lexical import Bm25, LexicalFormatError, LexicalParams, LexicalPart
 

@@ -27,7 +27,7 @@ from msearch.errors import UsageError
 from msearch.query import MODES, Hit, Searcher, two_stage_ready
 from msearch.storage import safefs
 from msearch.storage.layout import META_NAME
-from msearch.storage.reader import Index, load_index
+from msearch.storage.reader import IndexReader, load_index
 from msearch.storage.record import read_meta
 
 if TYPE_CHECKING:
@@ -67,12 +67,12 @@ class SearchService:
         self._lock = threading.RLock()
         self._query_lock = threading.Lock()  # one query at a time through the model
         self._stamp: tuple[int, int, int] | None = None
-        self._index: Index | None = None
+        self._index: IndexReader | None = None
         self._searchers: dict[str, Searcher] = {}
         self._encoder: Any = None
         self._encoder_key: str | None = None
         self._matching: tuple[Any, Any, Any] | None = None
-        self._paths: tuple[Index, frozenset[str]] | None = None
+        self._paths: tuple[IndexReader, frozenset[str]] | None = None
         self._reindex_lock = threading.Lock()  # the watcher and the tool: one model load
         self._doc_model: Any = None
         self._doc_key: str | None = None
@@ -83,7 +83,7 @@ class SearchService:
         st = os.stat(self.index_dir / META_NAME)
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def index(self) -> Index:
+    def index(self) -> IndexReader:
         """The index as last committed, reopened when a commit replaced it."""
         with self._lock:
             try:
@@ -226,7 +226,7 @@ class SearchService:
         shown = lines[start_line - 1 : last]
         return Lines(rel, start_line, start_line + len(shown) - 1, len(lines), "\n".join(shown))
 
-    def _indexed_paths(self, index: Index) -> frozenset[str]:
+    def _indexed_paths(self, index: IndexReader) -> frozenset[str]:
         with self._lock:
             if self._paths is None or self._paths[0] is not index:
                 self._paths = (index, frozenset(f.path for f in index.meta.files))

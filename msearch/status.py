@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from msearch.storage import safefs
-from msearch.storage.reader import Index, load_index, verify
+from msearch.storage.reader import IndexReader, load_index, verify
 from msearch.storage.record import FileRecord
 from msearch.walk import NotText, WalkOptions, read_bytes, walk
 
@@ -52,7 +52,7 @@ def _content_changed(path: Path, rec: FileRecord, opts: WalkOptions) -> bool:
     return hashlib.sha256(data).hexdigest() != rec.sha256
 
 
-def folder_changes(index: Index) -> Changes:
+def folder_changes(index: IndexReader) -> Changes:
     """Compare the folder with the index: stat first, content hash to confirm.
 
     Files the indexer skipped (binary, too large) are not in the file table,
@@ -100,7 +100,7 @@ def _disk_size(index_dir: Path, folders: list[str]) -> int:
     return total
 
 
-def search_kind(index: Index) -> str:
+def search_kind(index: IndexReader) -> str:
     """How a dense query of this index runs (see msearch.query.Searcher)."""
     from msearch.coarse import candidates
     from msearch.query import two_stage_ready

@@ -101,7 +101,7 @@ def write(root: Path, rel: str, content: str | bytes) -> Path:
 def deny_reading(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """The indexer's reads of files called ``name`` fail as chmod 000 makes
     them fail (the tests may run as root, who reads whatever the mode)."""
-    import msearch.indexer
+    import msearch.pipeline
     import msearch.walk
 
     real = msearch.walk.read_bytes
@@ -111,7 +111,7 @@ def deny_reading(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
             raise msearch.walk.NotText("unreadable (Permission denied)")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(msearch.indexer, "read_bytes", deny)
+    monkeypatch.setattr(msearch.pipeline, "read_bytes", deny)
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:

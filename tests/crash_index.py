@@ -33,11 +33,11 @@ if __name__ == "__main__":
     root, index_dir = Path(sys.argv[1]), Path(sys.argv[2])
     delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.05
     compact = len(sys.argv) > 4 and sys.argv[4] == "compact"
-    import msearch.indexer
     import msearch.merge
+    import msearch.pipeline
     import msearch.storage.segment
 
-    msearch.indexer.WINDOW_PASSAGES = 64  # many small windows: many moments to die in
+    msearch.pipeline.WINDOW_PASSAGES = 64  # many small windows: many moments to die in
     if compact:
         # A slow merge: few rows copied at a time, each after a pause.
         msearch.merge.COPY_ROWS = 8

@@ -204,9 +204,9 @@ def test_texts_are_embedded_window_by_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Indexing streams: the embedder never sees more than one window of texts."""
-    import msearch.indexer
+    import msearch.pipeline
 
-    monkeypatch.setattr(msearch.indexer, "WINDOW_PASSAGES", 10)
+    monkeypatch.setattr(msearch.pipeline, "WINDOW_PASSAGES", 10)
     for i in range(30):
         write(tmp_path, f"f{i:02d}.txt", para(i, 8))
     sizes: list[int] = []
@@ -244,9 +244,9 @@ def test_one_window_in_flight_rows_in_order(
     """A window's vectors are asked for only after the next window was
     submitted (the device works while the host chunks), and the index is the
     same as one built window by window, including kept rows of unchanged files."""
-    import msearch.indexer
+    import msearch.pipeline
 
-    monkeypatch.setattr(msearch.indexer, "WINDOW_PASSAGES", 10)
+    monkeypatch.setattr(msearch.pipeline, "WINDOW_PASSAGES", 10)
     for i in range(30):
         write(tmp_path, f"f{i:02d}.txt", para(i, 8))
     plain = tmp_path.parent / (tmp_path.name + "-plain")

@@ -449,7 +449,7 @@ def test_case09_os_errors_while_writing(
     write(notes, "new.txt", "a note about the harvest moon\n")
     with monkeypatch.context() as m:
         if where == "write":
-            real = disk._create_new
+            real = disk.create_new
 
             class Full:
                 def __init__(self, fh: object) -> None:
@@ -467,7 +467,7 @@ def test_case09_os_errors_while_writing(
                 def write(self, data: bytes) -> int:
                     raise OSError(err, os.strerror(err))
 
-            m.setattr(disk, "_create_new", lambda path: Full(real(path)))
+            m.setattr(disk, "create_new", lambda path: Full(real(path)))
         elif where == "mkdir":
             _fail_on(m, ownership.os, "mkdir", err)
         else:
@@ -732,9 +732,10 @@ def test_case16_a_long_file_is_embedded_window_by_window(
     tmp_path: Path, fake: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import msearch.indexer as indexer
+    import msearch.pipeline as pipeline
     from msearch.chunk import ChunkSettings
 
-    monkeypatch.setattr(indexer, "WINDOW_PASSAGES", 16)
+    monkeypatch.setattr(pipeline, "WINDOW_PASSAGES", 16)
     sizes: list[int] = []
     real = fake.encode
 

@@ -146,16 +146,16 @@ def test_an_update_writes_one_segment_and_touches_nothing_else(
         p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in (index_dir / first.name).iterdir()
     }
 
-    import msearch.indexer
+    import msearch.pipeline
 
     read: list[str] = []
-    real = msearch.indexer.read_bytes
+    real = msearch.pipeline.read_bytes
 
     def spy(path: Path, *a, **k):  # type: ignore[no-untyped-def]
         read.append(Path(path).name)
         return real(path, *a, **k)
 
-    monkeypatch.setattr(msearch.indexer, "read_bytes", spy)
+    monkeypatch.setattr(msearch.pipeline, "read_bytes", spy)
     write(tmp_path, "f2.md", document([2, 12, 99]))
     (tmp_path / "f4.md").unlink()
     stats = build(tmp_path)

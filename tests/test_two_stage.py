@@ -81,7 +81,7 @@ def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def searchers(
-    index: reader.Index, queries: np.ndarray, mode: str
+    index: reader.IndexReader, queries: np.ndarray, mode: str
 ) -> tuple[Searcher, Searcher, list[str]]:
     names = [f"{WORDS[i % 8]} {WORDS[(i * 3) % 8]} q{i}" for i in range(len(queries))]
     lookup = dict(zip(names, queries, strict=True))

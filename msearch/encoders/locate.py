@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 from msearch.encoders.policy import PRECISIONS
 from msearch.errors import ModelUnavailable
 from msearch.storage import safefs
+from msearch.storage.layout import FIX_HINT
 
 DEFAULT_MODEL = "sentence-transformers/msmarco-MiniLM-L6-cos-v5"
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -104,10 +105,7 @@ class ModelRecord:
             elif data.get("precision", "float32") not in PRECISIONS:
                 problem = f"unknown precision {data.get('precision')!r}"
         if problem is not None:
-            raise IndexCorrupt(
-                f"the index's model record is malformed ({problem}); "
-                "rebuild it with `msearch index --full DIR`"
-            )
+            raise IndexCorrupt(f"the index's model record is malformed ({problem}); {FIX_HINT}")
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         if "weights_stat" in fields:
             fields["weights_stat"] = tuple(fields["weights_stat"])

@@ -37,6 +37,7 @@ from msearch.encoders.policy import (
 from msearch.encoders.spec import ModelSpec, SpecError, read_spec
 from msearch.encoders.tokenizer import load_tokenizer, prompt_tokens
 from msearch.errors import ModelMismatch, ModelUnavailable
+from msearch.storage.layout import FIX_HINT
 
 if TYPE_CHECKING:
     import numpy as np
@@ -427,7 +428,7 @@ def load_recorded(
     if model.record.fingerprint != record.fingerprint:
         raise ModelMismatch(
             f"the model {record.name} on this machine is not the one that built this index "
-            "(its weights differ); rebuild with `msearch index --full DIR`"
+            f"(its weights differ); {FIX_HINT}"
         )
     model._adopt(record)
     return model

@@ -25,7 +25,7 @@ from msearch.storage import safefs
 from msearch.storage.layout import FIX_HINT, SMALL_JSON_MAX_BYTES
 
 
-def _parse_json(raw: bytes) -> Any:
+def parse_json(raw: bytes) -> Any:
     try:
         import orjson
 
@@ -38,7 +38,7 @@ def _parse_json(raw: bytes) -> Any:
     return json.loads(raw)
 
 
-def _reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
     if isinstance(exc, safefs.UnsafeFile):
         return str(exc)
     if exc.errno == errno.ELOOP:
@@ -87,7 +87,7 @@ class DataFolder:
             raise
         except OSError as exc:
             raise IndexCorrupt(
-                f"{self.path / name}: cannot read ({_reason(exc)}); {FIX_HINT}"
+                f"{self.path / name}: cannot read ({os_reason(exc)}); {FIX_HINT}"
             ) from None
 
     def exists(self, name: str) -> bool:
@@ -121,7 +121,7 @@ class DataFolder:
         with fh:
             raw = fh.read()
         try:
-            return _parse_json(raw)
+            return parse_json(raw)
         except ValueError:
             raise IndexCorrupt(f"{self.path / name} is not valid JSON; {FIX_HINT}") from None
 
@@ -169,7 +169,7 @@ def open_folder(index_dir: Path, name: str) -> DataFolder:
         raise
     except OSError as exc:
         # O_NOFOLLOW | O_DIRECTORY on a link fails with ELOOP or ENOTDIR.
-        reason = "it is a symbolic link" if os.path.islink(path) else _reason(exc)
+        reason = "it is a symbolic link" if os.path.islink(path) else os_reason(exc)
         raise IndexCorrupt(f"{path}: cannot open ({reason}); {FIX_HINT}") from None
 
 
@@ -208,7 +208,7 @@ def seal(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def _writing(path: Path) -> Iterator[None]:
+def writing(path: Path) -> Iterator[None]:
     """OS errors while writing (disk full, read-only, ``ulimit -f``,
     permissions) become one line naming the path and the cause."""
     try:
@@ -231,18 +231,18 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _create_new(path: Path) -> IO[bytes]:
+def create_new(path: Path) -> IO[bytes]:
     """A file that did not exist: ``O_EXCL``, which also refuses a link, so
     nothing of anyone's is truncated or written through."""
     return open(path, "xb")
 
 
-def _write_durable(path: Path, payload: bytes) -> None:
-    with _create_new(path) as fh:
+def write_durable(path: Path, payload: bytes) -> None:
+    with create_new(path) as fh:
         fh.write(payload)
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def _tmp_name(base: str) -> str:
+def tmp_name(base: str) -> str:
     return f".{base}.{uuid.uuid4().hex[:8]}.tmp"

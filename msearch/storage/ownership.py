@@ -25,11 +25,11 @@ from typing import Any
 from msearch.errors import IndexCorrupt, IndexLocked, IndexNotFound, IndexRefused
 from msearch.storage import safefs
 from msearch.storage.disk import (
-    _reason,
-    _tmp_name,
-    _write_durable,
-    _writing,
     fsync_dir,
+    os_reason,
+    tmp_name,
+    write_durable,
+    writing,
 )
 from msearch.storage.layout import (
     FOLDER_RE,
@@ -40,7 +40,7 @@ from msearch.storage.layout import (
     SMALL_JSON_MAX_BYTES,
     TMP_RE,
 )
-from msearch.storage.record import Meta, _read_meta_json
+from msearch.storage.record import Meta, named_folders, read_meta_json
 
 
 @dataclass
@@ -67,7 +67,7 @@ def read_marker(index_dir: Path) -> Marker | None:
         return None
     except OSError as exc:
         raise IndexRefused(
-            f"{path} is not msearch's marker ({_reason(exc)}); remove it, or choose another --index"
+            f"{path} is not msearch's marker ({os_reason(exc)}); remove it, or choose another --index"
         ) from None
     with fh:
         raw = fh.read()
@@ -83,8 +83,8 @@ def read_marker(index_dir: Path) -> Marker | None:
 
 def _write_marker(index_dir: Path, marker: Marker) -> None:
     """Replace the marker atomically (the lock holder only)."""
-    tmp = index_dir / _tmp_name(MARKER_NAME)
-    _write_durable(tmp, marker.to_bytes())
+    tmp = index_dir / tmp_name(MARKER_NAME)
+    write_durable(tmp, marker.to_bytes())
     os.replace(tmp, index_dir / MARKER_NAME)
     fsync_dir(index_dir)
 
@@ -92,8 +92,8 @@ def _write_marker(index_dir: Path, marker: Marker) -> None:
 def _create_marker(index_dir: Path, marker: Marker) -> bool:
     """Create the marker if there is none (``link`` is atomic and exclusive,
     so two first runs cannot both claim a folder); False if one appeared."""
-    tmp = index_dir / _tmp_name(MARKER_NAME)
-    _write_durable(tmp, marker.to_bytes())
+    tmp = index_dir / tmp_name(MARKER_NAME)
+    write_durable(tmp, marker.to_bytes())
     try:
         os.link(tmp, index_dir / MARKER_NAME)
     except FileExistsError:
@@ -109,15 +109,12 @@ def _legacy_index(index_dir: Path) -> list[str] | None:
     """The folders of an index made before the marker existed (a folder
     whose ``meta.json`` is msearch's, of any schema): None if it is not one."""
     try:
-        data = _read_meta_json(index_dir)
+        data = read_meta_json(index_dir)
     except (IndexNotFound, IndexCorrupt):
         return None
     if not {"schema_version", "root", "model", "files"} <= set(data):
         return None
-    names = [data.get("data"), data.get("vocab_cache")] + [
-        s.get("name") for s in data.get("segments", []) if isinstance(s, dict)
-    ]
-    return [n for n in names if isinstance(n, str) and FOLDER_RE.match(n)]
+    return named_folders(data)
 
 
 def claim(index_dir: Path) -> None:
@@ -131,7 +128,7 @@ def claim(index_dir: Path) -> None:
     msearch never deletes or replaces what it cannot prove it made.
     """
     index_dir = Path(index_dir)
-    with _writing(index_dir):
+    with writing(index_dir):
         try:
             st = os.stat(index_dir)
         except FileNotFoundError:
@@ -161,15 +158,6 @@ def claim(index_dir: Path) -> None:
         raise IndexRefused(f"{index_dir}: could not mark it as an msearch index")
 
 
-def is_index_folder(index_dir: Path) -> bool:
-    """Whether ``index_dir`` is recognisably an msearch index (so that
-    "damaged, rebuilding" may apply to it)."""
-    try:
-        return read_marker(index_dir) is not None or _legacy_index(index_dir) is not None
-    except IndexRefused:
-        return False
-
-
 def _check_part(index_dir: Path, name: str) -> os.stat_result | None:
     """lstat of one of msearch's names in the index; a link there is refused."""
     try:
@@ -187,7 +175,7 @@ def prepare_commit_point(index_dir: Path, notice: Callable[[str], None]) -> None
     """Make room for a new ``meta.json`` in a folder msearch owns: something
     that is not a file at that name (a folder, say) is moved aside, never
     deleted, so that ``--full`` can always start over."""
-    with _writing(index_dir):
+    with writing(index_dir):
         st = _check_part(index_dir, META_NAME)
         if st is not None and not stat.S_ISREG(st.st_mode):
             aside = index_dir / f"{META_NAME}.moved-{uuid.uuid4().hex[:8]}"
@@ -201,7 +189,7 @@ def new_owned_dir(index_dir: Path, name: str) -> Path:
     if not FOLDER_RE.match(name):
         raise ValueError(f"{name!r} is not a folder name msearch makes")
     index_dir = Path(index_dir)
-    with _writing(index_dir):
+    with writing(index_dir):
         marker = read_marker(index_dir)
         if marker is None:
             raise IndexRefused(f"{index_dir} is not marked as an msearch index")
@@ -216,13 +204,6 @@ def new_segment_dir(index_dir: Path) -> Path:
     return new_owned_dir(index_dir, f"seg-{uuid.uuid4().hex[:12]}")
 
 
-@contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """OS errors while writing become ``IndexWriteError`` (one line)."""
-    with _writing(path):
-        yield
-
-
 def commit(index_dir: Path, meta: Meta) -> None:
     """Make ``meta`` (and the segments it names) the index, atomically."""
     index_dir = Path(index_dir)
@@ -231,11 +212,11 @@ def commit(index_dir: Path, meta: Meta) -> None:
     # written as JSON "\\udcXX" escapes, which read back as the same names.
     payload = json.dumps(meta.to_json(), ensure_ascii=False, separators=(",", ":"))
     raw = payload.encode("utf-8", "backslashreplace")
-    with _writing(index_dir / META_NAME):
+    with writing(index_dir / META_NAME):
         _check_part(index_dir, META_NAME)
-        tmp = index_dir / _tmp_name(META_NAME)
+        tmp = index_dir / tmp_name(META_NAME)
         try:
-            _write_durable(tmp, raw)
+            write_durable(tmp, raw)
             os.replace(tmp, index_dir / META_NAME)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -286,13 +267,10 @@ def current_segments(index_dir: Path) -> set[str]:
     """The folders the committed ``meta.json`` names (any schema), for
     cleanup before a write; empty when it cannot be read."""
     try:
-        data = _read_meta_json(index_dir)
+        data = read_meta_json(index_dir)
     except (IndexNotFound, IndexCorrupt):
         return set()
-    names = [data.get("data"), data.get("vocab_cache")] + [
-        s.get("name") for s in data.get("segments", []) if isinstance(s, dict)
-    ]
-    return {n for n in names if isinstance(n, str) and FOLDER_RE.match(n)}
+    return set(named_folders(data))
 
 
 LOCK_PID_WIDTH = 16
@@ -312,14 +290,14 @@ def write_lock(index_dir: Path, wait: bool = True, notice: Any = None) -> Iterat
     index_dir = Path(index_dir)
     claim(index_dir)
     path = index_dir / LOCK_NAME
-    with _writing(path):
+    with writing(path):
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(path, flags | os.O_NONBLOCK, 0o644)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
                 raise IndexRefused(
-                    f"{path} is not msearch's lock file ({_reason(exc)}); remove it and run again"
+                    f"{path} is not msearch's lock file ({os_reason(exc)}); remove it and run again"
                 ) from None
             raise
     try:
@@ -342,7 +320,7 @@ def write_lock(index_dir: Path, wait: bool = True, notice: Any = None) -> Iterat
             if notice:
                 notice(f"msearch: waiting for another msearch (pid {holder}) writing {index_dir}")
             fcntl.flock(fd, fcntl.LOCK_EX)
-        with _writing(path):
+        with writing(path):
             os.pwrite(fd, f"{os.getpid()}\n".ljust(LOCK_PID_WIDTH).encode(), 0)
         yield
     finally:

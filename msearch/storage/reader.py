@@ -24,7 +24,7 @@ from msearch.storage.segment import (
 
 
 @dataclass
-class Index:
+class IndexReader:
     """A loaded index: metadata plus its open segments.
 
     Rows are numbered across segments in ``meta.segments`` order (a
@@ -146,7 +146,7 @@ class Index:
         )
 
 
-def load_index(index_dir: Path, mmap: bool = True, lexical: bool = False) -> Index:
+def load_index(index_dir: Path, mmap: bool = True, lexical: bool = False) -> IndexReader:
     """Load and validate an index; every inconsistency is an ``IndexCorrupt``.
 
     ``lexical``: open the BM25 statistics now, in the same attempt as the
@@ -190,12 +190,12 @@ def load_index(index_dir: Path, mmap: bool = True, lexical: bool = False) -> Ind
             f"{index_dir / META_NAME}: vectors of dimension {meta.dim}, the model makes "
             f"{model_dim}; {FIX_HINT}"
         )
-    index = Index(index_dir, meta, segments, root)
+    index = IndexReader(index_dir, meta, segments, root)
     _check_file_table(index)
     return index
 
 
-def _check_file_table(index: Index) -> None:
+def _check_file_table(index: IndexReader) -> None:
     """Every file's rows lie inside its segment, no two files share a row,
     and each segment's live count is what its files hold. Vectorized: it
     runs on every query."""
@@ -232,7 +232,7 @@ def _check_file_table(index: Index) -> None:
 VERIFY_ROWS = 1 << 16
 
 
-def verify(index: Index) -> None:
+def verify(index: IndexReader) -> None:
     """Check every row of an index (what ``status`` does, not every query):
     checksums, passages with sane line and character ranges inside their
     files, finite unit vectors, lexical counts that match the rows. Raises

@@ -4,6 +4,7 @@ settings, segments and file table), read as untrusted input and checked.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 
 from msearch.errors import IndexCorrupt, IndexNotFound, IndexTooNew
 from msearch.storage import safefs
-from msearch.storage.disk import _parse_json, _reason
+from msearch.storage.disk import os_reason, parse_json
 from msearch.storage.layout import (
     FIX_HINT,
+    FOLDER_RE,
     MAX_DIM,
     MAX_ROWS,
     META_MAX_BYTES,
@@ -228,7 +230,7 @@ def _segment_info(data: Any) -> SegmentInfo:
     return SegmentInfo(name, rows, tokens, live_rows, live_tokens, checksums)
 
 
-def _read_meta_json(index_dir: Path) -> Any:
+def read_meta_json(index_dir: Path) -> Any:
     path = Path(index_dir) / META_NAME
     try:
         fh, _ = safefs.open_regular(path, follow=False, max_size=META_MAX_BYTES)
@@ -241,9 +243,9 @@ def _read_meta_json(index_dir: Path) -> Any:
     except NotADirectoryError:
         raise IndexNotFound(f"no index at {index_dir} (it is not a folder)") from None
     except OSError as exc:
-        raise IndexCorrupt(f"{path}: cannot read ({_reason(exc)}); {FIX_HINT}") from None
+        raise IndexCorrupt(f"{path}: cannot read ({os_reason(exc)}); {FIX_HINT}") from None
     try:
-        data = _parse_json(raw)
+        data = parse_json(raw)
     except ValueError:
         raise IndexCorrupt(f"{path} is not valid JSON; {FIX_HINT}") from None
     if not isinstance(data, dict):
@@ -252,10 +254,25 @@ def _read_meta_json(index_dir: Path) -> Any:
 
 
 def read_meta(index_dir: Path) -> Meta:
-    return Meta.from_json(_read_meta_json(index_dir), Path(index_dir) / META_NAME)
+    return Meta.from_json(read_meta_json(index_dir), Path(index_dir) / META_NAME)
+
+
+def content_hash(data: bytes) -> str:
+    """The hash a file record keeps of a file's bytes (SHA-256, hex)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def named_folders(data: dict[str, Any]) -> list[str]:
+    """The folders a ``meta.json`` of any schema names (schema 1's ``data``
+    folder, the vocabulary cache, the segments), among the names msearch
+    gives its folders: what a writer must keep, or may claim as its own."""
+    names = [data.get("data"), data.get("vocab_cache")] + [
+        s.get("name") for s in data.get("segments", []) if isinstance(s, dict)
+    ]
+    return [n for n in names if isinstance(n, str) and FOLDER_RE.match(n)]
 
 
 def recorded_model(index_dir: Path) -> Any:
     """The model record of the committed ``meta.json``, of any schema (an
     index of an older msearch is converted with the model it was made with)."""
-    return _read_meta_json(index_dir).get("model")
+    return read_meta_json(index_dir).get("model")

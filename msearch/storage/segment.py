@@ -26,8 +26,6 @@ several segments into one. Nothing in a segment is ever rewritten. Files::
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -42,6 +40,7 @@ from msearch.coarse import SCAN_NAME, ScanIndex, pack, scannable, sign_bits
 from msearch.errors import IndexCorrupt
 from msearch.int8 import Int8Codes
 from msearch.lexical import LexicalBuilder, LexicalParams, LexicalSegment
+from msearch.storage.layout import FIX_HINT
 from msearch.storage.record import SegmentInfo
 
 EMBEDDINGS_NAME = "embeddings.npy"
@@ -53,7 +52,6 @@ KEY_BYTES = 16
 # Fixed room for the .npy header so the row count can be filled in at the end
 # of a streamed write without moving the data (numpy pads headers with spaces).
 NPY_HEADER_LEN = 128
-FIX_HINT = "rebuild it with `msearch index --full DIR`"
 
 Pending = Callable[[], np.ndarray]
 
@@ -143,28 +141,6 @@ def read_rows_at_random(array: np.ndarray) -> None:
     if mm is not None and hasattr(mmap, "MADV_RANDOM"):
         with contextlib.suppress(OSError, ValueError):
             mm.madvise(mmap.MADV_RANDOM)
-
-
-def passage_keys(texts: Sequence[str], salt: bytes) -> np.ndarray:
-    """One 16-byte key per passage text: BLAKE2b keyed with ``salt``, a
-    digest of what else decides a vector (model fingerprint, precision,
-    chunking), so a key matches only a vector that the same text would get
-    again."""
-    out = np.empty((len(texts), KEY_BYTES), dtype=np.uint8)
-    for i, text in enumerate(texts):
-        h = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=KEY_BYTES, key=salt)
-        out[i] = np.frombuffer(h.digest(), dtype=np.uint8)
-    return out
-
-
-def key_salt(model: dict[str, Any], chunking: dict[str, Any]) -> bytes:
-    """The salt of :func:`passage_keys` for an index's model and settings."""
-    facts = {
-        "fingerprint": model.get("fingerprint"),
-        "precision": model.get("precision", "float32"),
-        "chunking": chunking,
-    }
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).digest()[:32]
 
 
 def _npy_header(rows: int, dim: int, descr: str = "<f4") -> bytes:

@@ -1,0 +1,256 @@
+"""Planned files to segment files: read again, chunked, keyed, embedded or
+reused, written.
+
+Who turns the files to embed into segments is a ``SegmentsWriter``: this
+process by default (:func:`write_one_segment`, one segment), or a Ray
+cluster (msearch.distributed, one segment per block of files). Both
+read a file as the plan saw it (:func:`file_text`), chunk it with the
+index's chunker (msearch.chunk), key each passage by its text
+(:func:`passage_keys`) so that a vector already made is reused, and hand
+the rows to the segment codec (msearch.storage.segment).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from msearch.chunk import ChunkSettings, Passage, chunk_texts
+from msearch.encoders import Embedder, embed_async
+from msearch.lexical import LexicalParams
+from msearch.storage.disk import writing
+from msearch.storage.ownership import new_segment_dir
+from msearch.storage.record import FileRecord, SegmentInfo
+from msearch.storage.segment import KEY_BYTES, SegmentWriter
+from msearch.walk import FileEntry, NotText, Skipped, WalkOptions, read_bytes, text_from_bytes
+
+# Passages embedded together: large enough for efficient length-sorted
+# batches, small enough that texts never pile up in memory.
+WINDOW_PASSAGES = 1024
+
+
+# Characters of file text chunked together (see chunk.chunk_texts): enough
+# lines for a tokenizer to spread over the cores, a bounded amount of text.
+CHUNK_BATCH_CHARS = 256 * 1024
+
+
+class Progress(Protocol):
+    """Where indexing reports how far it got (the CLI draws a bar)."""
+
+    def start(self, files: int, total_bytes: int) -> None: ...
+
+    def advance(self, files: int, nbytes: int, passages: int) -> None: ...
+
+
+class _NoProgress:
+    def start(self, files: int, total_bytes: int) -> None:
+        pass
+
+    def advance(self, files: int, nbytes: int, passages: int) -> None:
+        pass
+
+
+@dataclass
+class IndexStats:
+    files: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    passages: int = 0
+    embedded: int = 0
+    reused: int = 0
+    segments: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    full_reason: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Embed:
+    """An added or changed file: chunked, and its new passages embedded.
+    ``old`` is the record it replaces (None when added)."""
+
+    entry: FileEntry
+    record: FileRecord
+    old: FileRecord | None
+
+
+@dataclass
+class WriteJob:
+    """What an update hands its ``SegmentsWriter``: the added and changed
+    files (``todo``, in walk order) and everything needed to turn them into
+    segments."""
+
+    root: Path  # the folder indexed (resolved); ``todo``'s paths lie under it
+    index_dir: Path
+    dim: int
+    todo: list[Embed]
+    embedder: Embedder
+    settings: ChunkSettings  # the chunking to apply (see effective_chunking)
+    salt: bytes  # of passage_keys
+    pool: dict[bytes, np.ndarray]  # passage key -> a vector to reuse
+    progress: Progress
+    stats: IndexStats
+    batch_size: int | None
+    walk_options: WalkOptions
+    position: int  # the position in the index of the first new segment
+
+
+class SegmentsWriter(Protocol):
+    def __call__(self, job: WriteJob) -> list[SegmentInfo]:
+        """Write the passages of ``job.todo`` into new segment folders
+        (``new_segment_dir``; the caller holds the writer lock) and
+        return them, in order: they take positions ``job.position``,
+        ``job.position + 1``, ... Fill in each item's record (segment,
+        row, rows; a file unreadable by now: see ``mark_unread``) and count
+        ``embedded`` and ``reused`` in ``job.stats``. Raise on failure,
+        having removed every folder it made: nothing is committed then."""
+        ...
+
+
+def passage_keys(texts: Sequence[str], salt: bytes) -> np.ndarray:
+    """One 16-byte key per passage text: BLAKE2b keyed with ``salt``, a
+    digest of what else decides a vector (model fingerprint, precision,
+    chunking), so a key matches only a vector that the same text would get
+    again."""
+    out = np.empty((len(texts), KEY_BYTES), dtype=np.uint8)
+    for i, text in enumerate(texts):
+        h = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=KEY_BYTES, key=salt)
+        out[i] = np.frombuffer(h.digest(), dtype=np.uint8)
+    return out
+
+
+def key_salt(model: dict[str, Any], chunking: dict[str, Any]) -> bytes:
+    """The salt of :func:`passage_keys` for an index's model and settings."""
+    facts = {
+        "fingerprint": model.get("fingerprint"),
+        "precision": model.get("precision", "float32"),
+        "chunking": chunking,
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).digest()[:32]
+
+
+def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
+    """The default ``SegmentsWriter``: the passages of ``job.todo`` (in walk
+    order) into one new segment, embedded here. Files are read again when
+    their turn comes, so a large change never holds every text in memory."""
+    todo, embedder, prog, stats = job.todo, job.embedder, job.progress, job.stats
+    folder = new_segment_dir(job.index_dir)
+
+    def on_write(embedded: int, nbytes: int) -> None:
+        prog.advance(0, nbytes, embedded)
+
+    writer = SegmentWriter(
+        folder,
+        job.dim,
+        embed=lambda texts: embed_async(embedder, texts, job.batch_size),
+        lexical=LexicalParams.default(),
+        window=WINDOW_PASSAGES,
+        on_write=on_write,
+    )
+    try:
+        with writing(folder):
+            prog.start(len(todo), sum(item.entry.size for item in todo))
+            batch: list[tuple[Embed, str]] = []
+            batch_chars = 0
+
+            def chunk_batch() -> None:
+                nonlocal batch, batch_chars
+                if not batch:
+                    return
+                chunked = chunk_texts([t for _, t in batch], embedder.counter, job.settings)
+                for (item, _), passages in zip(batch, chunked, strict=True):
+                    rows, keys, texts = passage_arrays(passages, job.salt)
+                    add_rows(writer, item, rows, keys, texts, job.pool, stats, job.position)
+                batch, batch_chars = [], 0
+
+            for item in todo:
+                text = file_text(item.entry.path, job.walk_options)
+                if text is None:
+                    mark_unread(item.record)
+                    text = ""
+                batch.append((item, text))
+                batch_chars += len(text)
+                prog.advance(1, 0, 0)
+                if batch_chars >= CHUNK_BATCH_CHARS:
+                    chunk_batch()
+            chunk_batch()
+            info = writer.close()
+        stats.embedded += writer.embedded
+        return [info]
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def file_text(path: Path, wopts: WalkOptions) -> str | None:
+    """The text of a planned file, read again to be chunked; None when it
+    vanished or changed under us since planning (see ``mark_unread``)."""
+    try:
+        return text_from_bytes(_read(path, wopts), True)
+    except NotText:
+        return None
+
+
+def mark_unread(record: FileRecord) -> None:
+    """A planned file that could not be read any more is indexed as empty,
+    recorded so that the next run reads it again (no content hash, no
+    mtime can match these)."""
+    record.sha256, record.mtime_ns = "", -1
+
+
+def passage_arrays(
+    passages: list[Passage], salt: bytes
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A file's passages as a segment stores them: rows (start line, end
+    line, start char, end char), keys (see passage_keys) and texts."""
+    texts = [p.text for p in passages]
+    keys = passage_keys(texts, salt) if texts else np.zeros((0, KEY_BYTES), np.uint8)
+    rows = np.array([(p.start_line, p.end_line, p.start, p.end) for p in passages], dtype=np.int32)
+    return rows.reshape(-1, 4), keys, texts
+
+
+def add_rows(
+    writer: SegmentWriter,
+    item: Embed,
+    rows: np.ndarray,
+    keys: np.ndarray,
+    texts: list[str],
+    pool: dict[bytes, np.ndarray],
+    stats: IndexStats,
+    position: int,
+    fresh: np.ndarray | None = None,
+) -> int:
+    """One file's passages into ``writer`` (the segment at ``position``),
+    its record pointed at them. A passage whose key is in ``pool`` gets the
+    vector found there; the others are embedded by the writer or, given
+    ``fresh`` (the vectors of exactly those passages, in order, made
+    elsewhere: a Ray worker), take theirs from it. Returns how many of
+    ``fresh`` it took."""
+    vectors = np.full((len(texts), writer.dim), np.nan, dtype=np.float32)
+    taken = 0
+    for i, key in enumerate(keys):
+        vec = pool.get(key.tobytes())
+        if vec is not None:
+            vectors[i] = vec
+            stats.reused += 1
+        elif fresh is not None:
+            vectors[i] = fresh[taken]
+            taken += 1
+    first = writer.next_row
+    writer.add_file(rows, keys, texts, vectors, item.entry.size)
+    item.record.segment, item.record.row, item.record.rows = position, first, len(texts)
+    return taken
+
+
+def _read(path: Path, wopts: WalkOptions) -> bytes:
+    """A planned file's bytes, within the size limit, never through a link
+    that appeared since the walk unless links are followed."""
+    return read_bytes(path, wopts.max_file_size, follow=wopts.follow_symlinks)
