@@ -76,7 +76,7 @@ def build(index_dir: Path, rows: int, vectors: np.ndarray, record: dict) -> dict
     ownership.claim(index_dir)
     rng = np.random.default_rng(0)
     folder = ownership.new_segment_dir(index_dir)
-    writer = SegmentWriter(folder, vectors.shape[1], window=BLOCK)
+    writer = SegmentWriter(folder, vectors.shape[1])
     t0 = time.perf_counter()
     for start in range(0, rows, BLOCK):
         n = min(BLOCK, rows - start)
@@ -85,7 +85,7 @@ def build(index_dir: Path, rows: int, vectors: np.ndarray, record: dict) -> dict
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         ids = np.arange(start, start + n)
         r = np.stack([0 * ids, ids + 1, ids + 1, 0 * ids, 0 * ids], axis=1).astype(np.int32)
-        writer.add_kept(r, v, np.zeros((n, 16), np.uint8))
+        writer.append(r, v, np.zeros((n, 16), np.uint8))
     lexical = build_lexical(["passage"] * rows)
     t1 = time.perf_counter()
     info = writer.close(lexical)

@@ -74,11 +74,11 @@ def write_index(index_dir: Path, vectors: np.ndarray) -> Path:
     ownership.claim(index_dir)
     n = len(vectors)
     folder = ownership.new_segment_dir(index_dir)
-    writer = SegmentWriter(folder, vectors.shape[1], window=65536)
+    writer = SegmentWriter(folder, vectors.shape[1])
     for start in range(0, n, 65536):
         ids = np.arange(start, min(start + 65536, n))
         rows = np.stack([0 * ids, ids + 1, ids + 1, 0 * ids, 0 * ids], axis=1).astype(np.int32)
-        writer.add_kept(rows, vectors[ids], np.zeros((len(ids), 16), np.uint8))
+        writer.append(rows, vectors[ids], np.zeros((len(ids), 16), np.uint8))
     info = writer.close(build_lexical(["passage"] * n))
     dim = int(vectors.shape[1])
     commit_one_file(index_dir, info, WORK, {"name": "bench", "dim": dim}, dim)

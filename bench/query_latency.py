@@ -117,7 +117,7 @@ def make_index(
         a = min(f0 * per_file, rows)
         b = rows if s == segments - 1 else min(f1 * per_file, rows)
         folder = ownership.new_segment_dir(index_dir)
-        w = SegmentWriter(folder, 384, window=65536)
+        w = SegmentWriter(folder, 384)
         for start in range(a, b, 65536):
             n = min(65536, b - start)
             v = rng.standard_normal((n, 384)).astype(np.float32)
@@ -127,7 +127,7 @@ def make_index(
             line = (ids % 35) + 1
             begin = (line - 1) * 40
             r = np.stack([file_idx - f0, line, line + 2, begin, begin + 100], axis=1)
-            w.add_kept(r.astype(np.int32), v, np.zeros((n, 16), np.uint8))
+            w.append(r.astype(np.int32), v, np.zeros((n, 16), np.uint8))
         infos.append(w.close(build_lexical(texts[a:b])))
         for f in range(f0, f1):
             lo = f * per_file

@@ -56,6 +56,7 @@ from msearch.lexical import LexicalParams
 from msearch.pipeline import (
     WINDOW_PASSAGES,
     Embed,
+    EmbedWindow,
     WriteJob,
     add_rows,
     file_text,
@@ -744,7 +745,7 @@ class RayIndexer:
         # place (busy with other jobs, a node with fewer CPUs than GPUs):
         # silence, since its logs are off. Give up with one line instead.
         ctx.wait_for_min_actors_s = ACTOR_WAIT_SECONDS
-        writers: dict[int, SegmentWriter] = {}
+        writers: dict[int, EmbedWindow] = {}
         infos: dict[int, SegmentInfo] = {}
         left = [0] * len(plan.blocks)
         for block, _ in plan.parcels:
@@ -756,15 +757,15 @@ class RayIndexer:
                 if block in infos or not 0 <= block < len(left):
                     raise ClusterError(f"the Ray pipeline returned block {block} twice")
                 if block not in writers:
-                    writers[block] = SegmentWriter(
-                        new_segment_dir(job.index_dir),
-                        job.dim,
-                        lexical=LexicalParams.default(),
+                    writers[block] = EmbedWindow(
+                        SegmentWriter(
+                            new_segment_dir(job.index_dir), job.dim, lexical=LexicalParams.default()
+                        ),
                         window=WINDOW_PASSAGES,
                     )
                 writer = writers[block]
                 t = time.perf_counter()
-                with writing(writer.dir):
+                with writing(writer.writer.dir):
                     self._add_parcel(writer, row, job, job.position + block)
                     left[block] -= 1
                     if left[block] == 0:
@@ -785,7 +786,7 @@ class RayIndexer:
             ) = saved
 
     def _add_parcel(
-        self, writer: SegmentWriter, row: dict[str, Any], job: WriteJob, pos: int
+        self, writer: EmbedWindow, row: dict[str, Any], job: WriteJob, pos: int
     ) -> None:
         """One parcel's files into ``writer``, in order: passages, keys and
         fresh vectors from the workers, reused vectors from the pool."""

@@ -133,7 +133,7 @@ def _merge_group(
     """The live rows of segments ``members`` copied into a new segment, in
     file-table order; returns its record and each moved file's new rows."""
     folder = new_segment_dir(index.dir)
-    writer = SegmentWriter(folder, index.meta.dim, window=COPY_ROWS)
+    writer = SegmentWriter(folder, index.meta.dim)
     try:
         with writing(folder):
             maps = {i: np.full(index.segments[i].rows, -1, dtype=np.int64) for i in members}
@@ -143,12 +143,12 @@ def _merge_group(
                 if not rec.rows or rec.segment not in members:
                     continue
                 seg = index.segments[rec.segment]
-                start = writer.next_row
+                start = writer.count
                 for a in range(rec.row, rec.row + rec.rows, COPY_ROWS):
                     b = min(a + COPY_ROWS, rec.row + rec.rows)
                     rows = np.array(seg.passages[a:b], dtype=np.int32)
                     rows[:, 0] = ordinal
-                    writer.add_kept(
+                    writer.append(
                         rows, np.asarray(seg.embeddings[a:b]), np.asarray(seg.keys()[a:b])
                     )
                 maps[rec.segment][rec.row : rec.row + rec.rows] = np.arange(start, start + rec.rows)

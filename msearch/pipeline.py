@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,12 +22,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from msearch.chunk import ChunkSettings, Passage, chunk_texts
-from msearch.encoders import Embedder, embed_async
+from msearch.encoders import Embedder, Pending, embed_async
 from msearch.lexical import LexicalParams
 from msearch.storage.disk import writing
 from msearch.storage.ownership import new_segment_dir
 from msearch.storage.record import FileRecord, SegmentInfo
-from msearch.storage.segment import KEY_BYTES, SegmentWriter
+from msearch.storage.segment import KEY_BYTES, PASSAGE_COLUMNS, SegmentWriter
 from msearch.walk import FileEntry, NotText, Skipped, WalkOptions, read_bytes, text_from_bytes
 
 # Passages embedded together: large enough for efficient length-sorted
@@ -137,6 +137,144 @@ def key_salt(model: dict[str, Any], chunking: dict[str, Any]) -> bytes:
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).digest()[:32]
 
 
+@dataclass
+class _Item:
+    """Rows of one file (or part of one) waiting to be written: vectors for
+    the rows in ``todo`` are still to come from the embedder."""
+
+    rows: np.ndarray  # int32 (n, 5)
+    keys: np.ndarray  # uint8 (n, 16)
+    vectors: np.ndarray  # float32 (n, dim); rows in ``todo`` filled in later
+    todo: list[int]
+    texts: list[str] | None  # for the lexical statistics; None for copied rows
+    nbytes: int = 0
+
+
+@dataclass
+class _Window:
+    items: list[_Item]
+    vectors: Pending | None
+
+
+class EmbedWindow:
+    """The passages of a new segment on their way to its writer (the codec,
+    msearch.storage.segment): those waiting to be embedded, and the window
+    in flight (submitted to the embedder, written once the next is
+    submitted, so a GPU computes while the host reads and chunks). Rows
+    reach the writer in the order they were added, whatever is embedded
+    or reused; memory is bounded by the window, not by the files.
+
+    ``embed(texts)`` starts embedding and returns a callable that waits for
+    the vectors (see :func:`msearch.encoders.embed_async`); None where
+    every row comes with its vector (a Ray cluster embedded them).
+    """
+
+    def __init__(
+        self,
+        writer: SegmentWriter,
+        embed: Callable[[list[str]], Pending] | None = None,
+        window: int = WINDOW_PASSAGES,
+        on_write: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """``on_write(n, b)`` is told of ``n`` newly embedded passages and
+        ``b`` bytes of text written."""
+        self.writer = writer
+        self.dim = writer.dim
+        self.embed = embed
+        self.window = window
+        self.on_write = on_write or (lambda _n, _b: None)
+        self.next_row = 0  # rows added: the row the next one will be
+        self.embedded = 0
+        self.ordinals = 0
+        self._pending: list[_Item] = []
+        self._pending_todo = 0
+        self._pending_rows = 0
+        self._inflight: _Window | None = None
+
+    def add_file(
+        self,
+        rows: np.ndarray,
+        keys: np.ndarray,
+        texts: list[str],
+        reused: np.ndarray | None = None,
+        nbytes: int = 0,
+    ) -> int:
+        """The passages of one file (``rows``: start line, end line, start
+        char, end char; the file's ordinal is filled in and returned).
+        ``reused`` holds a vector for every passage that need not be
+        embedded again and NaN in the first element of the others."""
+        ordinal = self.ordinals
+        self.ordinals += 1
+        n = len(rows)
+        full = np.empty((n, len(PASSAGE_COLUMNS)), dtype=np.int32)
+        full[:, 0] = ordinal
+        full[:, 1:] = np.asarray(rows, dtype=np.int32).reshape(n, 4)
+        vectors = (
+            np.asarray(reused, dtype=np.float32)
+            if reused is not None
+            else np.full((n, self.dim), np.nan, dtype=np.float32)
+        )
+        todo = [i for i in range(n) if np.isnan(vectors[i, 0])] if n else []
+        self.next_row += n
+        if todo and self.embed is None:
+            raise ValueError("this window has no embedder: every row needs its vector")
+        # A long file goes in window-sized parts, so memory is bounded by the
+        # window, not by the file (its rows stay contiguous).
+        step = max(self.window, 1)
+        for s in range(0, max(n, 1), step):
+            part = [i - s for i in todo if s <= i < s + step]
+            self._pending.append(
+                _Item(
+                    full[s : s + step],
+                    np.asarray(keys[s : s + step], dtype=np.uint8),
+                    vectors[s : s + step],
+                    part,
+                    texts[s : s + step],
+                    nbytes if s == 0 else 0,
+                )
+            )
+            self._pending_todo += len(part)
+            self._pending_rows += len(full[s : s + step])
+            # A window of passages to embed, or of rows held (reused vectors
+            # and texts): memory stays bounded either way.
+            if self._pending_todo >= self.window or self._pending_rows >= 4 * self.window:
+                self.flush()
+        return ordinal
+
+    def flush(self) -> None:
+        """Submit the waiting passages to the embedder; write the window that
+        was in flight before them."""
+        texts = [it.texts[i] for it in self._pending if it.texts is not None for i in it.todo]
+        job = self.embed(texts) if texts and self.embed is not None else None
+        if self._inflight is not None:
+            self._write(self._inflight)
+        self._inflight = _Window(self._pending, job) if self._pending else None
+        self._pending, self._pending_todo, self._pending_rows = [], 0, 0
+
+    def _write(self, window: _Window) -> None:
+        vecs = window.vectors() if window.vectors is not None else None
+        pos = 0
+        for it in window.items:
+            if it.todo:
+                assert vecs is not None
+                it.vectors[it.todo] = vecs[pos : pos + len(it.todo)]
+                pos += len(it.todo)
+            self.writer.append(it.rows, it.vectors, it.keys, it.texts)
+            self.embedded += len(it.todo)
+            self.on_write(len(it.todo), it.nbytes)
+
+    def close(self) -> SegmentInfo:
+        """Write what is left; the segment's record (see SegmentWriter.close)."""
+        self.flush()
+        if self._inflight is not None:
+            self._write(self._inflight)
+            self._inflight = None
+        return self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
 def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
     """The default ``SegmentsWriter``: the passages of ``job.todo`` (in walk
     order) into one new segment, embedded here. Files are read again when
@@ -147,11 +285,9 @@ def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
     def on_write(embedded: int, nbytes: int) -> None:
         prog.advance(0, nbytes, embedded)
 
-    writer = SegmentWriter(
-        folder,
-        job.dim,
+    writer = EmbedWindow(
+        SegmentWriter(folder, job.dim, lexical=LexicalParams.default()),
         embed=lambda texts: embed_async(embedder, texts, job.batch_size),
-        lexical=LexicalParams.default(),
         window=WINDOW_PASSAGES,
         on_write=on_write,
     )
@@ -218,7 +354,7 @@ def passage_arrays(
 
 
 def add_rows(
-    writer: SegmentWriter,
+    writer: EmbedWindow,
     item: Embed,
     rows: np.ndarray,
     keys: np.ndarray,

@@ -41,13 +41,13 @@ if __name__ == "__main__":
     if compact:
         # A slow merge: few rows copied at a time, each after a pause.
         msearch.merge.COPY_ROWS = 8
-        real = msearch.storage.segment.SegmentWriter.add_kept
+        real = msearch.storage.segment.SegmentWriter.append
 
         def slow(self, *a, **k):  # type: ignore[no-untyped-def]
             time.sleep(delay)
             return real(self, *a, **k)
 
-        msearch.storage.segment.SegmentWriter.add_kept = slow  # type: ignore[method-assign]
+        msearch.storage.segment.SegmentWriter.append = slow  # type: ignore[method-assign]
     stats = build_index(
         root,
         index_dir,

@@ -352,7 +352,7 @@ def test_staged_search_finds_what_the_exact_scan_finds_on_real_vectors(
     writer = SegmentWriter(ownership.new_segment_dir(index_dir), dim)
     ids = np.arange(n)
     rows = np.stack([0 * ids, ids + 1, ids + 1, 0 * ids, 0 * ids], axis=1).astype(np.int32)
-    writer.add_kept(rows, vectors, np.zeros((n, 16), np.uint8))
+    writer.append(rows, vectors, np.zeros((n, 16), np.uint8))
     info = writer.close(build_lexical(lines))
     meta = record.Meta(
         root=str(tmp_path),

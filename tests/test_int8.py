@@ -169,7 +169,7 @@ def test_a_nan_vector_does_not_spoil_the_scales(tmp_path: Path) -> None:
     folder.mkdir()
     writer = SegmentWriter(folder, 64)
     rows = np.zeros((100, 5), np.int32)
-    writer.add_kept(rows, vectors, np.zeros((100, 16), np.uint8))
+    writer.append(rows, vectors, np.zeros((100, 16), np.uint8))
     writer.close(build_lexical(["x"] * 100))
     scale = np.load(folder / SCALE_NAME)
     assert np.isfinite(scale).all()

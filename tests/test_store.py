@@ -46,10 +46,10 @@ def make_meta(n_files: int, infos: list[record.SegmentInfo], dim: int) -> record
 
 def write_index(index_dir: Path, vecs: np.ndarray, rows: np.ndarray, n_files: int) -> None:
     ownership.claim(index_dir)
-    w = SegmentWriter(ownership.new_segment_dir(index_dir), vecs.shape[1], window=7)
+    w = SegmentWriter(ownership.new_segment_dir(index_dir), vecs.shape[1])
     keys = np.zeros((len(vecs), 16), np.uint8)
     for s in range(0, len(vecs), 7):  # awkward chunk size: streaming in pieces
-        w.add_kept(rows[s : s + 7], vecs[s : s + 7], keys[s : s + 7])
+        w.append(rows[s : s + 7], vecs[s : s + 7], keys[s : s + 7])
     info = w.close(build_lexical(["word"] * len(vecs)))
     ownership.commit(index_dir, make_meta(n_files, [info] if len(vecs) else [], vecs.shape[1]))
 
@@ -168,8 +168,8 @@ def test_commit_removes_old_segments(tmp_path: Path) -> None:
 
 def test_abandoned_writer_leaves_old_index(tmp_path: Path) -> None:
     index_dir = good_index(tmp_path)
-    w = SegmentWriter(ownership.new_segment_dir(index_dir), 8, window=2)
-    w.add_kept(np.zeros((3, 5), np.int32), np.ones((3, 8), np.float32), np.zeros((3, 16), np.uint8))
+    w = SegmentWriter(ownership.new_segment_dir(index_dir), 8)
+    w.append(np.zeros((3, 5), np.int32), np.ones((3, 8), np.float32), np.zeros((3, 16), np.uint8))
     # never closed nor committed: a crash at this point
     assert reader.load_index(index_dir).meta.count == 4
 

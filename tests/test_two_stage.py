@@ -46,12 +46,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np
     ownership.claim(index_dir)
     infos, records = [], []
     for s, (f0, f1) in enumerate(((0, 12), (12, FILES))):
-        writer = SegmentWriter(ownership.new_segment_dir(index_dir), DIM, window=4096)
+        writer = SegmentWriter(ownership.new_segment_dir(index_dir), DIM)
         for f in range(f0, f1):
             ids = np.arange(f * PER_FILE, (f + 1) * PER_FILE)
             line = ids - f * PER_FILE + 1
             rows = np.stack([0 * ids + f - f0, line, line, 0 * ids, 0 * ids], axis=1)
-            writer.add_kept(rows.astype(np.int32), vectors[ids], np.zeros((PER_FILE, 16), np.uint8))
+            writer.append(rows.astype(np.int32), vectors[ids], np.zeros((PER_FILE, 16), np.uint8))
             records.append(
                 record.FileRecord(
                     f"d{f % 2}/f{f:02d}.txt", 0, 0, "", s, (f - f0) * PER_FILE, PER_FILE

@@ -5,13 +5,16 @@ An index is a list of segments named by ``meta.json`` (see
 passages of the files it added or changed; the rows those files had in
 older segments are dead from then on (the file table no longer points at
 them), and a merge (:mod:`msearch.merge`) later copies the live rows of
-several segments into one. Nothing in a segment is ever rewritten. Files::
+several segments into one. Nothing in a segment is ever rewritten; the
+writer is a codec: the caller decides which rows it gets (msearch.pipeline
+embeds or reuses their vectors, msearch.merge copies them). Files::
 
     embeddings.npy     float32 (rows x dim), one normalized vector a row
     passages.npy       int32 (rows x 5): file ordinal within the segment,
                        start line, end line, start char, end char
     keys.npy           uint8 (rows x 16): each passage's key, a keyed hash of
-                       its text (see passage_keys), to reuse its vector later
+                       its text (msearch.pipeline.passage_keys), to reuse its
+                       vector later
     bits.npy           uint8 (rows x dim/8): the sign of each vector component,
                        packed (numpy.packbits); the first stage of a search of
                        a large index (msearch.coarse), 1/32 of the vectors' size
@@ -28,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -52,8 +55,6 @@ KEY_BYTES = 16
 # Fixed room for the .npy header so the row count can be filled in at the end
 # of a streamed write without moving the data (numpy pads headers with spaces).
 NPY_HEADER_LEN = 128
-
-Pending = Callable[[], np.ndarray]
 
 
 def populate(array: np.ndarray) -> None:
@@ -155,71 +156,28 @@ def _npy_header(rows: int, dim: int, descr: str = "<f4") -> bytes:
     return prefix + len(body).to_bytes(2, "little") + body
 
 
-@dataclass
-class _Item:
-    """Rows of one file (or part of one) waiting to be written: vectors for
-    the rows in ``todo`` are still to come from the embedder."""
-
-    rows: np.ndarray  # int32 (n, 5)
-    keys: np.ndarray  # uint8 (n, 16)
-    vectors: np.ndarray  # float32 (n, dim); rows in ``todo`` filled in later
-    todo: list[int]
-    texts: list[str] | None  # for the lexical statistics; None for copied rows
-    nbytes: int = 0
-
-
-@dataclass
-class _Window:
-    items: list[_Item]
-    vectors: Pending | None
-
-
 class SegmentWriter:
     """Streams rows into a new segment folder that no commit names yet.
 
-    Owns the window of passages waiting to be embedded and the one in
-    flight (submitted to the embedder, written once the next is submitted,
-    so a GPU computes while the host reads and chunks), the lexical
-    statistics, and the files it writes. Rows are written in the order they
-    were added, whatever is embedded or copied.
-
-    ``embed(texts)`` starts embedding and returns a callable that waits for
-    the vectors (see :func:`msearch.encoders.embed_async`).
+    A codec: it writes what it is handed, in the order it is handed
+    (vectors, passage rows, keys and sign bits stream to disk at once, so
+    memory stays flat however large the segment), and at :meth:`close`
+    the fast-scan order, the int8 codes, the lexical statistics and the
+    checksums. Which passages are embedded, reused or copied, and when, is
+    the caller's (msearch.pipeline, msearch.merge).
     """
 
-    def __init__(
-        self,
-        folder: Path,
-        dim: int,
-        embed: Callable[[list[str]], Pending] | None = None,
-        lexical: LexicalParams | None = None,
-        window: int = 1024,
-        on_write: Callable[[int, int], None] | None = None,
-    ) -> None:
-        """``lexical`` given: statistics are built from the texts added;
-        otherwise ``close`` must be handed them (a merge). ``on_write(n, b)``
-        is told of ``n`` newly embedded passages and ``b`` bytes of text
-        written."""
+    def __init__(self, folder: Path, dim: int, lexical: LexicalParams | None = None) -> None:
+        """``lexical`` given: statistics are built from the texts appended;
+        otherwise ``close`` must be handed them (a merge)."""
         self.dir = Path(folder)
         self.name = self.dir.name
         self.dim = dim
-        self.embed = embed
         self.builder = LexicalBuilder(lexical) if lexical is not None else None
-        self.window = window
-        self.on_write = on_write or (lambda _n, _b: None)
         self.count = 0  # rows written
-        self.next_row = 0  # rows added: the row the next one will be
-        self.embedded = 0
-        self.ordinals = 0
-        self._pending: list[_Item] = []
-        self._pending_todo = 0
-        self._pending_rows = 0
-        self._inflight: _Window | None = None
         # Each component's largest magnitude so far: the int8 codes' scales.
         self._max_abs = np.zeros(dim, dtype=np.float32)
-        # Vectors, passage rows and keys all stream to disk as they are
-        # written: memory stays flat however large the segment; the row
-        # count goes into each header at the end.
+        # The row count goes into each header at the end.
         self._files: dict[str, tuple[IO[bytes], int, str]] = {}
         for name, width, descr in (
             (EMBEDDINGS_NAME, dim, "<f4"),
@@ -231,117 +189,33 @@ class SegmentWriter:
             self._files[name] = (fh, width, descr)
             fh.write(_npy_header(0, width, descr))
 
-    # ------------------------------------------------------------ adding rows
-
-    def add_file(
+    def append(
         self,
         rows: np.ndarray,
+        vectors: np.ndarray,
         keys: np.ndarray,
-        texts: list[str],
-        reused: np.ndarray | None = None,
-        nbytes: int = 0,
-    ) -> int:
-        """The passages of one file (``rows``: start line, end line, start
-        char, end char; the file's ordinal is filled in and returned).
-        ``reused`` holds a vector for every passage that need not be
-        embedded again and NaN in the first element of the others."""
-        ordinal = self.ordinals
-        self.ordinals += 1
-        n = len(rows)
-        full = np.empty((n, len(PASSAGE_COLUMNS)), dtype=np.int32)
-        full[:, 0] = ordinal
-        full[:, 1:] = np.asarray(rows, dtype=np.int32).reshape(n, 4)
-        vectors = (
-            np.asarray(reused, dtype=np.float32)
-            if reused is not None
-            else np.full((n, self.dim), np.nan, dtype=np.float32)
-        )
-        todo = [i for i in range(n) if np.isnan(vectors[i, 0])] if n else []
-        self.next_row += n
-        if todo and self.embed is None:
-            raise ValueError("this writer copies rows; it cannot embed")
-        # A long file goes in window-sized parts, so memory is bounded by the
-        # window, not by the file (its rows stay contiguous).
-        step = max(self.window, 1)
-        for s in range(0, max(n, 1), step):
-            part = [i - s for i in todo if s <= i < s + step]
-            self._pending.append(
-                _Item(
-                    full[s : s + step],
-                    np.asarray(keys[s : s + step], dtype=np.uint8),
-                    vectors[s : s + step],
-                    part,
-                    texts[s : s + step],
-                    nbytes if s == 0 else 0,
-                )
-            )
-            self._pending_todo += len(part)
-            self._pending_rows += len(full[s : s + step])
-            # A window of passages to embed, or of rows held (reused vectors
-            # and texts): memory stays bounded either way.
-            if self._pending_todo >= self.window or self._pending_rows >= 4 * self.window:
-                self.flush()
-        return ordinal
-
-    def add_kept(self, rows: np.ndarray, vectors: np.ndarray, keys: np.ndarray) -> None:
-        """Rows copied as they are from another segment (a merge): ``rows``
-        with their file ordinal already set."""
-        self.next_row += len(rows)
-        self._pending.append(
-            _Item(
-                np.asarray(rows, dtype=np.int32),
-                np.asarray(keys, dtype=np.uint8),
-                np.asarray(vectors, dtype=np.float32),
-                [],
-                None,
-            )
-        )
-        self._pending_rows += len(rows)
-        if self._pending_rows >= self.window:
-            self.flush()
-
-    def flush(self) -> None:
-        """Submit the waiting passages to the embedder; write the window that
-        was in flight before them."""
-        texts = [it.texts[i] for it in self._pending if it.texts is not None for i in it.todo]
-        job = self.embed(texts) if texts and self.embed is not None else None
-        if self._inflight is not None:
-            self._write(self._inflight)
-        self._inflight = _Window(self._pending, job) if self._pending else None
-        self._pending, self._pending_todo, self._pending_rows = [], 0, 0
-
-    def _write(self, window: _Window) -> None:
-        vecs = window.vectors() if window.vectors is not None else None
-        pos = 0
-        for it in window.items:
-            if it.todo:
-                assert vecs is not None
-                it.vectors[it.todo] = vecs[pos : pos + len(it.todo)]
-                pos += len(it.todo)
-            if len(it.rows):
-                for name, arr, dtype in (
-                    (EMBEDDINGS_NAME, it.vectors, "<f4"),
-                    (PASSAGES_NAME, it.rows, "<i4"),
-                    (KEYS_NAME, it.keys, "|u1"),
-                    (BITS_NAME, sign_bits(it.vectors), "|u1"),
-                ):
-                    self._files[name][0].write(np.ascontiguousarray(arr, dtype=dtype).tobytes())
-                # fmax: a NaN (never stored by msearch) must not poison the scales.
-                np.fmax(self._max_abs, np.abs(it.vectors).max(axis=0), out=self._max_abs)
-                self.count += len(it.rows)
-            if self.builder is not None and it.texts is not None:
-                self.builder.add(it.texts)
-            self.embedded += len(it.todo)
-            self.on_write(len(it.todo), it.nbytes)
-
-    # ------------------------------------------------------------ finishing
+        texts: Sequence[str] | None = None,
+    ) -> None:
+        """Write rows now: ``rows`` (n x 5: file ordinal, start line, end
+        line, start char, end char), their vectors (normalized float32),
+        keys (n x KEY_BYTES) and, for a writer that builds the lexical
+        statistics, their texts."""
+        if len(rows):
+            for name, arr, dtype in (
+                (EMBEDDINGS_NAME, vectors, "<f4"),
+                (PASSAGES_NAME, rows, "<i4"),
+                (KEYS_NAME, keys, "|u1"),
+                (BITS_NAME, sign_bits(vectors), "|u1"),
+            ):
+                self._files[name][0].write(np.ascontiguousarray(arr, dtype=dtype).tobytes())
+            # fmax: a NaN (never stored by msearch) must not poison the scales.
+            np.fmax(self._max_abs, np.abs(vectors).max(axis=0), out=self._max_abs)
+            self.count += len(rows)
+        if self.builder is not None and texts is not None:
+            self.builder.add(texts)
 
     def close(self, lexical: LexicalSegment | None = None) -> SegmentInfo:
-        """Write what is left and flush every file to stable storage."""
-        self.flush()
-        if self._inflight is not None:
-            self._write(self._inflight)
-            self._inflight = None
+        """Finish the files and flush every one to stable storage."""
         if lexical is None:
             if self.builder is None:
                 raise ValueError("a merge hands close() its lexical statistics")
