@@ -117,6 +117,37 @@ def chunk_texts(
     ]
 
 
+class Chunker(Protocol):
+    """The seam "file -> passages": what the indexer (and each Ray worker)
+    asks to cut the files it embeds. One is made per index from its model's
+    token counter and its chunking settings (:func:`chunker_for`)."""
+
+    def chunk(self, files: Sequence[tuple[str, str]]) -> list[list[Passage]]:
+        """The passages of each ``(path, text)`` (path relative to the
+        indexed folder, POSIX separators), in order: every non-blank line
+        covered, each passage within the settings' token budget, the same
+        passages for the same text and path wherever it runs."""
+        ...
+
+
+@dataclass(frozen=True)
+class LineChunker:
+    """Runs of whole lines, packed up to the token budget (:func:`chunk_texts`),
+    whatever the file's type."""
+
+    counter: TokenCounter
+    settings: ChunkSettings
+
+    def chunk(self, files: Sequence[tuple[str, str]]) -> list[list[Passage]]:
+        return chunk_texts([text for _, text in files], self.counter, self.settings)
+
+
+def chunker_for(counter: TokenCounter, settings: ChunkSettings) -> Chunker:
+    """The chunker of an index whose model counts tokens with ``counter``:
+    where a choice of chunker by file type would be made."""
+    return LineChunker(counter, settings)
+
+
 def _pieces(text: str) -> list[tuple[int, int]]:
     """``text`` cut into spans of at most PIECE_CHARS characters, each cut
     at whitespace where there is any in the second half of the piece, so

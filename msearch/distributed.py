@@ -12,13 +12,13 @@ returns their segments, written by the driver.
   memory is bounded by a few parcels in flight whatever the size of the
   update.
 - Ray Data reads and chunks each parcel in a CPU task (the single-process
-  rules: ``pipeline.file_text``, ``chunk_texts`` with the model's token
-  counter, ``passage_keys``), then embeds it on a pool of actors: one per
-  GPU where the cluster has GPUs (``--device cpu`` aside), else one per
-  CPU with one torch thread each. Each actor builds the model once (the
-  driver's folder, precision and prompts) and embeds only the passages
-  whose key is not in the reuse pool (its keys go through the object
-  store once).
+  rules: ``pipeline.file_text``, the index's chunker (``chunk.chunker_for``)
+  with the model's token counter, ``passage_keys``), then embeds it on a
+  pool of actors: one per GPU where the cluster has GPUs (``--device cpu``
+  aside), else one per CPU with one torch thread each. Each actor builds
+  the model once (the driver's folder, precision and prompts) and embeds
+  only the passages whose key is not in the reuse pool (its keys go
+  through the object store once).
 - Results stream back to the driver in order; it fills in reused vectors
   from its pool and writes the segments with ``SegmentWriter``. Workers
   never touch the index folder: when anything fails, the driver removes
@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from msearch.chunk import ChunkSettings, TokenCounter, chunk_texts
+from msearch.chunk import ChunkSettings, TokenCounter, chunker_for
 from msearch.encoders import Embedder, embed_async
 from msearch.errors import ClusterError, MsearchError
 from msearch.lexical import LexicalParams
@@ -492,7 +492,10 @@ def read_and_chunk(
             counter = _counter(token, model)
             names = [os.fsdecode(p) for p in bytes(paths).split(b"\0")]
             texts = [file_text(Path(name), walk_options) for name in names]
-            chunked = chunk_texts([t or "" for t in texts], counter, settings)
+            rels = [os.path.relpath(name, root).replace(os.sep, "/") for name in names]
+            chunked = chunker_for(counter, settings).chunk(
+                [(rel, t or "") for rel, t in zip(rels, texts, strict=True)]
+            )
             arrays = [passage_arrays(passages, salt) for passages in chunked]
             parcel = {
                 "ok": np.array([t is not None for t in texts], np.uint8).tobytes(),

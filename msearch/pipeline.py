@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from msearch.chunk import ChunkSettings, Passage, chunk_texts
+from msearch.chunk import ChunkSettings, Passage, chunker_for
 from msearch.encoders import Embedder, Pending, embed_async
 from msearch.lexical import LexicalParams
 from msearch.storage.disk import writing
@@ -285,6 +285,7 @@ def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
     def on_write(embedded: int, nbytes: int) -> None:
         prog.advance(0, nbytes, embedded)
 
+    chunker = chunker_for(embedder.counter, job.settings)
     writer = EmbedWindow(
         SegmentWriter(folder, job.dim, lexical=LexicalParams.default()),
         embed=lambda texts: embed_async(embedder, texts, job.batch_size),
@@ -301,7 +302,7 @@ def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
                 nonlocal batch, batch_chars
                 if not batch:
                     return
-                chunked = chunk_texts([t for _, t in batch], embedder.counter, job.settings)
+                chunked = chunker.chunk([(item.entry.rel, t) for item, t in batch])
                 for (item, _), passages in zip(batch, chunked, strict=True):
                     rows, keys, texts = passage_arrays(passages, job.salt)
                     add_rows(writer, item, rows, keys, texts, job.pool, stats, job.position)
