@@ -26,12 +26,9 @@ for that many more would cost more than the full pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from msearch.storage.segment import Segment
 
 SCAN_NAME = "scan.npy"
 # faiss's fast-scan block: codes of this many rows are interleaved.
@@ -49,6 +46,31 @@ MIN_CANDIDATES = 2000
 HAMMING_FACTOR = 4
 # The Hamming distance of rows that must not be candidates: beyond any.
 FAR = 1 << 30
+
+
+class Codes(Protocol):
+    """A segment's second-stage codes, as this stage asks them
+    (msearch.int8.Int8Codes)."""
+
+    def nearest(
+        self, scan: ScanIndex, vec: np.ndarray, want: int, keep: int
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class Scanned(Protocol):
+    """What the first stage reads of a segment (msearch.storage.segment.Segment):
+    its place among all rows, its sign bits, their fast-scan order, its codes."""
+
+    offset: int
+
+    @property
+    def rows(self) -> int: ...
+
+    def bits(self) -> np.ndarray | None: ...
+
+    def scan(self) -> ScanIndex | None: ...
+
+    def int8(self) -> Codes | None: ...
 
 
 def candidates(rows: int) -> int:
@@ -181,7 +203,7 @@ def _ends_match(bits: np.ndarray, stored: np.ndarray) -> bool:
 
 def nearest_rows(
     vec: np.ndarray,
-    segments: Sequence[Segment],
+    segments: Sequence[Scanned],
     k: int,
     unusable: np.ndarray | None = None,
     bad_counts: Sequence[int] | None = None,
@@ -242,7 +264,7 @@ def nearest_rows(
 
 
 def _hamming_nearest(
-    qbits: np.ndarray, seg: Segment, want: int, bad: np.ndarray | None
+    qbits: np.ndarray, seg: Scanned, want: int, bad: np.ndarray | None
 ) -> np.ndarray:
     """The ``want`` usable rows of ``seg`` nearest to ``qbits`` by Hamming
     distance: every distance (faiss's SIMD popcount), unusable rows set
