@@ -183,10 +183,10 @@ def evicted(index_dir: Path, texts: list[str], prefetch: bool = True) -> tuple[l
         "from msearch.query import Searcher, query_encoder\n"
         "sys.path.insert(0, " + repr(str(BENCH)) + ")\n"
         "from big_search import resident\n"
-        "import msearch.query\n"
-        + ("" if prefetch else "msearch.query.PREFETCH_ROWS = 0\n")
+        "from msearch.config import TwoStage\n"
+        + f"stages = TwoStage({'' if prefetch else 'prefetch_rows=0'})\n"
         + f"index = reader.load_index({str(index_dir)!r})\n"
-        "s = Searcher(index, query_encoder(index, 'cpu', warm=True), None, 'dense')\n"
+        "s = Searcher(index, query_encoder(index, 'cpu', warm=True), None, 'dense', stages=stages)\n"
         "s.query('warm up the encoder', 10)\n"
         "out = []\n"
         f"for t in {texts!r}:\n"

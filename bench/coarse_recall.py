@@ -18,13 +18,14 @@ with smaller shares:
   python bench/coarse_recall.py [--queries 300] [--write]
 
 The real collection is far below the size where msearch turns the two
-stages on (query.TWO_STAGE_FROM); the benchmark turns them on for it to
+stages on (TwoStage.from_rows); the benchmark turns them on for it to
 measure their recall on real vectors.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import shutil
@@ -37,9 +38,8 @@ from pathlib import Path
 import numpy as np
 from _results import report, table
 
-import msearch.query
-from msearch import coarse, int8
-from msearch.coarse import candidates
+from msearch import coarse
+from msearch.config import TwoStage
 from msearch.lexical import LexicalParams, build_lexical
 from msearch.query import Searcher
 from msearch.storage import ownership, reader, record
@@ -101,8 +101,12 @@ def commit_one_file(index_dir: Path, info: SegmentInfo, root: Path, model: dict,
     ownership.commit(index_dir, meta)
 
 
+# Two stages from any size: on for the small real set too (see the docstring).
+SHIPPED = TwoStage(from_rows=0)
+
+
 def measure(
-    index_dir: Path, texts: Sequence[str], qvecs: np.ndarray
+    index_dir: Path, texts: Sequence[str], qvecs: np.ndarray, stages: TwoStage = SHIPPED
 ) -> tuple[float, float, float, float]:
     """(recall@10 of two stages vs exact, worst query's recall, median ms
     two-stage, median ms exact)."""
@@ -112,8 +116,8 @@ def measure(
     def encode(batch: Sequence[str]) -> np.ndarray:
         return np.stack([lookup[t] for t in batch])
 
-    staged = Searcher(index, encode, None, "dense")
-    exact = Searcher(index, encode, None, "dense", exact=True)
+    staged = Searcher(index, encode, None, "dense", stages=stages)
+    exact = Searcher(index, encode, None, "dense", exact=True, stages=stages)
     assert staged.two_stage() and not exact.two_stage()
     recalls, t_staged, t_exact = [], [], []
     for text in texts:
@@ -142,12 +146,12 @@ def estimate_error(
 ) -> tuple[float, float, int, float]:
     """(mean, standard deviation, count, largest magnitude) of the int8
     estimate minus the exact cosine (numpy's, over the float32 vectors),
-    for the candidates of every query at 1 in SHARE."""
+    for the candidates of every query at 1 in TwoStage.share."""
     index = reader.load_index(index_dir)
     seg = index.segments[0]
     scan, codes = seg.scan(), seg.int8()
     assert scan is not None and codes is not None
-    want = max(len(vectors) // coarse.SHARE, 10)
+    want = max(len(vectors) // SHIPPED.share, 10)
     diffs = []
     for q in qvecs:
         found, est = codes.nearest(scan, q, want, want)
@@ -163,40 +167,39 @@ def main() -> None:
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     vectors, texts, qvecs = real_vectors()
-    msearch.query.TWO_STAGE_FROM = 0  # on for the small real set too (see the docstring)
     rows = []
     index_dir = write_index(WORK / "real", vectors)
     scan_method, codes_method = Segment.scan, Segment.int8
-    # As shipped (the floor of coarse.MIN_CANDIDATES is 6.6% of this set),
+    # As shipped (the floor of TwoStage.min_candidates is 6.6% of this set),
     # then the share alone, as at ten million rows: with the int8 codes'
-    # RESCORE rows, with fewer, and without codes (every candidate scored
+    # rescored rows, with fewer, and without codes (every candidate scored
     # from float32, as before the codes); a smaller share. The last: the
     # Hamming fallback (segments with many unusable rows), as every
     # segment was searched before the fast-scan estimate.
+    share = SHIPPED.share
     configs = [
-        (None, False, True, int8.RESCORE),
-        (coarse.SHARE, False, True, int8.RESCORE),
-        (coarse.SHARE, False, True, 20),
-        (coarse.SHARE, False, False, 0),
-        (500, False, True, int8.RESCORE),
+        (None, False, True, SHIPPED.rescore),
+        (share, False, True, SHIPPED.rescore),
+        (share, False, True, 20),
+        (share, False, False, 0),
+        (500, False, True, SHIPPED.rescore),
         (200, True, False, 0),
     ]
     for share, hamming, codes, best in configs:
-        saved = coarse.SHARE, coarse.MIN_CANDIDATES, int8.RESCORE, int8.RESCORE_PER_K
+        stages = SHIPPED
         if share is not None:
-            coarse.SHARE, coarse.MIN_CANDIDATES = share, 0
+            stages = dataclasses.replace(stages, share=share, min_candidates=0)
+        if best:
+            stages = dataclasses.replace(stages, rescore=best, rescore_per_k=best // 10)
         if hamming:
             Segment.scan = lambda self: None  # type: ignore[method-assign,assignment,misc]
         if not codes:
             Segment.int8 = lambda self: None  # type: ignore[method-assign,assignment,misc]
-        if best:
-            int8.RESCORE, int8.RESCORE_PER_K = best, best // 10
         try:
-            r, worst, ts, te = measure(index_dir, texts, qvecs)
-            n = candidates(len(vectors)) * (coarse.HAMMING_FACTOR if hamming else 1)
-            rescored = int8.rescore(10) if codes else n
+            r, worst, ts, te = measure(index_dir, texts, qvecs, stages)
+            n = stages.candidates(len(vectors)) * (coarse.HAMMING_FACTOR if hamming else 1)
+            rescored = stages.rescored(10) if codes else n
         finally:
-            coarse.SHARE, coarse.MIN_CANDIDATES, int8.RESCORE, int8.RESCORE_PER_K = saved
             Segment.scan, Segment.int8 = scan_method, codes_method  # type: ignore[method-assign]
         label = f"real: {len(vectors):,} passages, {len(texts):,} queries"
         if share is not None:
@@ -233,8 +236,8 @@ def main() -> None:
             (
                 f"synthetic: {args.rows:,} noisy copies (cosine {cos:.2f} to source), "
                 f"{len(sub_texts)} real queries",
-                f"{candidates(args.rows):,}",
-                f"{int8.rescore(10):,}",
+                f"{SHIPPED.candidates(args.rows):,}",
+                f"{SHIPPED.rescored(10):,}",
                 f"{r:.4f} (worst query {worst:.1f})",
                 f"{ts:.1f} / {te:.1f} ms",
             )
@@ -258,7 +261,7 @@ def main() -> None:
             ),
             "",
             f"int8 estimate minus the exact cosine, {err[2]:,} candidates of the real "
-            f"set's queries (1 in {coarse.SHARE}): mean {err[0]:+.5f}, standard deviation "
+            f"set's queries (1 in {SHIPPED.share}): mean {err[0]:+.5f}, standard deviation "
             f"{err[1]:.5f}, largest {err[3]:.4f}.",
         ],
         args.write,

@@ -25,7 +25,7 @@ for that many more would cost more than the full pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,13 +33,6 @@ import numpy as np
 SCAN_NAME = "scan.npy"
 # faiss's fast-scan block: codes of this many rows are interleaved.
 BLOCK = 32
-# Candidates: 1 row in SHARE, at least MIN_CANDIDATES. At 1 in 200 the
-# estimate keeps 99.6% of the exact top 10 of the real eval collections
-# (30k passages, their 1,041 real queries) and all of it on synthetic sets
-# of a million and ten million rows; 1 in 500 fell to 97.8% on the real ones
-# (bench/coarse_recall.py, bench/big_search.py).
-SHARE = 200
-MIN_CANDIDATES = 2000
 # The Hamming fallback is a coarser estimate: it takes this many times more
 # (1 in 50 rows by Hamming distance hold 99.5% of the exact top 10 of the
 # real eval set).
@@ -71,11 +64,6 @@ class Scanned(Protocol):
     def scan(self) -> ScanIndex | None: ...
 
     def int8(self) -> Codes | None: ...
-
-
-def candidates(rows: int) -> int:
-    """How many of ``rows`` the first stage hands to exact scoring."""
-    return max(MIN_CANDIDATES, rows // SHARE)
 
 
 def sign_bits(vectors: np.ndarray) -> np.ndarray:
@@ -208,6 +196,8 @@ def nearest_rows(
     unusable: np.ndarray | None = None,
     bad_counts: Sequence[int] | None = None,
     keep: int | None = None,
+    *,
+    candidates: Callable[[int], int],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidate rows (across segments, ascending) for the query vector
     ``vec``, and each one's int8 estimate of its cosine (NaN for a row of a
@@ -218,7 +208,8 @@ def nearest_rows(
     (:mod:`msearch.int8`), only the ``keep`` best by the codes' estimate
     (None: all of them, estimated). ``unusable`` (over all rows) marks dead
     and filtered-out rows, ``bad_counts`` how many of them each segment
-    holds.
+    holds. ``candidates(rows)``: how many of a segment's rows go on
+    (``TwoStage.candidates``).
 
     Each segment picks its own: a row of the exact top k is among its
     segment's top k, so a per-segment share keeps the recall of one

@@ -54,7 +54,6 @@ from msearch.encoders import Embedder, embed_async
 from msearch.errors import ClusterError, MsearchError
 from msearch.lexical import LexicalParams
 from msearch.pipeline import (
-    WINDOW_PASSAGES,
     Embed,
     EmbedWindow,
     WriteJob,
@@ -764,7 +763,7 @@ class RayIndexer:
                         SegmentWriter(
                             new_segment_dir(job.index_dir), job.dim, lexical=LexicalParams.default()
                         ),
-                        window=WINDOW_PASSAGES,
+                        window=job.window,
                     )
                 writer = writers[block]
                 t = time.perf_counter()

@@ -28,6 +28,7 @@ import numpy as np
 
 from msearch import merge
 from msearch.chunk import ChunkSettings
+from msearch.config import DEFAULT, IndexConfig
 from msearch.encoders import Embedder
 from msearch.errors import IndexCorrupt, IndexNotFound, IndexTooNew, UsageError
 from msearch.lexical import LexicalParams
@@ -162,11 +163,13 @@ def build_index(
     batch_size: int | None = None,
     compact: bool = False,
     segments_writer: SegmentsWriter | None = None,
+    config: IndexConfig = DEFAULT,
 ) -> IndexStats:
     """Create or update the index of ``root`` in ``index_dir``; with
     ``compact``, then merge every segment into one. ``segments_writer``
     makes the new segments (default: this process, one segment; see
-    msearch.distributed for a Ray cluster).
+    msearch.distributed for a Ray cluster). ``config``: the merge policy and
+    the embedding window.
 
     Holds the writer lock for the whole run, and commits atomically (the
     update, then each merge): until then readers see the previous index.
@@ -238,6 +241,7 @@ def build_index(
                 batch_size,
                 wopts,
                 len(segments),
+                config.window,
             )
             segments.extend((segments_writer or write_one_segment)(job))
         # Rows of changed and removed files die: the segments' live counts
@@ -262,7 +266,7 @@ def build_index(
             vocab_cache=vocab_cache,
         )
         commit(index_dir, meta)
-        meta = _merge_as_needed(index_dir, compact, say)
+        meta = _merge_as_needed(index_dir, compact, say, config)
         stats.files = len(meta.files)
         stats.passages = meta.count
         stats.segments = len(meta.segments)
@@ -474,16 +478,18 @@ def _drop_empty(
     return kept, files
 
 
-def _merge_as_needed(index_dir: Path, compact: bool, say: Callable[[str], None]) -> Meta:
+def _merge_as_needed(
+    index_dir: Path, compact: bool, say: Callable[[str], None], config: IndexConfig
+) -> Meta:
     """Merge what the policy (or ``compact``) asks for, committing each time."""
     index = load_index(index_dir)
-    groups = merge.compact_groups(index) if compact else merge.plan_merges(index.meta.segments)
+    groups = merge.compact_groups(index) if compact else config.merge.plan(index.meta.segments)
     if not groups:
         return index.meta
-    meta = merge.merge(index, groups, say if compact else (lambda _m: None))
+    meta = merge.merge(index, groups, say if compact else (lambda _m: None), config.copy_rows)
     commit(index_dir, meta)
     if not compact:  # one merge may fill the next tier
-        return _merge_as_needed(index_dir, False, say)
+        return _merge_as_needed(index_dir, False, say, config)
     return meta
 
 

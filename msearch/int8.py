@@ -6,9 +6,10 @@ Scoring those from the float32 vectors reads 50,000 scattered rows a query
 at ten million, and the kernel's readahead brings nearly the whole float32
 file into memory within 20 queries (bench/big_search.py). An int8 copy of
 the vectors (a quarter of float32) estimates each candidate's cosine to
-about 0.001; only the best :data:`RESCORE` rows by that estimate are then
-read as float32 and scored exactly. A search so holds the sign bits (1/32),
-the codes (1/4) and a few hundred float32 rows a query.
+about 0.001; only the best hundred rows by that estimate
+(``TwoStage.rescored``, msearch.config) are then read as float32 and
+scored exactly. A search so holds the sign bits (1/32), the codes (1/4)
+and a few hundred float32 rows a query.
 
 Codes: component i of a row is stored as ``round(x_i * s_i)``, where
 ``s_i = 127 / (the segment's largest |x_i|)``: a scale per component,
@@ -53,18 +54,6 @@ LEVELS = 127
 FLOOR = 1e-4
 MAX_SCALE = LEVELS / FLOOR
 CHUNK = 1 << 16
-# Rows scored exactly from float32 after the estimate, across segments.
-# On the eval collections' real vectors and queries the estimate lies
-# within 0.0028 of the cosine (standard deviation 0.0006), and the best 20
-# by it already keep all the recall of the first stage (bench/coarse_recall.py);
-# 100 leave a margin for other text, at a hundred float32 rows a query.
-RESCORE = 100
-RESCORE_PER_K = 10
-
-
-def rescore(k: int) -> int:
-    """How many rows, across segments, are scored exactly for a top ``k``."""
-    return max(RESCORE, RESCORE_PER_K * k)
 
 
 def _faiss() -> Any | None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from msearch.chunk import ChunkSettings, Passage, chunker_for
+from msearch.config import DEFAULT
 from msearch.encoders import Embedder, Pending, embed_async
 from msearch.lexical import LexicalParams
 from msearch.storage.disk import writing
@@ -29,11 +30,6 @@ from msearch.storage.ownership import new_segment_dir
 from msearch.storage.record import FileRecord, SegmentInfo
 from msearch.storage.segment import KEY_BYTES, PASSAGE_COLUMNS, SegmentWriter
 from msearch.walk import FileEntry, NotText, Skipped, WalkOptions, read_bytes, text_from_bytes
-
-# Passages embedded together: large enough for efficient length-sorted
-# batches, small enough that texts never pile up in memory.
-WINDOW_PASSAGES = 1024
-
 
 # Characters of file text chunked together (see chunk.chunk_texts): enough
 # lines for a tokenizer to spread over the cores, a bounded amount of text.
@@ -101,6 +97,7 @@ class WriteJob:
     batch_size: int | None
     walk_options: WalkOptions
     position: int  # the position in the index of the first new segment
+    window: int = DEFAULT.window  # passages embedded together (IndexConfig.window)
 
 
 class SegmentsWriter(Protocol):
@@ -173,7 +170,7 @@ class EmbedWindow:
         self,
         writer: SegmentWriter,
         embed: Callable[[list[str]], Pending] | None = None,
-        window: int = WINDOW_PASSAGES,
+        window: int = DEFAULT.window,
         on_write: Callable[[int, int], None] | None = None,
     ) -> None:
         """``on_write(n, b)`` is told of ``n`` newly embedded passages and
@@ -289,7 +286,7 @@ def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
     writer = EmbedWindow(
         SegmentWriter(folder, job.dim, lexical=LexicalParams.default()),
         embed=lambda texts: embed_async(embedder, texts, job.batch_size),
-        window=WINDOW_PASSAGES,
+        window=job.window,
         on_write=on_write,
     )
     try:

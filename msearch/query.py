@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from msearch import coarse, int8
+from msearch import coarse
+from msearch.config import DEFAULT, TwoStage
 from msearch.errors import IndexCorrupt, ModelMismatch, UsageError
 from msearch.search import top_k
 from msearch.storage import safefs
-from msearch.storage.layout import META_NAME
+from msearch.storage.layout import FIX_HINT, META_NAME
 from msearch.storage.reader import IndexReader
-from msearch.storage.segment import EMBEDDINGS_NAME, FIX_HINT, PASSAGES_NAME, prefetch_rows
+from msearch.storage.segment import EMBEDDINGS_NAME, PASSAGES_NAME, prefetch_rows
 from msearch.walk import NotText, decode
 
 if TYPE_CHECKING:
@@ -33,21 +34,13 @@ if TYPE_CHECKING:
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 QUERY_GROUP = 32
 MODES = ("dense", "lexical", "hybrid")
-# From this many live passages, dense (and hybrid) search is two-stage:
-# an estimate from the sign bits picks candidates (msearch.coarse), their
-# int8 codes the best of them (msearch.int8), which are then scored exactly
-# (Searcher._two_stage_group, bench/coarse_recall.py, bench/big_search.py).
-TWO_STAGE_FROM = 500_000
-# Rows to score exactly are prefetched (all their pages requested at once)
-# up to this many: the few a large search rescores (msearch.int8), not a
-# scan's worth (bench/big_search.py: float32 not in the page cache).
-PREFETCH_ROWS = 4096
 
 
-def two_stage_ready(index: IndexReader) -> bool:
+def two_stage_ready(index: IndexReader, stages: TwoStage) -> bool:
     """Whether the index is searched in two stages (unless asked for an
-    exact scan): large enough, and every segment has its sign bits."""
-    return index.count >= TWO_STAGE_FROM and all(seg.bits() is not None for seg in index.segments)
+    exact scan): large enough (``stages.from_rows``), and every segment has
+    its sign bits."""
+    return index.count >= stages.from_rows and all(seg.bits() is not None for seg in index.segments)
 
 
 @dataclass(frozen=True)
@@ -156,10 +149,12 @@ class Searcher:
         mode: str = "dense",
         cwd: str | os.PathLike[str] | None = None,
         exact: bool = False,
+        stages: TwoStage = DEFAULT.two_stage,
     ) -> None:
         """``cwd``: hits' paths are shown relative to it when inside it
         (default: the current folder). ``exact``: score every passage even
-        where a large index would be searched in two stages."""
+        where a large index would be searched in two stages (``stages``:
+        from what size, how wide)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if mode != "dense" and lexical is None:
@@ -172,6 +167,7 @@ class Searcher:
         self.mode = mode
         self.cwd = os.getcwd() if cwd is None else str(cwd)
         self.exact = exact
+        self.stages = stages
         self._masks: dict[tuple[str, ...], np.ndarray] = {}
         self._live: np.ndarray | None = None
 
@@ -238,7 +234,9 @@ class Searcher:
     def two_stage(self) -> bool:
         """Whether dense scores come from the two-stage search: a large index
         whose every segment has its sign bits, unless ``exact`` was asked for."""
-        return not self.exact and self.mode != "lexical" and two_stage_ready(self.index)
+        return (
+            not self.exact and self.mode != "lexical" and two_stage_ready(self.index, self.stages)
+        )
 
     def _usable(self, allowed: np.ndarray | None) -> np.ndarray:
         """Live rows (across segments) that the path filter passes."""
@@ -264,7 +262,7 @@ class Searcher:
         1/32 of the vectors' bytes); the best share of each segment's
         usable rows goes on, wherever those lie. Stage two
         (:mod:`msearch.int8`): their int8 codes estimate their cosines.
-        Stage three: the best :func:`msearch.int8.rescore` rows by that
+        Stage three: the best ``stages.rescored(k)`` rows by that
         estimate (and every candidate of a segment without codes) are
         scored exactly from the float32 vectors; only those are returned.
         Hybrid adds the best BM25 rows to the candidates and ranks by the
@@ -283,7 +281,7 @@ class Searcher:
         index = self.index
         usable = self._usable(allowed)
         n_usable = int(usable.sum()) if allowed is not None else index.count
-        want = max(coarse.candidates(index.count), k)
+        want = max(self.stages.candidates(index.count), k)
         if n_usable <= 4 * want:
             return None
         assert self.encode is not None
@@ -295,7 +293,7 @@ class Searcher:
                 int(np.count_nonzero(unusable[seg.offset : seg.offset + seg.rows]))
                 for seg in index.segments
             ]
-        best = int8.rescore(k)
+        best = self.stages.rescored(k)
         out = []
         for j, text in enumerate(texts):
             vec = vecs[j]
@@ -306,6 +304,7 @@ class Searcher:
                 unusable,
                 bad_counts,
                 None if self.mode == "hybrid" else best,
+                candidates=self.stages.candidates,
             )
             lex = None
             if self.mode == "hybrid":
@@ -380,7 +379,7 @@ class Searcher:
             ids = np.ascontiguousarray(rows[sel] - seg.offset, dtype=np.int64)
             if ids[0] < 0 or ids[-1] >= seg.rows:  # ascending: the ends bound them
                 raise ValueError(f"rows {ids[0]}..{ids[-1]} outside a segment of {seg.rows}")
-            if len(ids) <= PREFETCH_ROWS:
+            if len(ids) <= self.stages.prefetch_rows:
                 prefetch_rows(seg.embeddings, ids)
             matrix = np.asarray(seg.embeddings).view(np.ndarray)
             if not (matrix.flags.c_contiguous and matrix.dtype == np.float32):

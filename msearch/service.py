@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from msearch.config import DEFAULT
 from msearch.errors import UsageError
 from msearch.query import MODES, Hit, Searcher, two_stage_ready
 from msearch.storage import safefs
@@ -92,7 +93,7 @@ class SearchService:
                 stamp = None
             if self._index is None or stamp != self._stamp:
                 index = load_index(self.index_dir, lexical=True)
-                if two_stage_ready(index):  # see populate: once per generation
+                if two_stage_ready(index, DEFAULT.two_stage):  # see populate: once per generation
                     from msearch.storage.segment import populate_segments
 
                     populate_segments(index.segments)

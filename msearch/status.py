@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from msearch.config import DEFAULT, IndexConfig, TwoStage
 from msearch.storage import safefs
 from msearch.storage.reader import IndexReader, load_index, verify
 from msearch.storage.record import FileRecord
@@ -100,32 +101,27 @@ def _disk_size(index_dir: Path, folders: list[str]) -> int:
     return total
 
 
-def search_kind(index: IndexReader) -> str:
+def search_kind(index: IndexReader, stages: TwoStage = DEFAULT.two_stage) -> str:
     """How a dense query of this index runs (see msearch.query.Searcher)."""
-    from msearch.coarse import candidates
     from msearch.query import two_stage_ready
 
-    if two_stage_ready(index):
-        from msearch.int8 import rescore
-
-        n = candidates(index.count)
+    if two_stage_ready(index, stages):
+        n = stages.candidates(index.count)
         if all(seg.int8() is not None for seg in index.segments):
             return (
                 f"two-stage (sign bits pick {n:,} candidates, their int8 codes the best "
-                f"{rescore(10)} to score exactly; --exact scans all)"
+                f"{stages.rescored(10)} to score exactly; --exact scans all)"
             )
         return (
             f"two-stage (sign bits, then exact scores of {n:,} candidates: segments without "
             "int8 codes, `msearch index --compact` adds them; --exact scans all)"
         )
     if all(seg.bits() is not None for seg in index.segments):
-        from msearch.query import TWO_STAGE_FROM
-
-        return f"exact (two-stage from {TWO_STAGE_FROM:,} passages)"
+        return f"exact (two-stage from {stages.from_rows:,} passages)"
     return "exact (segments without sign bits: `msearch index --compact` adds them)"
 
 
-def index_status(index_dir: Path) -> Status:
+def index_status(index_dir: Path, config: IndexConfig = DEFAULT) -> Status:
     """What the index holds, checked row by row (``verify``: a damaged
     index is an error here, not a report), and what changed since."""
     index = load_index(index_dir)
@@ -142,7 +138,7 @@ def index_status(index_dir: Path) -> Status:
         passages=meta.count,
         segments=len(meta.segments),
         dead=sum(x.rows - x.live_rows for x in meta.segments),
-        search=search_kind(index),
+        search=search_kind(index, config.two_stage),
         size_bytes=_disk_size(index_dir, [x.name for x in meta.segments]),
         created=meta.created,
         updated=meta.updated,

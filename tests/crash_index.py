@@ -33,14 +33,13 @@ if __name__ == "__main__":
     root, index_dir = Path(sys.argv[1]), Path(sys.argv[2])
     delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.05
     compact = len(sys.argv) > 4 and sys.argv[4] == "compact"
-    import msearch.merge
-    import msearch.pipeline
     import msearch.storage.segment
+    from msearch.config import IndexConfig
 
-    msearch.pipeline.WINDOW_PASSAGES = 64  # many small windows: many moments to die in
+    # Many small windows: many moments to die in; a merge copies few rows at a time.
+    config = IndexConfig(window=64, copy_rows=8)
     if compact:
-        # A slow merge: few rows copied at a time, each after a pause.
-        msearch.merge.COPY_ROWS = 8
+        # A slow merge: each piece copied after a pause.
         real = msearch.storage.segment.SegmentWriter.append
 
         def slow(self, *a, **k):  # type: ignore[no-untyped-def]
@@ -55,5 +54,6 @@ if __name__ == "__main__":
         chunking=ChunkSettings(max_tokens=24, overlap_tokens=4),
         notice=lambda m: print(m, file=sys.stderr, flush=True),
         compact=compact,
+        config=config,
     )
     print(f"done {stats.passages} {stats.segments}", flush=True)

@@ -330,7 +330,7 @@ def real_lines() -> tuple[list[str], object, object]:
 
 
 def test_staged_search_finds_what_the_exact_scan_finds_on_real_vectors(
-    tmp_path: Path, real_lines: tuple, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, real_lines: tuple
 ) -> None:
     """Issue 15's recall check on real vectors: the bundled model's vectors
     of sample_corpus's lines and real queries, the stages forced on and
@@ -338,9 +338,7 @@ def test_staged_search_finds_what_the_exact_scan_finds_on_real_vectors(
     the sign bits and the int8 codes each have to choose."""
     import numpy as np
 
-    import msearch.coarse
-    import msearch.int8
-    import msearch.query
+    from msearch.config import TwoStage
     from msearch.lexical import LexicalParams, build_lexical
     from msearch.storage.segment import SegmentWriter
 
@@ -365,10 +363,7 @@ def test_staged_search_finds_what_the_exact_scan_finds_on_real_vectors(
         lexical=LexicalParams.default().to_json(),
     )
     ownership.commit(index_dir, meta)
-    monkeypatch.setattr(msearch.query, "TWO_STAGE_FROM", 0)
-    monkeypatch.setattr(msearch.coarse, "candidates", lambda rows: rows // 10)
-    monkeypatch.setattr(msearch.int8, "RESCORE", 20)
-    monkeypatch.setattr(msearch.int8, "RESCORE_PER_K", 2)
+    stages = TwoStage(from_rows=0, share=10, min_candidates=0, rescore=20, rescore_per_k=2)
     index = reader.load_index(index_dir)
     assert index.segments[0].int8() is not None
     texts = [f"q{i}" for i in range(len(qvecs))]
@@ -377,8 +372,8 @@ def test_staged_search_finds_what_the_exact_scan_finds_on_real_vectors(
     def encode(batch: list[str]) -> np.ndarray:
         return np.stack([lookup[t] for t in batch])
 
-    staged = Searcher(index, encode, None, "dense")
-    exact = Searcher(index, encode, None, "dense", exact=True)
+    staged = Searcher(index, encode, None, "dense", stages=stages)
+    exact = Searcher(index, encode, None, "dense", exact=True, stages=stages)
     assert staged._two_stage_group(texts[:1], None, 10) is not None
     found = 0
     for text, q in zip(texts, qvecs, strict=True):

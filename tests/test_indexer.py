@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from conftest import FakeEmbedder, snapshot, write
 from msearch.chunk import ChunkSettings
+from msearch.config import IndexConfig
 from msearch.errors import UsageError
 from msearch.indexer import build_index
 from msearch.storage import layout, reader, record
@@ -200,20 +201,15 @@ def test_files_pointing_outside_their_segment_force_a_rebuild(tmp_path: Path) ->
     assert s.full_reason == "the previous index was damaged" and s.added == 1
 
 
-def test_texts_are_embedded_window_by_window(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_texts_are_embedded_window_by_window(tmp_path: Path) -> None:
     """Indexing streams: the embedder never sees more than one window of texts."""
-    import msearch.pipeline
-
-    monkeypatch.setattr(msearch.pipeline, "WINDOW_PASSAGES", 10)
     for i in range(30):
         write(tmp_path, f"f{i:02d}.txt", para(i, 8))
     sizes: list[int] = []
     emb = FakeEmbedder()
     real = emb.encode
     emb.encode = lambda texts, batch_size=32: sizes.append(len(texts)) or real(texts)  # type: ignore[method-assign]
-    stats = build(tmp_path, emb)
+    stats = build(tmp_path, emb, config=IndexConfig(window=10))
     assert len(sizes) > 5 and max(sizes) < 10 + 8  # a window plus at most one file
     assert sum(sizes) == stats.passages
 
@@ -238,15 +234,10 @@ class AsyncFake(FakeEmbedder):
         return result
 
 
-def test_one_window_in_flight_rows_in_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_one_window_in_flight_rows_in_order(tmp_path: Path) -> None:
     """A window's vectors are asked for only after the next window was
     submitted (the device works while the host chunks), and the index is the
     same as one built window by window, including kept rows of unchanged files."""
-    import msearch.pipeline
-
-    monkeypatch.setattr(msearch.pipeline, "WINDOW_PASSAGES", 10)
     for i in range(30):
         write(tmp_path, f"f{i:02d}.txt", para(i, 8))
     plain = tmp_path.parent / (tmp_path.name + "-plain")
@@ -255,8 +246,8 @@ def test_one_window_in_flight_rows_in_order(
             for i in range(0, 30, 3):
                 write(tmp_path, f"f{i:02d}.txt", para(40 + i, 8))
         emb = AsyncFake()
-        build(tmp_path, emb)
-        build_index(tmp_path, plain, FakeEmbedder(), chunking=SMALL)
+        build(tmp_path, emb, config=IndexConfig(window=10))
+        build_index(tmp_path, plain, FakeEmbedder(), chunking=SMALL, config=IndexConfig(window=10))
         windows = len(emb.log) // 2
         assert windows >= (2 if rnd else 5)
         expected = [("submit", 0)]

@@ -729,13 +729,12 @@ def test_case16_long_lines_are_tokenized_a_piece_at_a_time(
 
 
 def test_case16_a_long_file_is_embedded_window_by_window(
-    tmp_path: Path, fake: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake: FakeEmbedder
 ) -> None:
     import msearch.indexer as indexer
-    import msearch.pipeline as pipeline
     from msearch.chunk import ChunkSettings
+    from msearch.config import IndexConfig
 
-    monkeypatch.setattr(pipeline, "WINDOW_PASSAGES", 16)
     sizes: list[int] = []
     real = fake.encode
 
@@ -747,7 +746,11 @@ def test_case16_a_long_file_is_embedded_window_by_window(
     root = tmp_path / "notes"
     write(root, "long.txt", " ".join(f"word{i}" for i in range(3000)) + "\n")
     stats = indexer.build_index(
-        root, root / ".msearch", fake, chunking=ChunkSettings(max_tokens=16, overlap_tokens=2)
+        root,
+        root / ".msearch",
+        fake,
+        chunking=ChunkSettings(max_tokens=16, overlap_tokens=2),
+        config=IndexConfig(window=16),
     )
     assert stats.passages > 100 and max(sizes) <= 16 + 1
 

@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import FakeEmbedder, write
-from msearch import merge
 from msearch.chunk import ChunkSettings
+from msearch.config import IndexConfig
 from msearch.indexer import build_index
+from msearch.merge import TieredMergePolicy
 from msearch.query import Searcher, open_lexical
 from msearch.storage import layout, reader, record
 from msearch.storage.record import SegmentInfo
@@ -93,20 +94,19 @@ ops = st.lists(
 )
 @given(steps=st.lists(ops, min_size=1, max_size=5))
 def test_any_history_answers_as_a_fresh_build(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, steps: list[list[tuple[str, int, int]]]
+    tmp_path: Path, steps: list[list[tuple[str, int, int]]]
 ) -> None:
     """Writes, edits (insertions, appends), deletes and renames, with updates,
     policy merges and compactions in between: the same hits and scores
     (within 1e-5) as a fresh full build, for dense, lexical and hybrid."""
     # Tiny tiers, so that the policy merges within a few updates.
-    monkeypatch.setattr(merge, "FLOOR_ROWS", 4)
-    monkeypatch.setattr(merge, "MERGE_FACTOR", 3)
+    config = IndexConfig(merge=TieredMergePolicy(factor=3, floor_rows=4))
     root = tmp_path / f"case{abs(hash(str(steps))) % 10**9}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir()
     for i in range(4):
         write(root, f"f{i}.md", document([i, i + 1, i + 2]))
-    build(root)
+    build(root, config=config)
     for batch in steps:
         compact = False
         for op, a, seed in batch:
@@ -125,7 +125,7 @@ def test_any_history_answers_as_a_fresh_build(
                 os.utime(path, ns=(seed * 10**9, seed * 10**9))
             elif op == "compact":
                 compact = True
-        build(root, compact=compact)
+        build(root, compact=compact, config=config)
     fresh = tmp_path / "fresh"
     shutil.rmtree(fresh, ignore_errors=True)
     build_index(root, fresh, FakeEmbedder(), chunking=SMALL, full=True)
@@ -245,29 +245,27 @@ def test_merge_policy() -> None:
         live = rows if live is None else live
         return SegmentInfo(f"seg-{rows:012x}", rows, rows, live, live)
 
-    f = merge.MERGE_FACTOR
-    assert merge.plan_merges([seg(10**6)] + [seg(5)] * (f - 1)) == []
-    groups = merge.plan_merges([seg(10**6)] + [seg(5 + i) for i in range(f)])
+    policy = TieredMergePolicy()
+    f = policy.factor
+    assert policy.plan([seg(10**6)] + [seg(5)] * (f - 1)) == []
+    groups = policy.plan([seg(10**6)] + [seg(5 + i) for i in range(f)])
     assert groups == [list(range(1, f + 1))]  # the small ones, never the big one
     # A segment with many dead rows is rewritten with its live rows alone.
-    assert merge.plan_merges([seg(10**5, 10**4), seg(10**6)]) == [[0]]
+    assert policy.plan([seg(10**5, 10**4), seg(10**6)]) == [[0]]
     # Tiers: ten segments of 10,000 make one of 100,000; a lone tier stays.
-    assert merge.plan_merges([seg(10**4)] * f) == [list(range(f))]
-    assert merge.plan_merges([seg(10**4)] * (f - 1) + [seg(10**5)]) == []
+    assert policy.plan([seg(10**4)] * f) == [list(range(f))]
+    assert policy.plan([seg(10**4)] * (f - 1) + [seg(10**5)]) == []
 
 
-def test_many_small_updates_keep_few_segments(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(merge, "FLOOR_ROWS", 8)
-    monkeypatch.setattr(merge, "MERGE_FACTOR", 4)
+def test_many_small_updates_keep_few_segments(tmp_path: Path) -> None:
+    config = IndexConfig(merge=TieredMergePolicy(factor=4, floor_rows=8))
     for i in range(8):
         write(tmp_path, f"f{i}.md", document([i]))
-    build(tmp_path)
+    build(tmp_path, config=config)
     counts = []
     for step in range(60):
         write(tmp_path, f"f{step % 8}.md", document([step + 100]))
-        counts.append(build(tmp_path).segments)
+        counts.append(build(tmp_path, config=config).segments)
     assert max(counts) <= 3 * 4  # about (factor - 1) a tier, a few tiers
     fresh = tmp_path.parent / (tmp_path.name + "-fresh")
     build_index(tmp_path, fresh, FakeEmbedder(), chunking=SMALL, full=True)
@@ -385,23 +383,20 @@ def test_compact_leaves_a_segment_alone_where_faiss_cannot_map_codes(
     assert reader.load_index(index_dir).segments[0].path == seg
 
 
-def test_files_without_passages_survive_updates_and_merges(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_files_without_passages_survive_updates_and_merges(tmp_path: Path) -> None:
     """Regression (review): a merge gave an empty file a row; an update of an
     index with no segment at all raised IndexError."""
-    monkeypatch.setattr(merge, "FLOOR_ROWS", 4)
-    monkeypatch.setattr(merge, "MERGE_FACTOR", 2)
+    config = IndexConfig(merge=TieredMergePolicy(factor=2, floor_rows=4))
     write(tmp_path, "empty.md", "")
     write(tmp_path, "blank.md", "\n  \n")
-    build(tmp_path)  # files, no passage, no segment
+    build(tmp_path, config=config)  # files, no passage, no segment
     write(tmp_path, "blank.md", document([1, 2]))
     write(tmp_path, "new.md", document([3]))
-    build(tmp_path)
+    build(tmp_path, config=config)
     for k in range(4):
         write(tmp_path, "new.md", document([10 + k]))
-        build(tmp_path)  # policy merges every other update
-    build(tmp_path, compact=True)
+        build(tmp_path, config=config)  # policy merges every other update
+    build(tmp_path, compact=True, config=config)
     fresh = tmp_path.parent / (tmp_path.name + "-fresh")
     build_index(tmp_path, fresh, FakeEmbedder(), chunking=SMALL, full=True)
     same_answers(tmp_path / ".msearch", fresh)

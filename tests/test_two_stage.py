@@ -13,6 +13,7 @@ import pytest
 import msearch.coarse
 import msearch.query
 from msearch.coarse import SCAN_NAME, ScanIndex, pack, sign_bits
+from msearch.config import TwoStage
 from msearch.errors import IndexCorrupt
 from msearch.filters import PathFilter
 from msearch.lexical import LexicalParams, build_lexical
@@ -72,12 +73,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np
     return index_dir, vectors, queries
 
 
-@pytest.fixture(autouse=True)
-def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two stages from any size, with 300 candidates a segment (of 7,200
-    and 4,800 rows)."""
-    monkeypatch.setattr(msearch.query, "TWO_STAGE_FROM", 0)
-    monkeypatch.setattr(msearch.coarse, "candidates", lambda rows: 300)
+# Two stages from any size, with 300 candidates a segment (of 7,200 and
+# 4,800 rows).
+STAGES = TwoStage(from_rows=0, share=10**9, min_candidates=300)
 
 
 def searchers(
@@ -90,8 +88,8 @@ def searchers(
         return np.stack([lookup[t] for t in texts])
 
     lexical = open_lexical(index) if mode != "dense" else None
-    staged = Searcher(index, encode, lexical, mode)
-    exact = Searcher(index, encode, lexical, mode, exact=True)
+    staged = Searcher(index, encode, lexical, mode, stages=STAGES)
+    exact = Searcher(index, encode, lexical, mode, exact=True, stages=STAGES)
     return staged, exact, names
 
 
@@ -184,8 +182,8 @@ def test_segments_without_sign_bits_are_scanned_exactly(data, tmp_path: Path) ->
     assert not staged.two_stage()
     from msearch.status import search_kind
 
-    assert search_kind(index).startswith("exact (segments without sign bits")
-    assert search_kind(reader.load_index(index_dir)).startswith("two-stage")
+    assert search_kind(index, STAGES).startswith("exact (segments without sign bits")
+    assert search_kind(reader.load_index(index_dir), STAGES).startswith("two-stage")
 
 
 def test_damaged_sign_bits_fall_back_to_the_exact_scan(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -268,7 +266,14 @@ def test_the_best_usable_rows_by_the_estimate(data, bad: int) -> None:  # type: 
     unusable = np.zeros(len(bits), bool)
     unusable[np.argsort(-est, kind="stable")[:bad]] = True
     counts = [int(unusable[s.offset : s.offset + s.rows].sum()) for s in index.segments]
-    got, approx = nearest_rows(vec, index.segments, 10, unusable if bad else None, counts)
+    got, approx = nearest_rows(
+        vec,
+        index.segments,
+        10,
+        unusable if bad else None,
+        counts,
+        candidates=STAGES.candidates,
+    )
     assert np.array_equal(got, np.unique(got)) and not unusable[got].any()
     # Rows from the fast-scan path carry the int8 estimate of their cosine
     # (the Hamming fallback's need exact scores: NaN).
@@ -361,9 +366,8 @@ def test_the_estimate_orders_rows_as_brute_force_does() -> None:
 
 def test_only_the_best_estimates_are_read_as_float32(data, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """With int8 codes, of each segment's 300 candidates only the best
-    ``rescore(k)`` rows by the codes' estimate, across segments, get exact
+    ``rescored(k)`` rows by the codes' estimate, across segments, get exact
     scores; a segment without codes has all of its candidates scored."""
-    from msearch.int8 import rescore
 
     index_dir, _, queries = data
     index = reader.load_index(index_dir)
@@ -378,12 +382,12 @@ def test_only_the_best_estimates_are_read_as_float32(data, monkeypatch: pytest.M
 
     monkeypatch.setattr(Searcher, "_exact_cosines", counted)
     got = staged.query(names[1], 10)
-    assert read == [rescore(10)]
+    assert read == [STAGES.rescored(10)]
     assert [key(h) for h in got] == [key(h) for h in exact.query(names[1], 10)]
     read.clear()
     index.segments[1]._int8 = None  # as a segment written before the codes
     staged.query(names[1], 10)
-    assert read == [300, rescore(10)]
+    assert read == [300, STAGES.rescored(10)]
 
 
 @pytest.mark.parametrize("how", ["truncated", "scale"])
@@ -407,8 +411,8 @@ def test_damaged_codes_fall_back_to_float32(data, tmp_path: Path, how: str) -> N
         np.save(moved / seg / SCALE_NAME, np.full(DIM, np.inf, np.float32))
     index = reader.load_index(moved)
     assert index.segments[0].int8() is None and index.segments[1].int8() is not None
-    assert "without int8 codes" in search_kind(index)
-    assert "int8 codes the best" in search_kind(reader.load_index(index_dir))
+    assert "without int8 codes" in search_kind(index, STAGES)
+    assert "int8 codes the best" in search_kind(reader.load_index(index_dir), STAGES)
     staged, exact, names = searchers(index, queries, "dense")
     for name in names[:10]:
         assert [key(h) for h in staged.query(name)] == [key(h) for h in exact.query(name)]
