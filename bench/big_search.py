@@ -132,7 +132,8 @@ def resident(index_dir: Path) -> dict[str, int]:
 
 def warm(index_dir: Path, texts: list[str], warmup: list[str], exact: int) -> dict:
     """Warm query times and recall rows, in this process."""
-    from msearch.query import Searcher, query_encoder
+    from msearch.models import query_encoder
+    from msearch.query import Searcher
     from msearch.storage.segment import populate, populate_segments
 
     index = reader.load_index(index_dir)
@@ -180,7 +181,8 @@ def evicted(index_dir: Path, texts: list[str], prefetch: bool = True) -> tuple[l
     code = (
         "import json, sys, time\n"
         "from msearch.storage import reader\n"
-        "from msearch.query import Searcher, query_encoder\n"
+        "from msearch.models import query_encoder\n"
+        "from msearch.query import Searcher\n"
         "sys.path.insert(0, " + repr(str(BENCH)) + ")\n"
         "from big_search import resident\n"
         "from msearch.config import TwoStage\n"

@@ -71,23 +71,23 @@ def folder_bytes(path: Path) -> int:
 
 def update(root: Path, index_dir: Path, compact: bool = False) -> dict[str, float]:
     """One build_index run: seconds, seconds embedding, bytes written, user files read."""
-    import msearch.indexer
+    import msearch.pipeline
 
     reads: list[str] = []
-    real = msearch.indexer.read_bytes
+    real = msearch.pipeline.read_bytes
 
     def spy(path: Path, *a, **k):  # type: ignore[no-untyped-def]
         reads.append(str(path))
         return real(path, *a, **k)
 
-    msearch.indexer.read_bytes = spy  # type: ignore[assignment]
+    msearch.pipeline.read_bytes = spy  # type: ignore[assignment]
     emb = RandomEmbedder()
     w0 = written()
     t = time.perf_counter()
     try:
         stats = build_index(root, index_dir, emb, chunking=CHUNKING, compact=compact)  # type: ignore[arg-type]
     finally:
-        msearch.indexer.read_bytes = real  # type: ignore[assignment]
+        msearch.pipeline.read_bytes = real  # type: ignore[assignment]
     return {
         "seconds": time.perf_counter() - t,
         "embed_seconds": emb.seconds,

@@ -3,7 +3,7 @@ indexes of a collection, score matrices, fusion variants and metrics.
 
 Everything msearch-specific goes through msearch's own code: files are
 written to disk and indexed with ``msearch.indexer.build_index``; queries run
-through ``msearch.query.Searcher`` with ``msearch.query.query_encoder``. The
+through ``msearch.query.Searcher`` with ``msearch.models.query_encoder``. The
 only thing the bench adds is a cache in front of the embedder, keyed by the
 model's fingerprint and the exact token ids the model sees, so that the
 reference (whole documents) and msearch (passages) share every vector they
@@ -421,7 +421,8 @@ def build_msearch(
 ) -> MsearchRun:
     from msearch.chunk import ChunkSettings
     from msearch.indexer import build_index
-    from msearch.query import Searcher, query_encoder
+    from msearch.models import query_encoder
+    from msearch.query import Searcher
     from msearch.storage import reader
     from msearch.walk import decode
 

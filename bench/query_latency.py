@@ -153,7 +153,8 @@ def make_index(
 def warm_queries(index_dir: Path, runs: int) -> list[float]:
     """In-process query time (hybrid, top 10) on an open index: what each
     query costs once the model and the index are loaded."""
-    from msearch.query import Searcher, open_lexical, query_encoder
+    from msearch.models import query_encoder
+    from msearch.query import Searcher, open_lexical
     from msearch.storage.segment import populate_segments
 
     idx = reader.load_index(index_dir)

@@ -14,11 +14,12 @@ import sys
 from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from msearch.errors import MsearchError
+from msearch.formats import FORMATS
 
 app = typer.Typer(
     name="msearch",
@@ -33,12 +34,11 @@ EXIT_OK, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Format(str, Enum):
-    table = "table"
-    jsonl = "jsonl"
-    tsv = "tsv"
-    paths = "paths"
-    vimgrep = "vimgrep"
+# --format's choices: the printers' registry (msearch.printers).
+if TYPE_CHECKING:
+    Format = str
+else:
+    Format = Enum("Format", {name: name for name in FORMATS}, type=str)
 
 
 class Color(str, Enum):
@@ -238,10 +238,77 @@ PrecisionOpt = Annotated[
         show_default=False,
     ),
 ]
+FastOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fast",
+        help="Same as --precision bfloat16: about 1.5x faster where the CPU or GPU "
+        "has bfloat16, vectors within cosine 0.9999.",
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress or summaries; errors only.")
+]
+
+# The options `index` and `watch` share that make an update's walk and
+# chunking: option name -> (WalkOptions or ChunkSettings field).
+WALK_OPTIONS = {
+    "hidden": "hidden",
+    "follow": "follow_symlinks",
+    "no_ignore": "use_ignore_files",
+    "include_noise": "include_noise",
+    "max_file_size": "max_file_size",
+    "include": "include",
+    "exclude": "exclude",
+}
+CHUNK_OPTIONS = {"chunk_tokens": "max_tokens", "overlap_tokens": "overlap_tokens"}
+
+
+def _models(ctx: typer.Context) -> Any:
+    """Where the commands get their models: the ``models`` given to
+    :func:`main` (a test's fake), else msearch.encoders (``None``)."""
+    return ctx.obj
+
+
+def _overrides(
+    ctx: typer.Context,
+    only_given: bool,
+    model: str | None,
+    device: Device,
+    batch_size: int | None,
+    precision: Precision | None,
+    fast: bool,
+    trust_remote_code: bool,
+    walk: Any,
+) -> Any:
+    """What `index` and `watch` hand the update (api.Overrides). ``only_given``:
+    walk and chunking options left at their defaults are not given, so
+    they keep what the index records (watch); otherwise every one is
+    (index builds with exactly its options)."""
+    from msearch import api
+
+    if fast and precision not in (None, Precision.bfloat16):
+        fail("--fast means --precision bfloat16; give one or the other")
+
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return not only_given or (source is not None and source.name != "DEFAULT")
+
+    params = ctx.params
+    return api.Overrides(
+        model=model,
+        precision=Precision.bfloat16.value if fast else precision.value if precision else None,
+        device=device.value,
+        batch_size=batch_size,
+        trust_remote_code=trust_remote_code or trust_from_env(),
+        walk={f: getattr(walk, f) for opt, f in WALK_OPTIONS.items() if given(opt)},
+        chunking={f: params[opt] for opt, f in CHUNK_OPTIONS.items() if given(opt)},
+    )
 
 
 @app.command()
 def index(
+    ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to index.")],
     index_path: IndexOpt = None,
     model: ModelOpt = None,
@@ -258,15 +325,8 @@ def index(
     device: DeviceOpt = Device.auto,
     batch_size: BatchOpt = None,
     precision: PrecisionOpt = None,
-    fast: Annotated[
-        bool,
-        typer.Option(
-            "--fast",
-            help="Same as --precision bfloat16: about 1.5x faster where the CPU or GPU "
-            "has bfloat16, vectors within cosine 0.9999.",
-        ),
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
+    fast: FastOpt = False,
+    quiet: QuietOpt = False,
     compact: Annotated[
         bool,
         typer.Option("--compact", help="Then merge every segment into one (no re-embedding)."),
@@ -284,45 +344,39 @@ def index(
     """Index the text files under DIR (again: only what changed)."""
 
     def body() -> int:
-        from msearch.chunk import ChunkSettings
-        from msearch.indexer import build_index
-        from msearch.storage.layout import INDEX_DIR_NAME
+        from msearch import api
 
-        _check_index_args(directory, batch_size, precision, fast)
-        _check_chunking(chunk_tokens, overlap_tokens)
-        wopts = _walk_options(
+        walk = _walk_options(
             include, exclude, hidden, follow, no_ignore, include_noise, max_file_size
+        )
+        given = _overrides(
+            ctx, False, model, device, batch_size, precision, fast, trust_remote_code, walk
         )
         runner: Any = None
         if use_ray:
-            from msearch.distributed import RayIndexer, check_available
+            from msearch.distributed import RayIndexer
+
+            runner = RayIndexer(device=device.value)
+        updater = api.Updater(
+            directory,
+            given,
+            index_dir=index_path,
+            models=_models(ctx),
+            notice=(lambda _m: None) if quiet else say,
+            model_notice=say,
+            segments_writer=runner,
+        )
+        if use_ray:
+            from msearch.distributed import check_available
 
             check_available()  # Ray installed, RAY_ADDRESS reachable: before any work
-            runner = RayIndexer(device=device.value)
-        index_dir = index_path or directory / INDEX_DIR_NAME
-        notice = (lambda _m: None) if quiet else say
-        trust = trust_remote_code or trust_from_env()
-        emb = _load_indexer_model(Path(index_dir), model, device, precision, fast, trust)
-        settings = ChunkSettings(max_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
         bar: Any = contextlib.nullcontext()
         if not quiet and sys.stderr.isatty():
             from msearch.tty import BarProgress, make_console
 
             bar = BarProgress(make_console(sys.stderr, "auto"))
         with bar as progress:
-            stats = build_index(
-                directory,
-                Path(index_dir),
-                emb,
-                wopts,
-                settings,
-                full,
-                progress,
-                notice,
-                batch_size,
-                compact,
-                runner,
-            )
+            stats = updater.run(full, compact, progress)
         if not quiet:
             _say_skipped(stats.skipped)
             say(summary_line(stats))
@@ -333,26 +387,6 @@ def index(
         return EXIT_OK
 
     _run(body)
-
-
-def _check_index_args(
-    directory: Path, batch_size: int | None, precision: Precision | None, fast: bool
-) -> None:
-    """The checks of `msearch index` and `msearch watch` that need no model
-    (the chunking's: :func:`_check_chunking`)."""
-    if not os.path.exists(directory):
-        fail(f"{directory}: no such folder")
-    if not os.path.isdir(directory):
-        fail(f"{directory}: not a folder")
-    if batch_size is not None and batch_size < 1:
-        fail("--batch-size must be at least 1")
-    if fast and precision not in (None, Precision.bfloat16):
-        fail("--fast means --precision bfloat16; give one or the other")
-
-
-def _check_chunking(chunk_tokens: int, overlap_tokens: int) -> None:
-    if chunk_tokens < 8 or overlap_tokens < 0 or overlap_tokens >= chunk_tokens:
-        fail("--chunk-tokens must be at least 8 and --overlap-tokens below it")
 
 
 def _walk_options(
@@ -381,61 +415,13 @@ def _walk_options(
     )
 
 
-def _load_indexer_model(
-    index_dir: Path,
-    model: str | None,
-    device: Device,
-    precision: Precision | None,
-    fast: bool,
-    trust: bool,
-) -> Any:
-    """The model to index with: ``model`` if given; else the one the index at
-    ``index_dir`` records, at its precision unless another is asked for;
-    else the default model."""
-    from msearch.encoders import (
-        ModelRecord,
-        check_device,
-        load_model,
-        load_recorded,
-        resolve_precision,
-    )
-    from msearch.storage.record import recorded_model
-
-    check_device(device.value)
-    wanted = Precision.bfloat16.value if fast else precision.value if precision else None
-    emb: Any = None
-    rec: ModelRecord | None = None
-    try:
-        rec = ModelRecord.from_json(recorded_model(index_dir))
-    except MsearchError:
-        rec = None
-    if model is None and rec is not None:
-        # Re-indexing keeps the index's model and precision unless others are asked for.
-        if rec.trust_remote_code and not trust:
-            emb = load_recorded(rec, device.value, trust)  # one line: allow it or not
-        try:
-            emb = load_recorded(rec, device.value, trust, notice=say)
-        except MsearchError:
-            emb = None
-        if emb is not None and wanted is not None:
-            got = resolve_precision(wanted, device.value, notice=say)
-            if got != emb.precision:
-                emb = emb.with_precision(got)
-    if emb is None:
-        keep = rec.precision if rec is not None else "float32"
-        emb = load_model(
-            model, device.value, notice=say, precision=wanted or keep, trust_remote_code=trust
-        )
-    return emb
-
-
 def _say_skipped(skipped: Iterable[Any]) -> None:
     """A line for each skipped file, but for noise and binary files (expected)."""
-    from msearch.output import _escape
+    from msearch.output import escape
 
     for s in skipped:
         if not s.reason.startswith(("noise", "binary")):
-            say(f"msearch: skipped {_escape(s.rel)}: {s.reason}")
+            say(f"msearch: skipped {escape(s.rel)}: {s.reason}")
 
 
 def summary_line(stats: Any) -> str:
@@ -455,6 +441,7 @@ def summary_line(stats: Any) -> str:
 
 @app.command()
 def query(
+    ctx: typer.Context,
     text: Annotated[
         str, typer.Argument(metavar="TEXT", help="What to look for; '-' reads queries from stdin.")
     ],
@@ -522,64 +509,53 @@ def query(
     """Search the index for passages that answer TEXT."""
 
     def body() -> int:
-        import math
-
+        from msearch import api
+        from msearch.printers import PrintOptions, print_results
         from msearch.storage.layout import find_index
 
-        if top < 1:
-            fail(f"-k/--top must be at least 1 (got {top})")
-        if min_score is not None and not math.isfinite(min_score):
-            fail(f"--min-score must be a number (got {min_score})")
-        if text != "-" and not text.strip():
-            fail("empty query")
-        if device == Device.cuda:
-            from msearch.encoders import check_device
-
-            check_device(device.value)
-        chosen = _choose_format(fmt, as_json or vimgrep, files_with_matches, null)
-        if vimgrep:
-            if as_json or fmt not in (None, Format.vimgrep):
-                fail("--vimgrep is a format of its own; give it or --format/--json")
-            chosen = Format.vimgrep
-        lines_around = _context(context, before_context, after_context)
-        paths = None
-        if globs:
-            from msearch.filters import PathFilter
-
-            paths = PathFilter(globs)
-        queries = _read_queries() if text == "-" else [query_text(text)]
+        # Parse, then the request (checked whole, before anything is written
+        # or loaded), then the facade, then the printer.
+        chosen = FORMATS[_choose_format(fmt, as_json, vimgrep, files_with_matches, null)]
+        if dense_only and lexical_only:
+            fail("--dense-only and --lexical-only exclude each other")
+        request = api.SearchRequest(
+            tuple(_read_queries() if text == "-" else [query_text(text)]),
+            k=top,
+            mode="dense" if dense_only else "lexical" if lexical_only else "hybrid",
+            min_score=min_score,
+            globs=tuple(globs or ()),
+            context=_context(context, before_context, after_context),
+            exact=exact,
+            files=chosen.files,
+            spelling=api.CLI,
+        )
         index_dir = find_index(index_path)
         trust = trust_remote_code or trust_from_env()
         if refresh:
-            _refresh(index_dir, trust)
-        if dense_only and lexical_only:
-            fail("--dense-only and --lexical-only exclude each other")
-        wanted = "dense" if dense_only else "lexical" if lexical_only else "hybrid"
-        searcher = _open_searcher(index_dir, model, device.value, wanted, trust, exact)
-        k = top
-        if chosen == Format.paths:
-            k = max(top * 20, 100)  # enough passages to find `top` distinct files
-        multi = text == "-"
-        any_hits = False
-        out = sys.stdout
-        console = None
-        if chosen == Format.table:
-            from msearch.tty import make_console
-
-            console = make_console(out, _color_mode(color))
-        if len(queries) > 1 and searcher.mode != "lexical" and searcher.two_stage():
-            from msearch.storage.segment import populate_segments
-
-            populate_segments(searcher.index.segments)  # many queries: map the pages once
-        results = searcher.query_many(queries, k, min_score, paths, lines_around)
-        lexical_settings = searcher.index.meta.lexical
-        for q, hits in zip(queries, results, strict=True):
-            if not hits:
-                continue
-            any_hits = True
-            _emit(chosen, hits, q, multi, null, top, console, any(lines_around), lexical_settings)
-        out.flush()
-        return EXIT_OK if any_hits else EXIT_NO_MATCH
+            given = api.Overrides(device=device.value, trust_remote_code=trust)
+            updater = api.Updater(None, given, index_dir=index_dir, models=_models(ctx), notice=say)
+            err(summary_line(updater.run()).removeprefix("msearch: "))
+        idx = api.open_index(
+            index_dir,
+            models=_models(ctx),
+            device=device.value,
+            trust_remote_code=trust,
+            notice=say,
+            model=model,
+            lexical=request.mode != "dense",
+        )
+        results = idx.search(request)
+        printer = chosen.make(
+            PrintOptions(
+                out=sys.stdout,
+                multi=text == "-",
+                context=any(request.context),
+                null=null,
+                color=_color_mode(color),
+                lexical=idx.meta.lexical,
+            )
+        )
+        return EXIT_OK if print_results(printer, request.queries, results) else EXIT_NO_MATCH
 
     _run(body)
 
@@ -594,14 +570,22 @@ def _context(both: int | None, before: int | None, after: int | None) -> tuple[i
     return b, a
 
 
-def _choose_format(fmt: Format | None, as_json: bool, files: bool, null: bool) -> Format:
+def _choose_format(
+    fmt: Format | None, as_json: bool, vimgrep: bool, files: bool, null: bool
+) -> str:
+    """The format's name: -l/-0 mean paths, --json jsonl, --vimgrep vimgrep;
+    else --format; else a table on a terminal and JSON Lines otherwise."""
+    if vimgrep:
+        if as_json or fmt not in (None, "vimgrep"):
+            fail("--vimgrep is a format of its own; give it or --format/--json")
+        return "vimgrep"
     if files or null:
-        return Format.paths
+        return "paths"
     if as_json:
-        return Format.jsonl
+        return "jsonl"
     if fmt is not None:
-        return fmt
-    return Format.table if sys.stdout.isatty() else Format.jsonl
+        return str(getattr(fmt, "value", fmt))
+    return "table" if sys.stdout.isatty() else "jsonl"
 
 
 def _color_mode(color: Color) -> str:
@@ -620,75 +604,6 @@ def _read_queries() -> list[str]:
     return queries
 
 
-def _emit(
-    fmt: Format,
-    hits: list[Any],
-    query: str,
-    multi: bool,
-    null: bool,
-    top: int,
-    console: Any,
-    context: bool = False,
-    lexical_settings: object = None,
-) -> None:
-    """Write one query's hits; with several queries, each hit names its query."""
-    from msearch import output
-
-    lines: Iterable[str]
-    if fmt == Format.table:
-        from msearch.tty import render_table
-
-        render_table(console, hits, query, title=multi, lexical_settings=lexical_settings)
-        return
-    tag = query if multi else None
-    if fmt == Format.jsonl:
-        lines = output.jsonl(hits, tag, context)
-    elif fmt == Format.tsv:
-        lines = output.tsv(hits, tag)
-    elif fmt == Format.vimgrep:
-        from msearch.snippet import Matcher
-
-        lines = output.vimgrep(hits, Matcher.for_index(query, lexical_settings))
-    else:
-        lines = list(output.paths(hits, null))[:top]
-    out = sys.stdout
-    buffer = getattr(out, "buffer", None)
-    if buffer is None:  # a text-only stream (tests): names that are not UTF-8 escaped
-        out.writelines(line.encode("utf-8", "backslashreplace").decode() for line in lines)
-        return
-    out.flush()
-    buffer.write(b"".join(output.to_bytes(line) for line in lines))
-
-
-def _open_searcher(
-    index_dir: Path,
-    model: str | None,
-    device: str,
-    mode: str,
-    trust: bool = False,
-    exact: bool = False,
-) -> Any:
-    from msearch.query import Searcher, check_model, open_lexical, query_encoder
-    from msearch.storage.reader import load_index
-
-    idx = load_index(index_dir, lexical=mode != "dense")
-    check_model(idx, model)
-    lexical = open_lexical(idx) if mode != "dense" else None
-    encode = query_encoder(idx, device, say, trust) if mode != "lexical" else None
-    return Searcher(idx, encode, lexical, mode, exact=exact)
-
-
-def _refresh(index_dir: Path, trust: bool = False) -> None:
-    from msearch.encoders import ModelRecord, load_recorded
-    from msearch.indexer import update_recorded
-    from msearch.storage.record import read_meta
-
-    meta = read_meta(index_dir)
-    emb = load_recorded(ModelRecord.from_json(meta.model), "auto", trust, notice=say)
-    stats = update_recorded(index_dir, emb)
-    err(summary_line(stats).removeprefix("msearch: "))
-
-
 @app.command()
 def status(
     index_path: IndexOpt = None,
@@ -700,18 +615,18 @@ def status(
         import json
         import time
 
-        from msearch.output import _escape, lossy
-        from msearch.status import index_status
+        from msearch import api
+        from msearch.output import escape, lossy
         from msearch.storage.layout import find_index
 
-        st = index_status(find_index(index_path))
+        st = api.status(find_index(index_path))
         if as_json:
             print(json.dumps(lossy(st.to_json()), ensure_ascii=False))
             return EXIT_OK
         built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.updated))
-        print(f"index:     {_escape(st.index_dir)}")
-        print(f"root:      {_escape(st.root)}")
-        print(f"model:     {_escape(st.model)} ({st.dim} dims, {st.precision})")
+        print(f"index:     {escape(st.index_dir)}")
+        print(f"root:      {escape(st.root)}")
+        print(f"model:     {escape(st.model)} ({st.dim} dims, {st.precision})")
         print(f"files:     {st.files}")
         print(f"passages:  {st.passages}")
         print(f"segments:  {st.segments} ({st.dead} dead rows)")
@@ -724,7 +639,7 @@ def status(
         )
         for label, items in (("changed", st.changed), ("added", st.added), ("deleted", st.deleted)):
             for p in items:
-                print(f"  {label}: {_escape(p)}")
+                print(f"  {label}: {escape(p)}")
         return EXIT_OK
 
     _run(body)
@@ -750,9 +665,7 @@ def watch(
     device: DeviceOpt = Device.auto,
     batch_size: BatchOpt = None,
     precision: PrecisionOpt = None,
-    fast: Annotated[
-        bool, typer.Option("--fast", help="Same as --precision bfloat16 (see msearch index).")
-    ] = False,
+    fast: FastOpt = False,
     debounce: Annotated[
         int,
         typer.Option(
@@ -761,9 +674,7 @@ def watch(
             help="Gather a burst of changes for at most this many milliseconds before updating.",
         ),
     ] = 1600,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No summaries; errors only.")
-    ] = False,
+    quiet: QuietOpt = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Keep the index of DIR fresh: update it whenever files under DIR change.
@@ -774,37 +685,32 @@ def watch(
     """
 
     def body() -> int:
-        from msearch.chunk import ChunkSettings
-        from msearch.indexer import build_index
-        from msearch.storage.layout import INDEX_DIR_NAME
+        from msearch import api
         from msearch.watch import load_watchfiles
         from msearch.watch import watch as watch_folder
 
         load_watchfiles()  # a missing extra is said before the model loads
-        _check_index_args(directory, batch_size, precision, fast)
         if debounce < 1:
             fail(f"--debounce must be at least 1 millisecond (got {debounce})")
-        wopts = _walk_options(
+        walk = _walk_options(
             include, exclude, hidden, follow, no_ignore, include_noise, max_file_size
         )
-        settings = ChunkSettings(max_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
-        index_dir = Path(index_path or directory / INDEX_DIR_NAME)
-        wopts, settings = _as_recorded(ctx, index_dir, wopts, settings)
-        _check_chunking(settings.max_tokens, settings.overlap_tokens)
-        trust = trust_remote_code or trust_from_env()
-        emb = _load_indexer_model(index_dir, model, device, precision, fast, trust)
-        notice = (lambda _m: None) if quiet else say
-
-        def update() -> Any:
-            return build_index(
-                directory, index_dir, emb, wopts, settings, notice=notice, batch_size=batch_size
-            )
-
+        given = _overrides(
+            ctx, True, model, device, batch_size, precision, fast, trust_remote_code, walk
+        )
+        updater = api.Updater(
+            directory,
+            given,
+            index_dir=index_path,
+            models=_models(ctx),
+            notice=(lambda _m: None) if quiet else say,
+            model_notice=say,
+        )
         try:
             watch_folder(
                 directory,
-                index_dir,
-                update,
+                updater.index_dir,
+                updater.run,
                 say,  # a failed update is said even with --quiet
                 debounce_ms=debounce,
                 on_update=None if quiet else _WatchReport(directory),
@@ -814,51 +720,6 @@ def watch(
         return EXIT_OK
 
     _run(body)
-
-
-# Options of `msearch watch` that, when not given, keep what an existing
-# index records: option name -> WalkOptions field.
-_RECORDED_WALK = {
-    "hidden": "hidden",
-    "follow": "follow_symlinks",
-    "no_ignore": "use_ignore_files",
-    "include_noise": "include_noise",
-    "max_file_size": "max_file_size",
-    "include": "include",
-    "exclude": "exclude",
-}
-
-
-def _as_recorded(ctx: typer.Context, index_dir: Path, wopts: Any, settings: Any) -> Any:
-    """(walk options, chunking) for `msearch watch`: of an existing index,
-    what the command line does not give stays as the index records it (as
-    `query --refresh` updates it), so that watching an index made with
-    other options never rebuilds it with the defaults."""
-    import dataclasses
-
-    from msearch.chunk import ChunkSettings
-    from msearch.indexer import chunking_from_json, walk_options_from_json
-    from msearch.storage.record import read_meta
-
-    try:
-        meta = read_meta(index_dir)
-        walk = walk_options_from_json(meta.walk)
-        chunking = chunking_from_json(meta.chunking)
-    except MsearchError:
-        return wopts, settings  # none yet, or one the update converts or rebuilds
-
-    def given(name: str) -> bool:
-        source = ctx.get_parameter_source(name)
-        return source is not None and source.name != "DEFAULT"
-
-    kept = {field: getattr(walk, field) for opt, field in _RECORDED_WALK.items() if not given(opt)}
-    settings = ChunkSettings(
-        max_tokens=settings.max_tokens if given("chunk_tokens") else chunking.max_tokens,
-        overlap_tokens=(
-            settings.overlap_tokens if given("overlap_tokens") else chunking.overlap_tokens
-        ),
-    )
-    return dataclasses.replace(wopts, **kept), settings
 
 
 class _WatchReport:
@@ -883,6 +744,7 @@ class _WatchReport:
 
 @app.command()
 def mcp(
+    ctx: typer.Context,
     directory: Annotated[
         Path | None,
         typer.Argument(
@@ -916,7 +778,7 @@ def mcp(
     def body() -> int:
         import threading
 
-        from msearch import __version__
+        from msearch import __version__, api
         from msearch.service import SearchService
         from msearch.storage.layout import INDEX_DIR_NAME, META_NAME, find_index
 
@@ -936,15 +798,15 @@ def mcp(
                 fail(f"{directory}: not a folder")
             index_dir = Path(index_path or directory / INDEX_DIR_NAME)
             if not os.path.lexists(index_dir / META_NAME):
-                from msearch.encoders import load_model
-                from msearch.indexer import build_index
-
                 err(f"{directory} has no index yet; indexing it first")
-                emb = load_model(None, device.value, notice=say, trust_remote_code=trust)
-                say(summary_line(build_index(directory, index_dir, emb, notice=say)))
+                given = api.Overrides(device=device.value, trust_remote_code=trust)
+                stats = api.update(
+                    directory, given, index_dir=index_dir, models=_models(ctx), notice=say
+                )
+                say(summary_line(stats))
         else:
             index_dir = find_index(index_path)
-        service = SearchService(index_dir, device.value, trust, notice=say)
+        service = SearchService(index_dir, device.value, trust, notice=say, models=_models(ctx))
         service.index()  # a damaged index is one line now, not an error per call
         stop = threading.Event()
         if watch_files:
@@ -1031,9 +893,10 @@ def _usage_error_type() -> type[Exception]:
     return typer.BadParameter
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, models: Any = None) -> None:
     """The console script: usage errors are one line with a hint (not typer's
-    box), and nothing escapes as a traceback."""
+    box), and nothing escapes as a traceback. ``models``: where the commands
+    get their models (msearch.models.Models; default msearch.encoders)."""
     usage_error = _usage_error_type()
     if os.environ.get(COMPLETE_VAR):
         # The shell asks for completions (the script from `msearch completion`):
@@ -1043,7 +906,7 @@ def main(argv: list[str] | None = None) -> None:
 
         completion_init()
     try:
-        code = app(args=argv, prog_name="msearch", standalone_mode=False)
+        code = app(args=argv, prog_name="msearch", standalone_mode=False, obj=models)
     except BrokenPipeError:
         _quiet_pipe()
         code = EXIT_OK

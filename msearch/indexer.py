@@ -16,6 +16,7 @@ reuse pool, dead rows, the commit, merges) is the same for both.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -49,7 +50,6 @@ from msearch.storage.layout import (
     FIX_HINT,
     INDEX_DIR_NAME,
     META_NAME,
-    resolve_root,
     root_record,
 )
 from msearch.storage.migrate import v1_pool
@@ -68,7 +68,6 @@ from msearch.storage.record import (
     Meta,
     SegmentInfo,
     content_hash,
-    read_meta,
 )
 from msearch.storage.safefs import open_beneath, read_limited
 from msearch.walk import (
@@ -151,6 +150,15 @@ def _full_rebuild_reason(
     return None
 
 
+def check_root(root: Path) -> Path:
+    """``root`` if it is a folder to index, else a ``UsageError`` that says why."""
+    if not root.exists():
+        raise UsageError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a folder")
+    return root
+
+
 def build_index(
     root: Path,
     index_dir: Path,
@@ -175,12 +183,7 @@ def build_index(
     update, then each merge): until then readers see the previous index.
     """
     t0 = time.perf_counter()
-    root = Path(root)
-    if not root.exists():
-        raise UsageError(f"{root}: no such folder")
-    if not root.is_dir():
-        raise UsageError(f"{root}: not a folder")
-    root = root.resolve()
+    root = check_root(Path(root)).resolve()
     index_dir = Path(index_dir).absolute()
     if index_dir.name == INDEX_DIR_NAME and os.path.realpath(index_dir.parent) != os.path.realpath(
         root
@@ -354,27 +357,36 @@ def _plan(
 ) -> list[Keep | Embed]:
     """Classify every walked file before any work: unchanged (Keep) or to
     embed; what cannot be read or is not text is skipped (in ``stats``).
-    Size and mtime first, then a content hash, so a touched but unchanged
-    file is never re-embedded; an unchanged file is never read."""
+    Whether a file is unchanged is ``FileRecord.unchanged``'s rule: a
+    touched but unchanged file is never re-embedded, an unchanged one never
+    read."""
     plan: list[Keep | Embed] = []
     now_ns = time.time_ns()
+    data: bytes | None = None
+
+    def content(path: Path) -> bytes:
+        nonlocal data
+        data = _read(path, wopts)
+        return data
+
     for entry in files:
         prev = known.get(entry.rel)
-        if prev is not None and entry.size == prev.size and entry.mtime_ns == prev.mtime_ns:
-            plan.append(Keep(entry, prev))
-            stats.unchanged += 1
-            continue
+        data = None
         try:
-            data = _read(entry.path, wopts)
-            digest = content_hash(data)
-            if prev is not None and prev.sha256 == digest:
-                mtime = settled_mtime(entry.mtime_ns, now_ns)
-                rec = FileRecord(
-                    entry.rel, len(data), mtime, digest, prev.segment, prev.row, prev.rows
-                )
-                plan.append(Keep(entry, rec))
+            if prev is not None and prev.unchanged(
+                entry.size, entry.mtime_ns, functools.partial(content, entry.path)
+            ):
+                if data is not None:  # read to compare: its mtime is recorded anew
+                    mtime = settled_mtime(entry.mtime_ns, now_ns)
+                    prev = FileRecord(
+                        entry.rel, len(data), mtime, prev.sha256, prev.segment, prev.row, prev.rows
+                    )
+                plan.append(Keep(entry, prev))
                 stats.unchanged += 1
                 continue
+            if data is None:
+                data = content(entry.path)
+            digest = content_hash(data)
             text_from_bytes(data, wopts.include_noise)  # binary or undecodable: skip it now
         except NotText as exc:
             stats.skipped.append(Skipped(entry.rel, str(exc)))
@@ -533,23 +545,3 @@ def chunking_from_json(data: Any) -> ChunkSettings:
     ):
         raise IndexCorrupt(f"the index's chunking settings are malformed; {FIX_HINT}")
     return ChunkSettings(**data)
-
-
-def update_recorded(
-    index_dir: Path,
-    embedder: Embedder,
-    notice: Callable[[str], None] | None = None,
-) -> IndexStats:
-    """An incremental update of an existing index with the folder, walking
-    options and chunking it records: what ``query --refresh``, the MCP
-    ``reindex`` tool and a watcher of an existing index all do."""
-    meta = read_meta(index_dir)
-    root = resolve_root(index_dir, meta.root)
-    return build_index(
-        root,
-        index_dir,
-        embedder,
-        walk_options_from_json(meta.walk),
-        chunking_from_json(meta.chunking),
-        notice=notice,
-    )

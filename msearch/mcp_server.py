@@ -22,10 +22,13 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field, ValidationError
 
+from msearch.api import MCP, MODES
 from msearch.errors import MsearchError
+from msearch.output import hit_json
 from msearch.output import lossy as _lossy
-from msearch.query import MODES
-from msearch.service import MAX_CONTEXT, MAX_K, SearchService
+from msearch.service import SearchService
+
+MAX_K, MAX_CONTEXT = MCP.max_k, MCP.max_context
 
 INSTRUCTIONS = (
     "Semantic and keyword search over one folder of the user's text files. "
@@ -147,26 +150,15 @@ def build_server(service: SearchService, version: str = "") -> MCPServer:
         # No score is below -1 (cosine, and the hybrid blend of it), so the
         # default keeps every result without a union type for "no limit".
         hits = call(service.search, query, k, mode, paths, min_score, context, exact)
-        # A file name that is not UTF-8 (kept as lone surrogates) cannot go
-        # into JSON as it is: U+FFFD for its bad bytes, as `status --json`.
         # A plain dict of SearchOutput's shape (the tests check it against
         # the model): building models to dump them again cost a call 0.3 ms.
+        # hit_json: the JSON Lines shape, every string valid UTF-8 (a file
+        # name that is not UTF-8 shows U+FFFD for its bad bytes), every key
+        # always there (fixed), without the rank.
         out = {
             "query": query,
             "mode": mode,
-            "results": [
-                {
-                    "path": lossy(h.path),
-                    "start_line": h.start_line,
-                    "end_line": h.end_line,
-                    "score": round(h.score, 6),
-                    "text": lossy(h.text),
-                    "stale": h.stale,
-                    "before": lossy(list(h.before)),
-                    "after": lossy(list(h.after)),
-                }
-                for h in hits
-            ],
+            "results": [hit_json(h, rank=False, fixed=True) for h in hits],
         }
         return text_result(lossy(summary(query, hits, service.matcher(query))), out)
 

@@ -1,7 +1,9 @@
-"""Hits to machine-readable text: JSON Lines, TSV and path lists.
+"""Hits to machine-readable text: JSON Lines, TSV, path lists, vimgrep lines.
 
 These formats are a contract with scripts, so they are plain, uncoloured and
-stable; the rich table for terminals lives in :mod:`msearch.tty`.
+stable; the rich table for terminals lives in :mod:`msearch.tty`. Each is a
+printer (msearch.printers); :func:`hit_json` is the one JSON shape of a hit,
+for JSON Lines and the MCP ``search`` tool.
 """
 
 from __future__ import annotations
@@ -10,12 +12,11 @@ import base64
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 
+from msearch.printers import PrintOptions
 from msearch.query import Hit
-from msearch.snippet import Matcher, best_line
-
-FORMATS = ("table", "jsonl", "tsv", "paths", "vimgrep")
+from msearch.snippet import best_line
 
 _NAMED = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 # Control characters (C0, DEL, C1) and the lone surrogates that stand for
@@ -36,7 +37,7 @@ def _char_escape(ch: str) -> str:
     return f"\\u{code:04x}"
 
 
-def _escape(field: str) -> str:
+def escape(field: str) -> str:
     """Keep one record per line whatever a file name or line contains, and
     never let a file's bytes reach the terminal as control sequences:
     backslash, tab, newline and CR as ``\\\\ \\t \\n \\r``; other control
@@ -77,28 +78,30 @@ def lossy(obj: object) -> object:
     return obj
 
 
-def jsonl(hits: Sequence[Hit], query: str | None = None, context: bool = False) -> Iterator[str]:
-    """One JSON object per hit; with ``context``, the lines around it as
-    ``before`` and ``after`` lists (empty at a file's edge)."""
-    for h in hits:
-        path, raw = text_and_bytes(h.path)
-        obj: dict[str, object] = {
-            "rank": h.rank,
-            "score": round(h.score, 6),
-            "path": path,
-            "start_line": h.start_line,
-            "end_line": h.end_line,
-            "text": h.text,
-        }
-        if raw is not None:
-            obj["path_bytes"] = raw
-        if context:
-            obj["before"], obj["after"] = list(h.before), list(h.after)
-        if h.stale:
-            obj["stale"] = True
-        if query is not None:
-            obj["query"] = query
-        yield json.dumps(obj, ensure_ascii=False) + "\n"
+def hit_json(
+    hit: Hit, *, rank: bool = True, context: bool = False, fixed: bool = False
+) -> dict[str, object]:
+    """One hit as a JSON object, every string valid UTF-8: ``rank`` (unless
+    left out), ``score`` (6 decimals), ``path`` (undecodable name bytes as
+    U+FFFD; ``path_bytes``, the exact bytes in base64, where it is not
+    UTF-8), ``start_line``, ``end_line``, ``text``; ``before`` and
+    ``after`` with ``context``; ``stale: true`` when the file changed or
+    vanished since indexing. ``fixed``: one shape for every hit (``stale``,
+    ``before`` and ``after`` always; no ``path_bytes``), for a schema."""
+    path, raw = text_and_bytes(hit.path)
+    obj: dict[str, object] = {"rank": hit.rank} if rank else {}
+    obj["score"] = round(hit.score, 6)
+    obj["path"] = path
+    obj["start_line"] = hit.start_line
+    obj["end_line"] = hit.end_line
+    obj["text"] = lossy(hit.text)
+    if raw is not None and not fixed:
+        obj["path_bytes"] = raw
+    if context or fixed:
+        obj["before"], obj["after"] = lossy(list(hit.before)), lossy(list(hit.after))
+    if hit.stale or fixed:
+        obj["stale"] = hit.stale
+    return obj
 
 
 def first_line(text: str) -> str:
@@ -108,49 +111,100 @@ def first_line(text: str) -> str:
     return ""
 
 
-def tsv(hits: Sequence[Hit], query: str | None = None) -> Iterator[str]:
-    for h in hits:
-        cols = [f"{h.score:.4f}", f"{_escape(h.path)}:{h.start_line}-{h.end_line}"]
-        cols.append("[stale]" if h.stale else _escape(first_line(h.text)))
-        if query is not None:
-            cols.insert(0, _escape(query))
-        yield "\t".join(cols) + "\n"
-
-
-def vimgrep(hits: Sequence[Hit], matcher: Matcher) -> Iterator[str]:
-    """``path:line:column:text``, one line per hit, as ``rg --vimgrep``
-    writes it (for Vim's quickfix list, fzf, an editor's "go to"): the line
-    of the passage that holds most of the query's words, the column (in
-    bytes, from 1) of the first one."""
-    for h in hits:
-        if h.stale:
-            yield f"{_escape(h.path)}:{h.start_line}:1:[stale]\n"
-            continue
-        i, col = best_line(h.text, matcher)
-        line = h.text.split("\n")[i].rstrip("\r")
-        if i == 0 and h.lead:  # the passage starts inside a long line: the whole line
-            line, col = h.lead + line, col + len(h.lead)
-        col_bytes = len(line[:col].encode("utf-8", "surrogatepass")) + 1
-        yield f"{_escape(h.path)}:{h.start_line + i}:{col_bytes}:{_escape(line)}\n"
-
-
-def unique_paths(hits: Iterable[Hit]) -> list[str]:
-    """Each file once, in the order of its best passage (hits come best first)."""
-    seen: dict[str, None] = {}
-    for h in hits:
-        seen.setdefault(h.path, None)
-    return list(seen)
-
-
-def paths(hits: Sequence[Hit], null: bool = False) -> Iterator[str]:
-    """Each file once. With ``null`` the names are exact (for ``xargs -0``:
-    the caller writes them as bytes, see :func:`to_bytes`); otherwise escaped."""
-    end = "\0" if null else "\n"
-    for p in unique_paths(hits):
-        yield (p if null else _escape(p)) + end
-
-
 def to_bytes(line: str) -> bytes:
     """A line for stdout's byte stream: a name that is not UTF-8 goes out as
     its own bytes."""
     return line.encode("utf-8", "surrogateescape")
+
+
+class LinePrinter:
+    """A printer of lines of text: each hit's lines go to stdout's byte
+    stream (a name that is not UTF-8 as its own bytes)."""
+
+    def __init__(self, options: PrintOptions) -> None:
+        self.options = options
+        self.query = ""
+        out = options.out
+        self._buffer = getattr(out, "buffer", None)
+        out.flush()
+
+    def begin(self, query: str) -> None:
+        self.query = query
+
+    def hit(self, hit: Hit) -> None:
+        self.write(self.lines(hit))
+
+    def lines(self, hit: Hit) -> Iterable[str]:
+        """The lines of one hit, each ending with its newline (or NUL)."""
+        raise NotImplementedError
+
+    def write(self, lines: Iterable[str]) -> None:
+        if self._buffer is None:  # a text-only stream (tests): names that are not UTF-8 escaped
+            self.options.out.writelines(
+                line.encode("utf-8", "backslashreplace").decode() for line in lines
+            )
+        else:
+            self._buffer.write(b"".join(to_bytes(line) for line in lines))
+
+    def finish(self) -> None:
+        if self._buffer is not None:
+            self._buffer.flush()
+        self.options.out.flush()
+
+
+class JsonlPrinter(LinePrinter):
+    """One JSON object per hit (:func:`hit_json`); with several queries, each
+    names its ``query``."""
+
+    def lines(self, hit: Hit) -> Iterable[str]:
+        obj = hit_json(hit, context=self.options.context)
+        if self.options.multi:
+            obj["query"] = self.query
+        yield json.dumps(obj, ensure_ascii=False) + "\n"
+
+
+class TsvPrinter(LinePrinter):
+    """``score<TAB>path:start-end<TAB>first line`` (a leading query column
+    with several queries), fields escaped."""
+
+    def lines(self, hit: Hit) -> Iterable[str]:
+        cols = [f"{hit.score:.4f}", f"{escape(hit.path)}:{hit.start_line}-{hit.end_line}"]
+        cols.append("[stale]" if hit.stale else escape(first_line(hit.text)))
+        if self.options.multi:
+            cols.insert(0, escape(self.query))
+        yield "\t".join(cols) + "\n"
+
+
+class PathsPrinter(LinePrinter):
+    """Each hit's file (the search returns one hit per file, best first).
+    With ``null`` the names are exact (for ``xargs -0``); otherwise escaped."""
+
+    def lines(self, hit: Hit) -> Iterable[str]:
+        if self.options.null:
+            yield hit.path + "\0"
+        else:
+            yield escape(hit.path) + "\n"
+
+
+class VimgrepPrinter(LinePrinter):
+    """``path:line:column:text``, one line per hit, as ``rg --vimgrep``
+    writes it (for Vim's quickfix list, fzf, an editor's "go to"): the line
+    of the passage that holds most of the query's words, the column (in
+    bytes, from 1) of the first one."""
+
+    def begin(self, query: str) -> None:
+        from msearch.snippet import Matcher
+
+        super().begin(query)
+        self.matcher = Matcher.for_index(query, self.options.lexical)
+
+    def lines(self, hit: Hit) -> Iterable[str]:
+        if hit.stale:
+            yield f"{escape(hit.path)}:{hit.start_line}:1:[stale]\n"
+            return
+        i, col = best_line(hit.text, self.matcher)
+        line = hit.text.split("\n")[i].rstrip("\r")
+        if i == 0 and hit.lead:  # the passage starts inside a long line: the whole line
+            line, col = hit.lead + line, col + len(hit.lead)
+        col_bytes = len(line[:col].encode("utf-8", "surrogatepass")) + 1
+        yield f"{escape(hit.path)}:{hit.start_line + i}:{col_bytes}:{escape(line)}\n"

@@ -8,7 +8,6 @@ rather than showing lines that no longer match the score.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,10 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from msearch import coarse
+from msearch import coarse, ranking
 from msearch.config import DEFAULT, TwoStage
-from msearch.errors import IndexCorrupt, ModelMismatch, UsageError
-from msearch.search import top_k
+from msearch.errors import IndexCorrupt, UsageError
 from msearch.storage import safefs
 from msearch.storage.layout import FIX_HINT, META_NAME
 from msearch.storage.reader import IndexReader
@@ -96,41 +94,12 @@ class FileCache:
                 data = safefs.read_limited(fh, rec.size, rec.path)
         except OSError:
             return None
-        if len(data) != rec.size or (
-            st.st_mtime_ns != rec.mtime_ns and hashlib.sha256(data).hexdigest() != rec.sha256
-        ):
+        if not rec.unchanged(len(data), st.st_mtime_ns, lambda: data):
             return None
         try:
             return decode(data)
         except NotText:
             return None
-
-
-def check_model(index: IndexReader, model: str | None) -> None:
-    """Refuse a malformed model record, and a ``--model`` that is not the
-    index's model."""
-    from msearch.encoders import ModelRecord
-
-    ModelRecord.from_json(index.meta.model)  # IndexCorrupt if malformed
-    if not model:
-        return
-    rec = index.meta.model
-    if model in (rec.get("name"), rec.get("source")):
-        return
-    if rec.get("name", "").endswith("/" + model):
-        return
-    from msearch.encoders import fingerprint, resolve_model
-
-    try:
-        _, _, folder = resolve_model(model, notice=lambda _m: None)
-        same = fingerprint(folder) == rec.get("fingerprint")
-    except Exception:
-        same = False
-    if not same:
-        raise ModelMismatch(
-            f"this index was built with {rec.get('name')}, not {model}; "
-            f"query without --model, or re-index with `msearch index --model {model} DIR`"
-        )
 
 
 class Searcher:
@@ -178,8 +147,9 @@ class Searcher:
         min_score: float | None = None,
         paths: PathFilter | None = None,
         context: tuple[int, int] = (0, 0),
+        files: bool = False,
     ) -> list[Hit]:
-        return self.query_many([text], k, min_score, paths, context)[0]
+        return self.query_many([text], k, min_score, paths, context, files)[0]
 
     def query_many(
         self,
@@ -188,48 +158,52 @@ class Searcher:
         min_score: float | None = None,
         paths: PathFilter | None = None,
         context: tuple[int, int] = (0, 0),
+        files: bool = False,
     ) -> list[list[Hit]]:
         """The best ``k`` passages for each query; with ``paths``, among the
-        files it passes only; ``context`` = (lines before, lines after)."""
-        if k <= 0:
-            raise UsageError(f"-k/--top must be at least 1 (got {k})")
-        if min(context) < 0:
-            raise UsageError("context lines cannot be negative")
-        for t in texts:
-            if not t.strip():
-                raise UsageError("empty query")
+        files it passes only; ``context`` = (lines before, lines after);
+        ``files``: each file's best passage, ``k`` files (``-l``).
+
+        Search request, candidates, ranking, hits: retrieval scores the
+        candidates (:meth:`candidates`), msearch.ranking picks what becomes
+        a hit, the file table and the files themselves make the hits. The
+        arguments are checked by the caller (``api.SearchRequest``)."""
         if self.index.count == 0:
             return [[] for _ in texts]
         allowed = self._mask(paths) if paths else None
         if allowed is not None and not allowed.any():
             return [[] for _ in texts]
+        want = ranking.passages_for(k, files)
         cache = FileCache(self.index)
         out: list[list[Hit]] = []
         for g in range(0, len(texts), QUERY_GROUP):
-            group = list(texts[g : g + QUERY_GROUP])
-            staged = self._two_stage_group(group, allowed, k) if self.two_stage() else None
-            if staged is not None:
-                for rows, scores in staged:
-                    lowest = float(np.finfo(np.float32).min)
-                    i, sc = top_k(scores, k, lowest if min_score is None else min_score)
-                    idx = rows[i]
-                    self._check_vectors(idx)
-                    out.append(self._hits(idx, sc, cache, context))
-                continue
-            for scores in self._score_group(group, allowed):
-                if self.mode == "lexical":
-                    # A passage without any query word is not a lexical hit.
-                    floor = np.nextafter(np.float32(0), np.float32(1))
-                    min_s = floor if min_score is None else max(min_score, float(floor))
-                else:
-                    # Dead rows score -inf: below any score a live row can have.
-                    lowest = float(np.finfo(np.float32).min)
-                    min_s = lowest if min_score is None else max(min_score, lowest)
-                idx, sc = top_k(scores, k, min_s)
+            for found in self.candidates(list(texts[g : g + QUERY_GROUP]), allowed, want):
+                rows, scores = ranking.select(found, want, min_score)
                 if self.mode != "lexical":
-                    self._check_vectors(idx)
-                out.append(self._hits(idx, sc, cache, context))
+                    self._check_vectors(rows)
+                if files:
+                    rows, scores = ranking.one_per_file(rows, scores, self._file_of, k)
+                out.append(self._hits(rows, scores, cache, context))
         return out
+
+    def candidates(
+        self, texts: list[str], allowed: np.ndarray | None, k: int
+    ) -> list[ranking.Candidates]:
+        """What retrieval scores for each query of a group: every usable row
+        (dense, lexical or fused), or, for a large index, the rows the two
+        stages keep with their exact scores."""
+        staged = self._two_stage_group(texts, allowed, k) if self.two_stage() else None
+        if staged is not None:
+            return [ranking.Candidates(scores, rows) for rows, scores in staged]
+        # A passage without any query word is not a lexical hit; dead rows
+        # score -inf, below any score a live row can have.
+        floor = ranking.ANY_WORD if self.mode == "lexical" else ranking.LOWEST
+        return [
+            ranking.Candidates(scores, None, floor) for scores in self._score_group(texts, allowed)
+        ]
+
+    def _file_of(self, row: int) -> int:
+        return self.index.passage(row)[0]
 
     def two_stage(self) -> bool:
         """Whether dense scores come from the two-stage search: a large index
@@ -526,41 +500,6 @@ def context_lines(
         below.pop()
     below = below[:after]
     return tuple(s.rstrip("\r") for s in above), tuple(s.rstrip("\r") for s in below)
-
-
-def query_encoder(
-    index: IndexReader,
-    device: str = "auto",
-    notice: Callable[[str], None] | None = None,
-    trust_remote_code: bool = False,
-    warm: bool = False,
-) -> QueryEncoder:
-    """The index's model as a query encoder (``msearch.encoders.Model``
-    decides which encoder runs, and says so when it is not msearch's own),
-    with the query prompt the index was built with, and a notice for a
-    query longer than the model sees.
-
-    ``warm``: for a process that answers many queries, which loads the full
-    tokenizer once instead of building one per query from the index's
-    vocabulary cache (what makes a single cold query fast)."""
-    from msearch.encoders import ModelRecord, load_recorded
-
-    say = notice or (lambda _m: None)
-    record = ModelRecord.from_json(index.meta.model)
-    cache = index.dir / index.meta.vocab_cache if index.meta.vocab_cache and not warm else None
-    model = load_recorded(record, device, trust_remote_code, notice=say, vocab_cache=cache)
-    limit = record.max_seq_length
-
-    def encode(texts: Sequence[str]) -> np.ndarray:
-        for t in texts:
-            if len(t) > limit - 2 and model.query_token_count(t) > limit:
-                say(
-                    f"msearch: query is longer than the model's {limit} tokens; "
-                    "only its beginning is used (as sentence-transformers does)"
-                )
-        return model.encode_queries(texts)
-
-    return encode
 
 
 def open_lexical(index: IndexReader) -> Bm25:

@@ -1,8 +1,7 @@
-"""Vectors to ranked rows: pure functions over arrays, no I/O.
+"""Scores to ranked rows: a pure function over arrays, no I/O.
 
-One matrix-vector product scores every passage (rows are normalized, so a dot
-product is the cosine); ``argpartition`` then picks the top k in linear time
-instead of sorting the whole score vector.
+``argpartition`` picks the top k in linear time instead of sorting every
+score (a million at a large index).
 """
 
 from __future__ import annotations
@@ -39,14 +38,3 @@ def top_k(
     if min_score is not None:
         idx = idx[scores[idx] >= min_score]
     return idx.astype(np.int64), scores[idx].astype(np.float32)
-
-
-def score(embeddings: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Cosine of every row with ``query`` (both normalized): one mat-vec product."""
-    return np.asarray(embeddings @ np.asarray(query, dtype=np.float32), dtype=np.float32)
-
-
-def search(
-    embeddings: np.ndarray, query: np.ndarray, k: int, min_score: float | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    return top_k(score(embeddings, query), k, min_score)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,7 +11,6 @@ from typing import Any
 from msearch.config import DEFAULT, IndexConfig, TwoStage
 from msearch.storage import safefs
 from msearch.storage.reader import IndexReader, load_index, verify
-from msearch.storage.record import FileRecord
 from msearch.walk import NotText, WalkOptions, read_bytes, walk
 
 
@@ -45,14 +44,6 @@ class Status:
         return asdict(self)
 
 
-def _content_changed(path: Path, rec: FileRecord, opts: WalkOptions) -> bool:
-    try:
-        data = read_bytes(path, opts.max_file_size, follow=opts.follow_symlinks)
-    except NotText:
-        return True
-    return hashlib.sha256(data).hexdigest() != rec.sha256
-
-
 def folder_changes(index: IndexReader) -> Changes:
     """Compare the folder with the index: stat first, content hash to confirm.
 
@@ -79,12 +70,19 @@ def folder_changes(index: IndexReader) -> Changes:
         if rec is None:
             if entry.rel not in skipped:
                 changes.added.append(entry.rel)
-        elif (entry.size != rec.size or entry.mtime_ns != rec.mtime_ns) and _content_changed(
-            entry.path, rec, opts
+        elif not rec.unchanged(
+            entry.size, entry.mtime_ns, functools.partial(_read, entry.path, opts)
         ):
             changes.changed.append(entry.rel)
     changes.deleted = [p for p in known if p not in present]
     return changes
+
+
+def _read(path: Path, opts: WalkOptions) -> bytes | None:
+    try:
+        return read_bytes(path, opts.max_file_size, follow=opts.follow_symlinks)
+    except NotText:
+        return None
 
 
 def _disk_size(index_dir: Path, folders: list[str]) -> int:

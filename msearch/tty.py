@@ -1,4 +1,5 @@
-"""Terminal rendering for the CLI: the results table and the progress bar.
+"""Terminal rendering for the CLI: the results table (a printer, see
+msearch.printers) and the progress bar.
 
 Part of the CLI layer (it imports rich); the core library never imports it.
 """
@@ -14,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from msearch.output import escape_controls
+from msearch.printers import PrintOptions
 from msearch.query import Hit
 from msearch.snippet import Matcher, best_window
 
@@ -96,6 +98,39 @@ def render_table(
             body = _passage(h.text, matcher, (h.before, h.after))
         table.add_row(str(h.rank), f"{h.score:.3f}", loc, body)
     console.print(table)
+
+
+class TablePrinter:
+    """The ``table`` format: one table per query (titled by its query when
+    there are several), on the console ``options.color`` asks for."""
+
+    def __init__(self, options: PrintOptions) -> None:
+        self.options = options
+        self.console = make_console(options.out, options.color)
+        self.query: str | None = None
+        self.hits: list[Hit] = []
+
+    def begin(self, query: str) -> None:
+        self._render()
+        self.query = query
+
+    def hit(self, hit: Hit) -> None:
+        self.hits.append(hit)
+
+    def finish(self) -> None:
+        self._render()
+        self.options.out.flush()
+
+    def _render(self) -> None:
+        if self.query is not None and self.hits:
+            render_table(
+                self.console,
+                self.hits,
+                self.query,
+                title=self.options.multi,
+                lexical_settings=self.options.lexical,
+            )
+        self.query, self.hits = None, []
 
 
 class BarProgress:

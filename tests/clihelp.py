@@ -12,7 +12,8 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
-from msearch.cli import main
+from conftest import current_models
+from msearch.cli import app, main
 
 _runner = CliRunner()
 
@@ -38,10 +39,11 @@ class Out:
 
 
 def cli(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None) -> Out:
-    """``msearch ARGS`` through :func:`msearch.cli.main`, the console script."""
+    """``msearch ARGS`` through :func:`msearch.cli.main`, the console script,
+    with the test's models (conftest.use_fake)."""
     with _runner.isolation(input=input, env=env) as streams:
         try:
-            main(list(args))
+            main(list(args), models=current_models())
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 2
@@ -49,6 +51,12 @@ def cli(*args: str, input: bytes | str | None = None, env: dict[str, str] | None
         sys.stderr.flush()
         out, err = streams[0].getvalue(), streams[1].getvalue()
     return Out(code, out, err.decode("utf-8", "replace"))
+
+
+def invoke(*args: str, input: str | None = None) -> Any:
+    """``msearch ARGS`` through typer's CliRunner (``Result``), with the
+    test's models (conftest.use_fake)."""
+    return _runner.invoke(app, list(args), input=input, obj=current_models())
 
 
 def fuzz_settings(default_examples: int) -> Callable[[Any], Any]:

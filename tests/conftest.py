@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,12 @@ class FakeEmbedder:
         self.record = dataclasses.replace(self.record, precision=precision)
         return self
 
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode(texts)
+
+    def query_token_count(self, text: str) -> int:
+        return self.counter.count([text])[0] + 2
+
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         self.calls += 1
         self.embedded += len(texts)
@@ -76,16 +82,42 @@ def fake() -> FakeEmbedder:
     return FakeEmbedder()
 
 
-@pytest.fixture
-def use_fake(monkeypatch: pytest.MonkeyPatch, fake: FakeEmbedder) -> FakeEmbedder:
-    """Make the CLI use the fake embedder for indexing and querying."""
-    import msearch.encoders
-    import msearch.query
+class FakeModels:
+    """A model source (msearch.models.Models) that hands out one fake for
+    every model asked for: what the tests give the facade, the CLI
+    (``main(models=...)``, typer's ``obj``) and the MCP service."""
 
-    monkeypatch.setattr(msearch.encoders, "load_model", lambda *a, **k: fake)
-    monkeypatch.setattr(msearch.encoders, "load_recorded", lambda *a, **k: fake)
-    monkeypatch.setattr(msearch.query, "query_encoder", lambda *a, **k: fake.encode)
-    return fake
+    def __init__(self, fake: FakeEmbedder) -> None:
+        self.fake = fake
+
+    def load(self, *args: Any, **kwargs: Any) -> FakeEmbedder:
+        return self.fake
+
+    def load_recorded(self, *args: Any, **kwargs: Any) -> FakeEmbedder:
+        return self.fake
+
+
+# The models the CLI and the MCP service get in this test (see use_fake);
+# None: the real ones.
+_models: FakeModels | None = None
+
+
+def current_models() -> FakeModels | None:
+    """What the test helpers (clihelp.cli, the tests' run and served) hand
+    the CLI and the service as their model source."""
+    return _models
+
+
+@pytest.fixture
+def use_fake(fake: FakeEmbedder) -> Iterator[FakeEmbedder]:
+    """The CLI and the MCP service, as the tests call them, index and query
+    with the fake embedder (handed to them, nothing patched)."""
+    global _models
+    _models = FakeModels(fake)
+    try:
+        yield fake
+    finally:
+        _models = None
 
 
 def write(root: Path, rel: str, content: str | bytes) -> Path:

@@ -13,11 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import FakeEmbedder  # noqa: E402
+from conftest import FakeEmbedder, FakeModels  # noqa: E402
 
 if __name__ == "__main__":
     import msearch.encoders
-    import msearch.query
     from msearch.cli import main
 
     args = sys.argv[1:]
@@ -25,7 +24,4 @@ if __name__ == "__main__":
     if args and args[0] == "--real-tokenizer":
         args = args[1:]
         fake.counter = msearch.encoders.token_counter(msearch.encoders.bundled_model_path())
-    msearch.encoders.load_model = lambda *a, **k: fake  # type: ignore[assignment]
-    msearch.encoders.load_recorded = lambda *a, **k: fake  # type: ignore[assignment]
-    msearch.query.query_encoder = lambda *a, **k: fake.encode  # type: ignore[assignment]
-    main(args)
+    main(args, models=FakeModels(fake))

@@ -7,17 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
+from clihelp import invoke
 from conftest import FakeEmbedder, deny_reading, snapshot, write
-from msearch.cli import app
 
-runner = CliRunner()
 KEYS = ["rank", "score", "path", "start_line", "end_line", "text"]
 
 
 def run(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, list(args), input=input)
+    return invoke(*args, input=input)
 
 
 @pytest.fixture
@@ -260,6 +258,20 @@ def test_lexical_only_dense_only_and_hybrid(corpus: Path) -> None:
     assert run("query", "knead", "--index", idx(corpus), "--dense-only").exit_code == 0
     r = run("query", "knead", "--index", idx(corpus), "--dense-only", "--lexical-only")
     assert r.exit_code == 2 and "exclude each other" in r.stderr
+
+
+def test_refresh_with_both_modes_is_refused_before_the_index_is_written(corpus: Path) -> None:
+    """Regression: `query --refresh --dense-only --lexical-only` updated the
+    index first and refused the flags after (the checks were scattered)."""
+    write(corpus, "moon.md", "# Moon\n\nThe moon has no light of its own.\n")
+    meta = corpus / ".msearch" / "meta.json"
+    before = meta.read_bytes()
+    args = ("--refresh", "--dense-only", "--lexical-only")
+    r = run("query", "moon", "--index", idx(corpus), *args)
+    assert r.exit_code == 2 and "exclude each other" in r.stderr
+    assert meta.read_bytes() == before
+    r = run("query", "moon", "--index", idx(corpus), "--refresh", "-k", "0")
+    assert r.exit_code == 2 and meta.read_bytes() == before
 
 
 def test_index_with_its_lexical_side_missing(corpus: Path) -> None:

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from conftest import SAMPLE, snapshot
 from msearch.cli import app
 from msearch.encoders import bundled_model_path
-from msearch.query import Searcher, query_encoder
+from msearch.models import query_encoder
+from msearch.query import Searcher
 from msearch.storage import ownership, reader, record
 
 pytestmark = pytest.mark.model

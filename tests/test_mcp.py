@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from conftest import FakeEmbedder, write
+from conftest import FakeEmbedder, current_models, write
 from msearch.indexer import build_index
 from msearch.query import Searcher, open_lexical
 from msearch.service import SearchService
@@ -38,7 +38,7 @@ def folder(tmp_path: Path, use_fake: FakeEmbedder) -> Path:
 
 
 def served(root: Path, body: Callable[[Client], Awaitable[Any]]) -> Any:
-    service = SearchService(root / ".msearch")
+    service = SearchService(root / ".msearch", models=current_models())
 
     async def main() -> Any:
         async with Client(build_server(service)) as client:
@@ -88,9 +88,10 @@ def test_search_gives_structured_results_like_the_library(folder: Path) -> None:
     SearchOutput.model_validate(result.structured_content, strict=True)  # the documented shape
     got = result.structured_content["results"]
     index = load_index(folder / ".msearch")
-    from msearch.query import query_encoder
+    from msearch.models import query_encoder
 
-    want = Searcher(index, query_encoder(index), open_lexical(index), "hybrid", cwd=folder).query(
+    encode = query_encoder(index, models=current_models())
+    want = Searcher(index, encode, open_lexical(index), "hybrid", cwd=folder).query(
         "bread dough", 3
     )
     assert [(h["path"], h["start_line"], h["end_line"]) for h in got] == [
@@ -133,8 +134,8 @@ def test_search_modes_paths_and_context(folder: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ({"query": ""}, "query is empty"),
-        ({"query": "   "}, "query is empty"),
+        ({"query": ""}, "empty query"),
+        ({"query": "   "}, "empty query"),
         ({"query": "bread", "k": 0}, "k must be"),
         ({"query": "bread", "k": 100000}, "k must be"),
         ({"query": "bread", "mode": "fuzzy"}, "mode must be one of"),

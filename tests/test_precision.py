@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 import msearch.encoders
+from clihelp import invoke
 from conftest import SAMPLE
-from msearch.cli import app
 from msearch.encoders import (
     CPU_BATCH,
     GPU_BATCH,
@@ -143,7 +142,7 @@ def test_resolve_precision(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_fast_and_another_precision_is_a_usage_error(tmp_path: Path, use_fake) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "a.txt").write_text("hello\n")
-    r = CliRunner().invoke(app, ["index", str(tmp_path / "c"), "--fast", "--precision", "float32"])
+    r = invoke("index", str(tmp_path / "c"), "--fast", "--precision", "float32")
     assert r.exit_code == 2
     assert "--fast" in r.output and "Traceback" not in r.output
 
@@ -159,7 +158,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _index(*args: str) -> str:
-    r = CliRunner().invoke(app, ["index", *args])
+    r = invoke("index", *args)
     assert r.exit_code == 0, r.output
     return r.output
 
@@ -222,12 +221,17 @@ def test_fast_index_records_bfloat16_and_queries_in_it(
     cos = (small.table()[1] * full.table()[1]).sum(axis=1)
     assert cos.min() >= 0.9999
 
-    r = CliRunner().invoke(app, ["status", "--index", str(corpus / ".msearch")])
+    r = invoke("status", "--index", str(corpus / ".msearch"))
     assert "bfloat16" in r.output
-    r = CliRunner().invoke(
-        app,
-        ["query", "when is the next solar eclipse", "--index", str(corpus / ".msearch")]
-        + ["--format", "jsonl", "-k", "1"],
+    r = invoke(
+        "query",
+        "when is the next solar eclipse",
+        "--index",
+        str(corpus / ".msearch"),
+        "--format",
+        "jsonl",
+        "-k",
+        "1",
     )
     assert r.exit_code == 0, r.output
     assert "eclipses" in json.loads(r.output.splitlines()[0])["path"]

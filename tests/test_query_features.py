@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
+from clihelp import invoke
 from conftest import FakeEmbedder, write
-from msearch.cli import app
 from msearch.filters import PathFilter
 from msearch.indexer import build_index
 from msearch.lexical import LexicalParams
@@ -24,11 +23,9 @@ from msearch.query import Searcher, context_lines, open_lexical
 from msearch.snippet import Matcher, best_line, best_window
 from msearch.storage.reader import load_index
 
-runner = CliRunner()
-
 
 def run(*args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, list(args))
+    return invoke(*args)
 
 
 @pytest.fixture

@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import conftest
+from clihelp import invoke
 from conftest import SAMPLE, FakeEmbedder, write
 from msearch import distributed
 from msearch.chunk import ChunkSettings
-from msearch.cli import app
 from msearch.distributed import RayIndexer
 from msearch.errors import ClusterError
 from msearch.indexer import build_index
@@ -244,7 +243,7 @@ def test_ray_index_equals_the_single_process_index(cluster: Any, tmp_path: Path)
 
 def test_cli_ray_flag(cluster: Any, use_fake: FakeEmbedder, tmp_path: Path) -> None:
     root = corpus(tmp_path / "docs")
-    result = CliRunner().invoke(app, ["index", str(root), "--ray"])
+    result = invoke("index", str(root), "--ray")
     assert result.exit_code == 0, result.output
     here = build_index(root, tmp_path / "one", FakeEmbedder())  # the CLI's defaults
     lines = result.output.strip().splitlines()
@@ -341,7 +340,8 @@ def _same_view(a: dict[str, tuple[Any, ...]], b: dict[str, tuple[Any, ...]]) -> 
 @pytest.mark.model
 def test_ray_index_with_the_bundled_model(cluster: Any, tmp_path: Path) -> None:
     from msearch.encoders import load_model
-    from msearch.query import Searcher, query_encoder
+    from msearch.models import query_encoder
+    from msearch.query import Searcher
 
     model = load_model(None, device="cpu", notice=lambda _m: None)
     runner = RayIndexer(device="cpu")

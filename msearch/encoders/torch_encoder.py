@@ -78,9 +78,6 @@ def onednn_linear_available() -> bool:
     return True
 
 
-_ACTIVATIONS = {"tanh": "tanh", "relu": "relu", "gelu": "gelu", "sigmoid": "sigmoid"}
-
-
 class TorchEncoder:
     """Normalized sentence vectors from a supported model folder, batched
     for throughput."""

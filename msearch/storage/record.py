@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,22 @@ class FileRecord:
     segment: int = 0
     row: int = 0
     rows: int = 0
+
+    def unchanged(self, size: int, mtime_ns: int, content: Callable[[], bytes | None]) -> bool:
+        """Whether the file, now ``size`` bytes with mtime ``mtime_ns``, is
+        still the one recorded: the one rule of the indexer (what to
+        re-embed), ``status`` (what changed since) and queries (which hits
+        are stale). Another size: changed. The same size and mtime:
+        unchanged, not read. Otherwise ``content()`` (None where it cannot
+        be read: changed) decides by its hash, so a touched but unchanged
+        file is unchanged. An mtime of -1 (a file read in its last second,
+        see msearch.indexer.settled_mtime) matches nothing: it is hashed."""
+        if size != self.size:
+            return False
+        if mtime_ns == self.mtime_ns:
+            return True
+        data = content()
+        return data is not None and content_hash(data) == self.sha256
 
 
 class IndexOutdated(IndexCorrupt):
