@@ -61,7 +61,7 @@ from msearch.storage.ownership import (
     prepare_commit_point,
     write_lock,
 )
-from msearch.storage.reader import IndexReader, load_index, verify_checksums
+from msearch.storage.reader import IndexReader, check_paths, load_index, verify_checksums
 from msearch.storage.record import (
     FileRecord,
     IndexOutdated,
@@ -326,6 +326,7 @@ def _open_previous(
             if seg.rows * (old.meta.dim * 4 + 64) < VERIFY_BYTES
         }
         verify_checksums(index_dir, old.meta, small)
+        check_paths(old)  # a file "outside" would be a removed file: rebuild instead
     except IndexNotFound:
         return None, False
     except IndexTooNew:

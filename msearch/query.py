@@ -20,7 +20,7 @@ from msearch.config import DEFAULT, TwoStage
 from msearch.errors import IndexCorrupt, UsageError
 from msearch.storage import safefs
 from msearch.storage.layout import FIX_HINT, META_NAME
-from msearch.storage.reader import IndexReader
+from msearch.storage.reader import IndexReader, check_paths
 from msearch.storage.segment import EMBEDDINGS_NAME, PASSAGES_NAME, prefetch_rows
 from msearch.walk import NotText, decode
 
@@ -83,11 +83,7 @@ class FileCache:
         """
         rec = self.index.meta.files[file_idx]
         follow = self.index.meta.walk.get("follow_symlinks") is True
-        if not safefs.safe_relpath(rec.path):
-            raise IndexCorrupt(
-                f"{self.index.dir / META_NAME} names a file outside its root "
-                f"({rec.path!r}); {FIX_HINT}"
-            )
+        check_paths(self.index, [rec])
         try:
             fh, st = safefs.open_beneath(self.index.root, rec.path, follow, max_size=rec.size)
             with fh:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -199,6 +200,26 @@ def test_files_pointing_outside_their_segment_force_a_rebuild(tmp_path: Path) ->
     meta_path.write_text(json.dumps(meta))
     s = build(tmp_path)
     assert s.full_reason == "the previous index was damaged" and s.added == 1
+
+
+def test_an_update_rebuilds_an_index_that_names_a_file_outside_its_root(tmp_path: Path) -> None:
+    """Regression (the damaged-index fuzz test, with a new seed): a file
+    table naming ``../elsewhere/a.md`` made the update count that record as
+    removed and its real file as added, moving its rows to a new segment;
+    the index is damaged, and is rebuilt as a fresh build would make it."""
+    for i in range(3):
+        write(tmp_path, f"f{i}.txt", para(i, 2))
+    build(tmp_path)
+    fresh = reader.load_index(tmp_path / ".msearch").table()
+    meta_path = tmp_path / ".msearch" / layout.META_NAME
+    meta = json.loads(meta_path.read_text())
+    meta["files"]["path"][0] = "../elsewhere/f0.txt"
+    meta_path.write_text(json.dumps(meta))
+    s = build(tmp_path)
+    assert s.full_reason == "the previous index was damaged" and s.added == 3
+    again = reader.load_index(tmp_path / ".msearch")
+    assert len(again.segments) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(again.table(), fresh, strict=True))
 
 
 def test_texts_are_embedded_window_by_window(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ numbered across segments, live and dead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from msearch.errors import IndexCorrupt
 from msearch.storage import safefs
 from msearch.storage.disk import checksum, open_folder
 from msearch.storage.layout import FIX_HINT, META_NAME, resolve_root
-from msearch.storage.record import Meta, read_meta
+from msearch.storage.record import FileRecord, Meta, read_meta
 from msearch.storage.segment import (
     EMBEDDINGS_NAME,
     PASSAGE_COLUMNS,
@@ -281,11 +282,18 @@ def verify(index: IndexReader) -> None:
             raise IndexCorrupt(
                 f"{index.dir / META_NAME}: {seg.info.name}'s lexical counts are wrong; {FIX_HINT}"
             )
-    bad = [f.path for f in index.meta.files if not safefs.safe_relpath(f.path)]
-    if bad:
-        raise IndexCorrupt(
-            f"{index.dir / META_NAME} names a file outside its root ({bad[0]!r}); {FIX_HINT}"
-        )
+    check_paths(index)
+
+
+def check_paths(index: IndexReader, files: Iterable[FileRecord] | None = None) -> None:
+    """Every file the index names (or ``files`` of them) lies strictly inside
+    its root: an index can come from anywhere, and its file table must not
+    send a read, a hit or an update outside the folder it searches."""
+    for f in index.meta.files if files is None else files:
+        if not safefs.safe_relpath(f.path):
+            raise IndexCorrupt(
+                f"{index.dir / META_NAME} names a file outside its root ({f.path!r}); {FIX_HINT}"
+            )
 
 
 def verify_checksums(index_dir: Path, meta: Meta, names: set[str] | None = None) -> None:
