@@ -155,7 +155,6 @@ class Int8Codes:
         None where the files are missing, damaged, or not what this faiss
         maps (the float32 vectors then serve)."""
         from msearch.errors import IndexCorrupt
-        from msearch.storage import safefs
 
         head = header(rows, dim)
         if head is None or rows == 0:
@@ -168,7 +167,7 @@ class Int8Codes:
                 return None
             if not bool(np.all((scale >= 1) & (scale <= MAX_SCALE))):  # NaN fails too
                 return None
-            fh, st = safefs.open_regular(CODES_NAME, dir_fd=folder.fd, follow=False)
+            fh, st = folder.open(CODES_NAME)
             with fh:
                 if st.st_size != len(head) + rows * dim:
                     return None

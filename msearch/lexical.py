@@ -43,12 +43,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from msearch.storage.disk import DataFolder
 
 # BM25 as measured in bench/EVAL_RESULTS.md (bm25s defaults, Lucene variant).
 K1 = 1.5
@@ -74,7 +71,17 @@ FILES = {
 
 
 class LexicalFormatError(ValueError):
-    """The lexical data is not something this version can read."""
+    """The lexical data is not something this version can read, or is
+    damaged (the storage turns it into ``IndexCorrupt`` with its fix)."""
+
+
+class Folder(Protocol):
+    """An open segment folder, as :meth:`LexicalSegment.load` reads it
+    (msearch.storage.disk.DataFolder)."""
+
+    path: Path
+
+    def npy(self, name: str, mmap: bool = True) -> np.ndarray: ...
 
 
 def _stopword_list(stopwords: str | Sequence[str]) -> list[str]:
@@ -233,7 +240,7 @@ class LexicalSegment:
         """(rows, term frequencies) of the passages that contain ``term``.
 
         Checked, because the arrays may be damaged or crafted: a posting
-        outside the segment is ``IndexCorrupt``, never an index error.
+        outside the segment is ``LexicalFormatError``, never an index error.
         """
         t = self._table.find(term)
         if t < 0:
@@ -243,10 +250,7 @@ class LexicalSegment:
         if not 0 <= start <= end <= len(self.rows) or (
             len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= self.num_rows)
         ):
-            from msearch.errors import IndexCorrupt
-            from msearch.storage.layout import FIX_HINT
-
-            raise IndexCorrupt(f"the index's lexical side is damaged; {FIX_HINT}")
+            raise LexicalFormatError("the index's lexical side is damaged")
         return rows, self.tfs[start:end]
 
     def save(self, folder: Path) -> None:
@@ -257,7 +261,7 @@ class LexicalSegment:
                 np.save(fh, np.ascontiguousarray(getattr(self, attr), dtype=dtype))
 
     @classmethod
-    def load(cls, folder: DataFolder, mmap: bool = True) -> LexicalSegment:
+    def load(cls, folder: Folder, mmap: bool = True) -> LexicalSegment:
         """Open the arrays of a segment folder (memory-mapped by default, so
         opening costs the same at any size) and check that they fit together.
         A missing file is a ``FileNotFoundError`` (a writer may have just
@@ -438,10 +442,7 @@ def merge_lexical(parts: Sequence[tuple[LexicalSegment, np.ndarray]]) -> Lexical
             or (counts < 0).any()
             or (len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= seg.num_rows))
         ):
-            from msearch.errors import IndexCorrupt
-            from msearch.storage.layout import FIX_HINT
-
-            raise IndexCorrupt(f"the index's lexical side is damaged; {FIX_HINT}")
+            raise LexicalFormatError("the index's lexical side is damaged")
         kept = row_map >= 0
         lengths[row_map[kept]] = np.asarray(seg.lengths)[kept]
         ids = np.array([vocab.setdefault(w, len(vocab)) for w in seg.term_list()], dtype=np.int64)

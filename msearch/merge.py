@@ -27,8 +27,10 @@ from typing import Protocol
 
 import numpy as np
 
-from msearch.lexical import merge_lexical
+from msearch.errors import IndexCorrupt
+from msearch.lexical import LexicalFormatError, merge_lexical
 from msearch.storage.disk import writing
+from msearch.storage.layout import FIX_HINT
 from msearch.storage.ownership import new_segment_dir
 from msearch.storage.reader import IndexReader, verify_checksums
 from msearch.storage.record import FileRecord, Meta, SegmentInfo
@@ -170,9 +172,12 @@ def _merge_group(
                 maps[rec.segment][rec.row : rec.row + rec.rows] = np.arange(start, start + rec.rows)
                 moved[f] = (start, rec.rows)
                 ordinal += 1
-            lexical = merge_lexical(
-                [(index.segments[i].lexical(), maps[i]) for i in sorted(members)]
-            )
+            try:
+                lexical = merge_lexical(
+                    [(index.segments[i].lexical(), maps[i]) for i in sorted(members)]
+                )
+            except LexicalFormatError as exc:
+                raise IndexCorrupt(f"{exc}; {FIX_HINT}") from None
             info = writer.close(lexical)
         return info, moved
     except BaseException:

@@ -18,6 +18,7 @@ import numpy as np
 from msearch import coarse, ranking
 from msearch.config import DEFAULT, TwoStage
 from msearch.errors import IndexCorrupt, UsageError
+from msearch.lexical import LexicalFormatError
 from msearch.storage import safefs
 from msearch.storage.layout import FIX_HINT, META_NAME
 from msearch.storage.reader import IndexReader, check_paths
@@ -330,7 +331,10 @@ class Searcher:
     def _lexical_scores(self, text: str, allowed: np.ndarray | None) -> np.ndarray:
         """BM25 of every row (0 for rows the filter leaves out), checked."""
         assert self.lexical is not None
-        lex = self.lexical.scores(text)
+        try:
+            lex = self.lexical.scores(text)
+        except LexicalFormatError as exc:
+            raise IndexCorrupt(f"{exc}; {FIX_HINT}") from None
         if not np.isfinite(lex).all():
             raise IndexCorrupt(
                 f"the lexical side of {self.index.dir} holds invalid numbers; {FIX_HINT}"

@@ -80,7 +80,10 @@ class DataFolder:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _open(self, name: str, max_size: int | None = None) -> tuple[IO[bytes], os.stat_result]:
+    def open(self, name: str, max_size: int | None = None) -> tuple[IO[bytes], os.stat_result]:
+        """A regular file of this folder (at most ``max_size`` bytes), never
+        through a link: ``FileNotFoundError`` where it is missing, one
+        ``IndexCorrupt`` line for anything else."""
         try:
             return safefs.open_regular(name, dir_fd=self.fd, follow=False, max_size=max_size)
         except FileNotFoundError:
@@ -108,7 +111,7 @@ class DataFolder:
             for name, expected in recorded.items():
                 if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
                     return False
-                fh, _ = self._open(name)
+                fh, _ = self.open(name)
                 with fh:
                     if checksum(fh) != expected:
                         return False
@@ -117,7 +120,7 @@ class DataFolder:
         return True
 
     def read_json(self, name: str) -> Any:
-        fh, _ = self._open(name, SMALL_JSON_MAX_BYTES)
+        fh, _ = self.open(name, SMALL_JSON_MAX_BYTES)
         with fh:
             raw = fh.read()
         try:
@@ -132,7 +135,7 @@ class DataFolder:
         from numpy.lib import format as npy_format
 
         where = self.path / name
-        fh, st = self._open(name)
+        fh, st = self.open(name)
         with fh:
             try:
                 version = npy_format.read_magic(fh)

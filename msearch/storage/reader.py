@@ -307,7 +307,7 @@ def verify_checksums(index_dir: Path, meta: Meta, names: set[str] | None = None)
                 if "/" in name or name in ("", ".", ".."):
                     raise IndexCorrupt(f"{index_dir / META_NAME}: bad checksum entry; {FIX_HINT}")
                 try:
-                    fh, _ = folder._open(name)
+                    fh, _ = folder.open(name)
                 except FileNotFoundError:
                     raise IndexCorrupt(f"{folder.path / name} is missing; {FIX_HINT}") from None
                 with fh:
