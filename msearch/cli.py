@@ -306,6 +306,29 @@ def _overrides(
     )
 
 
+def _updater(
+    ctx: typer.Context,
+    directory: Path,
+    given: Any,
+    index_path: Path | None,
+    quiet: bool,
+    segments_writer: Any = None,
+) -> Any:
+    """The update `index` and `watch` run: with ``quiet``, only what loading
+    the model says (a fallback model, a precision the hardware lacks)."""
+    from msearch import api
+
+    return api.Updater(
+        directory,
+        given,
+        index_dir=index_path,
+        models=_models(ctx),
+        notice=(lambda _m: None) if quiet else say,
+        model_notice=say,
+        segments_writer=segments_writer,
+    )
+
+
 @app.command()
 def index(
     ctx: typer.Context,
@@ -344,7 +367,6 @@ def index(
     """Index the text files under DIR (again: only what changed)."""
 
     def body() -> int:
-        from msearch import api
 
         walk = _walk_options(
             include, exclude, hidden, follow, no_ignore, include_noise, max_file_size
@@ -357,15 +379,7 @@ def index(
             from msearch.distributed import RayIndexer
 
             runner = RayIndexer(device=device.value)
-        updater = api.Updater(
-            directory,
-            given,
-            index_dir=index_path,
-            models=_models(ctx),
-            notice=(lambda _m: None) if quiet else say,
-            model_notice=say,
-            segments_writer=runner,
-        )
+        updater = _updater(ctx, directory, given, index_path, quiet, runner)
         if use_ray:
             from msearch.distributed import check_available
 
@@ -685,7 +699,6 @@ def watch(
     """
 
     def body() -> int:
-        from msearch import api
         from msearch.watch import load_watchfiles
         from msearch.watch import watch as watch_folder
 
@@ -698,14 +711,7 @@ def watch(
         given = _overrides(
             ctx, True, model, device, batch_size, precision, fast, trust_remote_code, walk
         )
-        updater = api.Updater(
-            directory,
-            given,
-            index_dir=index_path,
-            models=_models(ctx),
-            notice=(lambda _m: None) if quiet else say,
-            model_notice=say,
-        )
+        updater = _updater(ctx, directory, given, index_path, quiet)
         try:
             watch_folder(
                 directory,

@@ -153,7 +153,6 @@ def load_index(index_dir: Path, mmap: bool = True, lexical: bool = False) -> Ind
     ``lexical``: open the BM25 statistics now, in the same attempt as the
     rest, so that a writer's cleanup between the two cannot fail a query.
     """
-    from msearch.lexical import LexicalFormatError, LexicalSegment
 
     index_dir = Path(index_dir).absolute()
     for attempt in range(3):
@@ -167,15 +166,7 @@ def load_index(index_dir: Path, mmap: bool = True, lexical: bool = False) -> Ind
                     seg = open_segment(folder, info, meta.dim, mmap)
                     seg.load_bits(folder)
                     if lexical:
-                        try:
-                            seg._lexical = LexicalSegment.load(folder, mmap)
-                        except LexicalFormatError as exc:
-                            raise IndexCorrupt(f"{exc}; {FIX_HINT}") from None
-                        if seg._lexical.num_rows != info.rows:
-                            raise IndexCorrupt(
-                                f"the lexical side of {folder.path} holds "
-                                f"{seg._lexical.num_rows} rows, not {info.rows}; {FIX_HINT}"
-                            )
+                        seg.load_lexical(folder, mmap)
                 seg.offset = offset
                 offset += info.rows
                 segments.append(seg)

@@ -282,21 +282,30 @@ class Segment:
 
     def lexical(self) -> LexicalSegment:
         if self._lexical is None:
-            from msearch.lexical import LexicalFormatError
-
             try:
                 with self._reopen() as folder:
-                    self._lexical = LexicalSegment.load(folder)
+                    self.load_lexical(folder)
             except FileNotFoundError as exc:
                 raise IndexCorrupt(f"{exc.filename or self.path} is missing; {FIX_HINT}") from None
-            except LexicalFormatError as exc:
-                raise IndexCorrupt(f"{exc}; {FIX_HINT}") from None
-            if self._lexical.num_rows != self.rows:
-                raise IndexCorrupt(
-                    f"the lexical side of {self.path} holds {self._lexical.num_rows} rows, "
-                    f"the segment {self.rows}; {FIX_HINT}"
-                )
+        assert self._lexical is not None
         return self._lexical
+
+    def load_lexical(self, folder: Any, mmap: bool = True) -> None:
+        """The BM25 statistics from the segment's open folder, checked
+        against its rows (a missing file: ``FileNotFoundError``, for the
+        caller to look again or report)."""
+        from msearch.lexical import LexicalFormatError
+
+        try:
+            lexical = LexicalSegment.load(folder, mmap)
+        except LexicalFormatError as exc:
+            raise IndexCorrupt(f"{exc}; {FIX_HINT}") from None
+        if lexical.num_rows != self.rows:
+            raise IndexCorrupt(
+                f"the lexical side of {self.path} holds {lexical.num_rows} rows, "
+                f"the segment {self.rows}; {FIX_HINT}"
+            )
+        self._lexical = lexical
 
     def keys(self) -> np.ndarray:
         if self._keys is None:
