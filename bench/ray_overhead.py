@@ -25,7 +25,8 @@ stopped inside the round, as ``msearch index --ray`` does), and reports:
 - what shipping the files' bytes through Ray's object store would cost
   instead of reading them on the workers (the driver reads every file and
   ``ray.put``s it, a task ``ray.get``s it all), against a task that reads
-  them by path: the choice README's "Indexing on a Ray cluster" explains.
+  them by path: the choice docs/how-it-works.md ("Indexing on a Ray
+  cluster: how") explains.
 
 Both indexes are also compared: the smallest cosine between a passage's
 two vectors (must be at least 0.9999), and the same passages.

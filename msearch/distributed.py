@@ -27,7 +27,8 @@ returns their segments, written by the driver.
 
 Workers read the files themselves, by absolute path: every node must see
 the folder (and the model folder) at the same path, as on one machine or a
-shared file system. See the README ("Indexing on a Ray cluster") for why.
+shared file system. docs/how-it-works.md ("Indexing on a Ray cluster: how")
+says why.
 
 Ray is imported inside the functions here, only when ``--ray`` is asked for.
 """

@@ -1,7 +1,7 @@
 """What msearch owns in an index folder, and how it changes it: the marker,
 the writer lock, new folders, the commit and the cleanup after it.
 
-Safety rules (README, "Safety"): msearch writes only into a folder that is
+Safety rules (docs/safety.md): msearch writes only into a folder that is
 empty, or that carries its marker (or, for indexes made before the marker
 existed, whose ``meta.json`` is msearch's). It deletes only folders that
 the marker says it created.
