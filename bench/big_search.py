@@ -66,7 +66,7 @@ SIGMA = 0.05
 BLOCK = 65536
 
 
-def build(index_dir: Path, rows: int, vectors: np.ndarray, record: dict) -> dict[str, float]:
+def build(index_dir: Path, rows: int, vectors: np.ndarray, model_record: dict) -> dict[str, float]:
     """The synthetic index (kept between runs, rebuilt when it lacks a file
     this msearch writes); seconds spent."""
     if (index_dir / layout.META_NAME).exists() and up_to_date(index_dir):
@@ -90,7 +90,7 @@ def build(index_dir: Path, rows: int, vectors: np.ndarray, record: dict) -> dict
     t1 = time.perf_counter()
     info = writer.close(lexical)
     t2 = time.perf_counter()
-    commit_one_file(index_dir, info, WORK, record, int(vectors.shape[1]))
+    commit_one_file(index_dir, info, WORK, model_record, int(vectors.shape[1]))
     out = {"write": t1 - t0, "close": t2 - t1}
     (index_dir / "build.json").write_text(json.dumps(out))
     return out

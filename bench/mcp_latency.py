@@ -67,8 +67,7 @@ def in_process(index_dir: Path, calls: int) -> tuple[float, float]:
     service = SearchService(index_dir)
     for q in QUERIES:
         service.search(q)
-    encode = service.searcher("hybrid").encode
-    assert encode is not None
+    encode = service.index().encoder()
     search_t, encode_t = [], []
     for i in range(calls):
         query = f"{QUERIES[i % len(QUERIES)]} {i}"

@@ -93,7 +93,7 @@ def up_to_date(index_dir: Path) -> bool:
 
 
 def make_index(
-    index_dir: Path, corpus: Path, rows: int, record: dict, seed: int = 0, segments: int = 1
+    index_dir: Path, corpus: Path, rows: int, model_record: dict, seed: int = 0, segments: int = 1
 ) -> Path:
     """A synthetic index of ``rows`` random unit vectors over the real files
     of ``corpus``, in ``segments`` segments of about equal size (the same
@@ -138,7 +138,7 @@ def make_index(
             )
     meta = record.Meta(
         root=str(corpus.resolve()),
-        model=record,
+        model=model_record,
         chunking={"max_tokens": 256, "overlap_tokens": 32},
         walk={},
         files=records,
@@ -288,13 +288,13 @@ def main() -> None:
         return
 
     model = Model(BUNDLED_MODEL, BUNDLED_SOURCE, bundled_model_path(), "cpu")
-    record = model.record.to_json()
+    model_record = model.record.to_json()
     corpus = WORK / "corpus"
     t = time.perf_counter()
-    idx_1k = make_index(WORK / "idx-1k", corpus, 1_000, record)
-    idx_100k = make_index(WORK / "idx-100k", corpus, 100_000, record)
-    idx_1m = make_index(WORK / "idx-1m", corpus, 1_000_000, record)
-    idx_1m_10 = make_index(WORK / "idx-1m-10seg", corpus, 1_000_000, record, segments=10)
+    idx_1k = make_index(WORK / "idx-1k", corpus, 1_000, model_record)
+    idx_100k = make_index(WORK / "idx-100k", corpus, 100_000, model_record)
+    idx_1m = make_index(WORK / "idx-1m", corpus, 1_000_000, model_record)
+    idx_1m_10 = make_index(WORK / "idx-1m-10seg", corpus, 1_000_000, model_record, segments=10)
     for d in (idx_1k, idx_100k, idx_1m, idx_1m_10):
         add_vocab_cache(d, model)
     print(f"indexes ready in {time.perf_counter() - t:.1f}s", file=sys.stderr)

@@ -463,11 +463,12 @@ class Updater:
 
     With a ``directory``: the index of that folder (``index_dir``, default
     ``DIR/.msearch``), with ``given``'s options, the rest as the index
-    records them, else the defaults; the model is chosen (and loaded) now,
-    so that a wrong one is said before any work. Without: the index at
-    ``index_dir`` updated as it records itself (its folder, walk, chunking
-    and model; only ``given``'s device, batch size and trust apply), the
-    model reloaded only when another one built the index meanwhile.
+    records them, else the defaults (settings checked now, before any
+    work; the model chosen at the first run and kept). Without: the index
+    at ``index_dir`` updated as it records itself (its folder, walk,
+    chunking and model; only ``given``'s device, batch size and trust
+    apply), the model reloaded only when another one built the index
+    meanwhile.
     """
 
     def __init__(
@@ -510,7 +511,6 @@ class Updater:
             Path(index_dir) if index_dir is not None else self.directory / INDEX_DIR_NAME
         )
         self.walk, self.chunking = self._settings()
-        self._model = self._choose(self._recorded_model(), strict=False)
 
     def _settings(self) -> tuple[Any, Any]:
         """(walk options, chunking): given, else recorded, else the defaults."""
@@ -545,6 +545,15 @@ class Updater:
         except MsearchError:
             return None
 
+    def model(self) -> Any:
+        """The model this folder's updates embed with (chosen once, at the
+        first call: see msearch.models.model_for_update)."""
+        if self._model is None:
+            if self.directory is None:
+                return self._as_recorded()[3]
+            self._model = self._choose(self._recorded_model(), strict=False)
+        return self._model
+
     def _choose(self, recorded: Any, strict: bool) -> Any:
         from msearch.models import model_for_update
 
@@ -561,7 +570,7 @@ class Updater:
         from msearch.indexer import build_index
 
         if self.directory is not None:
-            root, walk, chunking, model = self.directory, self.walk, self.chunking, self._model
+            root, walk, chunking, model = self.directory, self.walk, self.chunking, self.model()
         else:
             root, walk, chunking, model = self._as_recorded()
         return build_index(

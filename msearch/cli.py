@@ -367,7 +367,6 @@ def index(
     """Index the text files under DIR (again: only what changed)."""
 
     def body() -> int:
-
         walk = _walk_options(
             include, exclude, hidden, follow, no_ignore, include_noise, max_file_size
         )
@@ -384,6 +383,7 @@ def index(
             from msearch.distributed import check_available
 
             check_available()  # Ray installed, RAY_ADDRESS reachable: before any work
+        updater.model()  # what loading it says comes before the progress bar
         bar: Any = contextlib.nullcontext()
         if not quiet and sys.stderr.isatty():
             from msearch.tty import BarProgress, make_console

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from msearch.errors import ModelMismatch, MsearchError
+from msearch.query import QueryEncoder
 
 if TYPE_CHECKING:
     from msearch.encoders import ModelRecord
     from msearch.storage.reader import IndexReader
 
 Notice = Callable[[str], None]
-QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 
 
 def _quiet(_msg: str) -> None:

@@ -1,4 +1,6 @@
-"""Query text to hits: find the index, embed, rank, and read passages back.
+"""A search: retrieval scores the candidates (dense, BM25 or fused; in two
+stages for a large index), msearch.ranking picks the hits, and their
+passages are read back from the files.
 
 Passage text is not stored in the index; it is read from the file by its
 character range at query time, after checking that the file is still the one
