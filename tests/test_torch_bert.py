@@ -114,8 +114,8 @@ def test_onednn_linears_equal_plain_torch_linears(precision: str) -> None:
     F.linear path that GPUs and torch builds without oneDNN take."""
     from msearch.encoders.torch_encoder import TorchEncoder, onednn_linear_available
 
-    if not onednn_linear_available():
-        pytest.skip("this torch has no oneDNN linear")
+    if not onednn_linear_available(precision):
+        pytest.skip(f"this torch or CPU has no oneDNN linear in {precision}")
     model = _model(precision=precision)
     encoder, _ = model._torch_encoder()
     assert encoder.onednn
@@ -128,6 +128,19 @@ def test_onednn_linears_equal_plain_torch_linears(precision: str) -> None:
 
     got, want = encoder.encode(texts, batches), plain.encode(texts, batches)
     assert (got * want).sum(axis=1).min() >= (0.99999 if precision == "float32" else 0.9999)
+
+
+def test_onednn_is_asked_per_precision() -> None:
+    """Regression: on a CPU with only AVX2, oneDNN takes float32 weights but
+    refuses bfloat16 ones; the encoder then took the oneDNN path for
+    bfloat16 too and every bfloat16 index failed with an internal error.
+    Each precision is probed on its own, and the encoder follows its probe."""
+    from msearch.encoders.torch_encoder import onednn_linear_available
+
+    model = _model(precision="bfloat16")
+    encoder, _ = model._torch_encoder()
+    assert encoder.onednn == onednn_linear_available("bfloat16")
+    assert encoder.encode(_texts()[:2], lambda lengths: [[0, 1]]).shape[0] == 2
 
 
 def test_a_dense_layer_runs_on_msearchs_own_encoders(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ float32 accumulator where autocast rounds it to bfloat16 first.)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -65,14 +66,21 @@ def _tensor(arr: np.ndarray, device: str, dtype: Any = None) -> torch.Tensor:
     return t.to(device=device, dtype=dtype or torch.float32)
 
 
-def onednn_linear_available() -> bool:
+@functools.cache
+def onednn_linear_available(precision: str = "float32") -> bool:
     """Whether this torch has oneDNN's CPU linear with prepacked weights and
-    fused activations (the operator torch.compile's CPU backend emits)."""
+    fused activations (the operator torch.compile's CPU backend emits) for
+    ``precision`` on this CPU. Asked per precision: oneDNN's bfloat16 path
+    needs AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT, and on a CPU with only
+    AVX2 it refuses bfloat16 weights while float32 ones work."""
     import torch
 
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
     try:
-        w = torch.ops.mkldnn._reorder_linear_weight(torch.zeros(2, 2), None)
-        torch.ops.mkldnn._linear_pointwise(torch.zeros(1, 2), w, torch.zeros(2), "gelu", [], "none")
+        w = torch.ops.mkldnn._reorder_linear_weight(torch.zeros(2, 2, dtype=dtype), None)
+        torch.ops.mkldnn._linear_pointwise(
+            torch.zeros(1, 2, dtype=dtype), w, torch.zeros(2, dtype=dtype), "gelu", [], "none"
+        )
     except (AttributeError, RuntimeError):
         return False
     return True
@@ -100,7 +108,7 @@ class TorchEncoder:
         self.device = device
         self.low = torch.bfloat16 if precision == "bfloat16" else torch.float32
         if onednn is None:
-            onednn = device == "cpu" and onednn_linear_available()
+            onednn = device == "cpu" and onednn_linear_available(precision)
         self.onednn = onednn
         w = spec.w
 
