@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msearch.chunk import WhitespaceCounter
+from msearch.chunking import WhitespaceCounter
 from msearch.encoders import ModelRecord
 
 

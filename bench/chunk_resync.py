@@ -23,8 +23,8 @@ from typing import Any
 
 from _results import report, table
 
-import msearch.chunk as chunk
-from msearch.chunk import ChunkSettings, chunk_text
+import msearch.chunking.lines as chunk
+from msearch.chunking import ChunkSettings, chunk_text
 from msearch.encoders import bundled_model_path, token_counter
 
 REPO = Path(__file__).resolve().parent.parent

@@ -33,7 +33,7 @@ import numpy as np
 from _fakes import RandomEmbedder, write_corpus
 from _results import report, table
 
-from msearch.chunk import ChunkSettings
+from msearch.chunking import ChunkSettings
 from msearch.encoders import ModelRecord
 from msearch.indexer import build_index
 from msearch.storage import reader, record

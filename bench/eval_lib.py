@@ -419,7 +419,7 @@ def build_msearch(
     overlap: int,
     work_dir: Path = WORK_DIR,
 ) -> MsearchRun:
-    from msearch.chunk import ChunkSettings
+    from msearch.chunking import ChunkSettings
     from msearch.indexer import build_index
     from msearch.models import query_encoder
     from msearch.query import Searcher
@@ -583,7 +583,7 @@ def context_texts(mr: MsearchRun) -> list[str]:
 def chunk_packed(
     text: str, counter: Any, max_tokens: int, overlap_tokens: int, title_context: bool = False
 ) -> list[str]:
-    """``msearch.chunk.chunk_text`` with one change, for a what-if measurement:
+    """``msearch.chunking.chunk_text`` with one change, for a what-if measurement:
     a line too long for one passage no longer strands the lines before it
     (typically a title) as a passage of their own; its first piece fills the
     rest of their passage, later pieces get the full budget.
@@ -594,7 +594,7 @@ def chunk_packed(
 
     Returns passage texts only (the bench needs no line numbers for this).
     """
-    from msearch.chunk import SPECIAL_TOKENS, carry_overlap, front_matter_lines, split_lines
+    from msearch.chunking import SPECIAL_TOKENS, carry_overlap, front_matter_lines, split_lines
 
     full = max_tokens - SPECIAL_TOKENS
     lines = split_lines(text)
@@ -653,7 +653,7 @@ def chunk_whatifs(
     """Dense nDCG@10 etc. with every document chunked in the bench (not through
     the walk): msearch's own chunker with no file skipped, and the packed
     variant above (a proposed fix to msearch/chunk.py)."""
-    from msearch.chunk import ChunkSettings, chunk_text
+    from msearch.chunking import ChunkSettings, chunk_text
 
     files = [doc_file_text(t, x) for t, x in zip(coll.titles, coll.texts, strict=True)]
     settings = ChunkSettings(max_tokens=max_tokens, overlap_tokens=overlap)

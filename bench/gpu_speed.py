@@ -99,7 +99,7 @@ def index_end_to_end(texts: list[str], model: Any) -> tuple[float, int]:
     host's share is what a GPU waits on (see bench/index_speed.py)."""
     import tempfile
 
-    from msearch.chunk import ChunkSettings
+    from msearch.chunking import ChunkSettings
     from msearch.indexer import build_index
 
     work = Path(tempfile.mkdtemp(prefix="msearch-gpu-"))

@@ -34,12 +34,12 @@ BENCH = Path(__file__).resolve().parent
 WORDS = "the river carried stones past the garden where the moon rose over bread and coffee"
 WORDS += " while travellers slept under stars and dreamed of tomatoes growing in warm soil"
 
-UNBOUNDED = "import msearch.chunk as c; c.PIECE_CHARS = 1 << 40; c.COUNT_GROUP_CHARS = 1 << 40\n"
+UNBOUNDED = "import msearch.chunking.lines as c; c.PIECE_CHARS = 1 << 40; c.COUNT_GROUP_CHARS = 1 << 40\n"
 
 MEMORY_CHILD = """
 import sys, numpy as np
 {patch}
-from msearch.chunk import ChunkSettings
+from msearch.chunking import ChunkSettings
 from msearch.encoders import ModelRecord, bundled_model_path, token_counter
 from msearch.indexer import build_index
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from _fakes import RandomEmbedder, write_corpus
 from _results import report, table
 
-from msearch.chunk import ChunkSettings
+from msearch.chunking import ChunkSettings
 from msearch.indexer import build_index
 
 BENCH = Path(__file__).resolve().parent

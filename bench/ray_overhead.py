@@ -66,7 +66,7 @@ def abstracts() -> list[str]:
 def write_corpus(folder: Path, passages: int, model: Any) -> int:
     """Abstracts as files until they make ``passages`` passages (the
     indexer's chunking); returns how many passages they make."""
-    from msearch.chunk import ChunkSettings, chunk_texts
+    from msearch.chunking import ChunkSettings, chunk_texts
     from msearch.indexer import effective_chunking
 
     _, settings = effective_chunking(

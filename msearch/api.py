@@ -33,11 +33,11 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from msearch.config import DEFAULT, IndexConfig
+from msearch.config import DEFAULT, FULL_RANKING, IndexConfig, RankConfig
 from msearch.errors import MsearchError, UsageError
 from msearch.models import EncoderModels, Models, ModelWanted, Notice, QueryEncoder
 from msearch.query import MODES, Hit, Searcher
@@ -121,7 +121,7 @@ class SearchRequest:
     ``context``: lines (before, after) each hit to read from its file;
     ``globs``: only files matching them (gitignore syntax, ``!`` excludes);
     ``exact``: score every passage, even where a large index is searched in
-    two stages.
+    two stages; ``ranking``: which parts of the ranking stage run.
     """
 
     queries: tuple[str, ...]
@@ -132,6 +132,7 @@ class SearchRequest:
     context: tuple[int, int] = (0, 0)
     exact: bool = False
     files: bool = False
+    ranking: RankConfig = FULL_RANKING
     spelling: Spelling = field(default=MCP, compare=False)
     paths: PathFilter | None = field(default=None, init=False, compare=False)
 
@@ -208,7 +209,7 @@ class Index:
         self.config = config
         self.cwd = reader.root if root_relative else cwd
         self.warm = warm
-        self._searchers: dict[tuple[str, bool], Searcher] = {}
+        self._searchers: dict[tuple[str, bool, RankConfig], Searcher] = {}
         self._lexical: Bm25 | None = None
         self._encoder: QueryEncoder | None = None
         self._populated = False
@@ -243,7 +244,7 @@ class Index:
 
     def search(self, request: SearchRequest) -> list[list[Hit]]:
         """The hits of each of ``request.queries``, best first."""
-        searcher = self.searcher(request.mode, request.exact)
+        searcher = self.searcher(request.mode, request.exact, request.ranking)
         if len(request.queries) > 1 and searcher.two_stage():
             self.populate()  # many queries: map the pages once
         return searcher.query_many(
@@ -255,9 +256,11 @@ class Index:
             request.files,
         )
 
-    def searcher(self, mode: str, exact: bool = False) -> Searcher:
+    def searcher(
+        self, mode: str, exact: bool = False, ranking: RankConfig = FULL_RANKING
+    ) -> Searcher:
         """The searcher of ``mode`` (kept: its filter masks serve later calls)."""
-        found = self._searchers.get((mode, exact))
+        found = self._searchers.get((mode, exact, ranking))
         if found is not None:
             return found
         if mode not in MODES:
@@ -265,9 +268,9 @@ class Index:
         encode = self.encoder() if mode != "lexical" else None
         lexical = self._bm25() if mode != "dense" else None
         searcher = Searcher(
-            self.reader, encode, lexical, mode, self.cwd, exact, self.config.two_stage
+            self.reader, encode, lexical, mode, self.cwd, exact, self.config.two_stage, ranking
         )
-        self._searchers[(mode, exact)] = searcher
+        self._searchers[(mode, exact, ranking)] = searcher
         return searcher
 
     def encoder(self) -> QueryEncoder:
@@ -514,13 +517,13 @@ class Updater:
 
     def _settings(self) -> tuple[Any, Any]:
         """(walk options, chunking): given, else recorded, else the defaults."""
-        from msearch.chunk import ChunkSettings
+        from msearch.chunking import ChunkSettings
         from msearch.indexer import chunking_from_json, walk_options_from_json
         from msearch.storage.record import read_meta
         from msearch.walk import WalkOptions
 
         walk: dict[str, Any] = asdict(WalkOptions())
-        chunking: dict[str, int] = asdict(ChunkSettings())
+        chunking: dict[str, Any] = asdict(ChunkSettings())
         try:
             meta = read_meta(self.index_dir)
             walk |= asdict(walk_options_from_json(meta.walk))
@@ -529,6 +532,9 @@ class Updater:
             pass  # none yet, or one the update converts or rebuilds
         walk |= self.given.walk
         chunking |= self.given.chunking
+        # Passages follow structure from now on: an index of plain passages
+        # (an older msearch's) is rebuilt once.
+        chunking["structure"] = True
         settings = ChunkSettings(**chunking)
         if settings.max_tokens < 8 or not 0 <= settings.overlap_tokens < settings.max_tokens:
             raise UsageError("--chunk-tokens must be at least 8 and --overlap-tokens below it")
@@ -596,7 +602,9 @@ class Updater:
 
         meta = read_meta(self.index_dir)
         root = resolve_root(self.index_dir, meta.root)
-        walk, chunking = walk_options_from_json(meta.walk), chunking_from_json(meta.chunking)
+        walk = walk_options_from_json(meta.walk)
+        # Passages follow structure from now on (see _settings).
+        chunking = replace(chunking_from_json(meta.chunking), structure=True)
         key = json.dumps(meta.model, sort_keys=True)
         if self._model is None or key != self._model_key:
             self._model = self._choose(ModelRecord.from_json(meta.model), strict=True)

@@ -518,12 +518,20 @@ def query(
             help="Score every passage (a large index is otherwise searched in two stages).",
         ),
     ] = False,
+    no_priors: Annotated[
+        bool,
+        typer.Option(
+            "--no-priors",
+            help="Rank tests, examples, vendored, generated and docs files like any other.",
+        ),
+    ] = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Search the index for passages that answer TEXT."""
 
     def body() -> int:
         from msearch import api
+        from msearch.config import RankConfig
         from msearch.printers import PrintOptions, print_results
         from msearch.storage.layout import find_index
 
@@ -541,6 +549,7 @@ def query(
             context=_context(context, before_context, after_context),
             exact=exact,
             files=chosen.files,
+            ranking=RankConfig(priors=not no_priors),
             spelling=api.CLI,
         )
         index_dir = find_index(index_path)

@@ -15,6 +15,28 @@ from msearch.merge import MergePolicy, TieredMergePolicy
 
 
 @dataclass(frozen=True)
+class RankConfig:
+    """Which parts of the ranking stage run (msearch.ranking; all by
+    default). A search option, not an index setting: any of it may change
+    from one query to the next (``--no-priors``, MCP ``priors``)."""
+
+    fusion: bool = True  # False: the fixed mix (0.7 cosine + 0.3 BM25 / best)
+    definitions: bool = True  # a symbol's definition before its uses
+    paths: bool = True  # file names that the query names
+    priors: bool = True  # tests, examples, vendored, generated, docs lower
+    diversity: bool = True  # files take turns; a file matching often lifted
+
+    @classmethod
+    def plain(cls) -> RankConfig:
+        """Nothing but the fixed mix: what msearch ranked by before."""
+        return cls(False, False, False, False, False)
+
+
+# The ranking every search gets unless asked otherwise.
+FULL_RANKING = RankConfig()
+
+
+@dataclass(frozen=True)
 class TwoStage:
     """When a dense (or hybrid) search runs in two stages, and how wide each
     stage is (msearch.coarse picks candidates by sign bits, msearch.int8

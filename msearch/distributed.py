@@ -12,7 +12,7 @@ returns their segments, written by the driver.
   memory is bounded by a few parcels in flight whatever the size of the
   update.
 - Ray Data reads and chunks each parcel in a CPU task (the single-process
-  rules: ``pipeline.file_text``, the index's chunker (``chunk.chunker_for``)
+  rules: ``pipeline.file_text``, the index's chunker (``chunking.chunker_for``)
   with the model's token counter, ``passage_keys``), then embeds it on a
   pool of actors: one per GPU where the cluster has GPUs (``--device cpu``
   aside), else one per CPU with one torch thread each. Each actor builds
@@ -36,6 +36,7 @@ Ray is imported inside the functions here, only when ``--ray`` is asked for.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -50,7 +51,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from msearch.chunk import ChunkSettings, TokenCounter, chunker_for
+from msearch.chunking import ChunkSettings, TokenCounter, chunker_for
 from msearch.encoders import Embedder, embed_async
 from msearch.errors import ClusterError, MsearchError
 from msearch.lexical import LexicalParams
@@ -455,7 +456,7 @@ def _counter(token: str, model: WorkerModel) -> TokenCounter:
     return _COUNTERS[token]
 
 
-PARCEL_FIELDS = ("ok", "counts", "lens", "rows", "keys", "text")
+PARCEL_FIELDS = ("ok", "counts", "lens", "rows", "keys", "text", "extra")
 SHARED_HINT = " (--ray needs the folder and the model at the same path on every node)"
 
 
@@ -497,6 +498,10 @@ def read_and_chunk(
                 [(rel, t or "") for rel, t in zip(rels, texts, strict=True)]
             )
             arrays = [passage_arrays(passages, salt) for passages in chunked]
+            extra = {
+                "contexts": [p.context for ps in chunked for p in ps],
+                "symbols": [list(p.symbols) for ps in chunked for p in ps],
+            }
             parcel = {
                 "ok": np.array([t is not None for t in texts], np.uint8).tobytes(),
                 "counts": np.array([len(a[2]) for a in arrays], np.int64).tobytes(),
@@ -504,6 +509,7 @@ def read_and_chunk(
                 "rows": b"".join(a[0].tobytes() for a in arrays),
                 "keys": b"".join(a[1].tobytes() for a in arrays),
                 "text": "".join(t or "" for t in texts).encode("utf-8", "surrogatepass"),
+                "extra": json.dumps(extra).encode("utf-8", "surrogatepass"),
                 "error": "",
             }
         except Exception as exc:
@@ -517,11 +523,12 @@ def read_and_chunk(
 
 def unpack_parcel(
     parcel: dict[str, Any],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[tuple[str, ...]]]:
     """What :func:`read_and_chunk` packed: each file's passage count, the
-    passages' rows and keys, and each passage's text (its offsets are into
-    its file's text; the parcel holds the files' texts one after another).
-    Arrays that disagree are a ``ClusterError``."""
+    passages' rows and keys, each passage's text as it is embedded and
+    indexed (its context, then the text at its offsets into its file's
+    text; the parcel holds the files' texts one after another), and the
+    symbols each defines. Arrays that disagree are a ``ClusterError``."""
     counts = np.frombuffer(parcel["counts"], np.int64)
     lens = np.frombuffer(parcel["lens"], np.int64)
     rows = np.frombuffer(parcel["rows"], np.int32).reshape(-1, 4)
@@ -535,11 +542,25 @@ def unpack_parcel(
         raise ClusterError("a Ray worker returned a malformed parcel; the index is unchanged")
     text = bytes(parcel["text"]).decode("utf-8", "surrogatepass")
     starts = np.repeat(np.cumsum(lens) - lens, counts)  # each passage's file's start
+    try:
+        extra = json.loads(bytes(parcel["extra"]).decode("utf-8", "surrogatepass"))
+        contexts, symbols = extra["contexts"], extra["symbols"]
+        if (
+            len(contexts) != len(rows)
+            or len(symbols) != len(rows)
+            or not all(isinstance(c, str) for c in contexts)
+            or not all(isinstance(x, list) and all(isinstance(n, str) for n in x) for x in symbols)
+        ):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise ClusterError(
+            "a Ray worker returned a malformed parcel; the index is unchanged"
+        ) from None
     texts = [
-        text[int(base) + int(s) : int(base) + int(e)]
-        for (s, e), base in zip(rows[:, 2:4], starts, strict=True)
+        (f"{ctx}\n" if ctx else "") + text[int(base) + int(s) : int(base) + int(e)]
+        for (s, e), base, ctx in zip(rows[:, 2:4], starts, contexts, strict=True)
     ]
-    return counts, rows, keys, texts
+    return counts, rows, keys, texts, [tuple(x) for x in symbols]
 
 
 def _objects(items: list[Any]) -> np.ndarray:
@@ -595,7 +616,7 @@ class EmbedActor:
     def _embed(self, batch: dict[str, np.ndarray], i: int) -> bytes:
         """The vectors of parcel ``i``'s passages that are not in the pool."""
         assert self.embedder is not None
-        _, _, keys, passages = unpack_parcel({k: batch[k][i] for k in PARCEL_FIELDS})
+        _, _, keys, passages, _ = unpack_parcel({k: batch[k][i] for k in PARCEL_FIELDS})
         texts = [t for t, key in zip(passages, keys, strict=True) if key.tobytes() not in self.pool]
         if not texts:
             return b""
@@ -762,7 +783,9 @@ class RayIndexer:
                 if block not in writers:
                     writers[block] = EmbedWindow(
                         SegmentWriter(
-                            new_segment_dir(job.index_dir), job.dim, lexical=LexicalParams.default()
+                            new_segment_dir(job.index_dir),
+                            job.dim,
+                            lexical=job.lexical or LexicalParams.default(),
                         ),
                         window=job.window,
                     )
@@ -794,7 +817,7 @@ class RayIndexer:
         """One parcel's files into ``writer``, in order: passages, keys and
         fresh vectors from the workers, reused vectors from the pool."""
         ok = np.frombuffer(row["ok"], np.uint8)
-        counts, rows, keys, texts = unpack_parcel(row)
+        counts, rows, keys, texts, symbols = unpack_parcel(row)
         if len(counts) != len(ok):
             raise ClusterError("a Ray worker returned a malformed parcel; the index is unchanged")
         fresh = np.frombuffer(row["vectors"], np.float32)
@@ -830,6 +853,7 @@ class RayIndexer:
                     job.stats,
                     pos,
                     fresh[v:],
+                    symbols[p : p + count],
                 )
             except IndexError:
                 v = len(fresh) + 1  # fewer vectors than passages: said below

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from msearch import merge
-from msearch.chunk import ChunkSettings
+from msearch.chunking import ChunkSettings
 from msearch.config import DEFAULT, IndexConfig
 from msearch.encoders import Embedder
 from msearch.errors import IndexCorrupt, IndexNotFound, IndexTooNew, UsageError
@@ -126,13 +126,17 @@ def effective_chunking(
             f"--overlap-tokens ({settings.overlap_tokens}) must be below the passage size "
             f"({room} tokens{what})"
         )
-    return ChunkSettings(capped, settings.overlap_tokens), ChunkSettings(
-        room, settings.overlap_tokens
+    return ChunkSettings(capped, settings.overlap_tokens, settings.structure), ChunkSettings(
+        room, settings.overlap_tokens, settings.structure
     )
 
 
 def _full_rebuild_reason(
-    old: IndexReader, model_record: dict[str, Any], chunking: dict[str, Any], root: Path
+    old: IndexReader,
+    model_record: dict[str, Any],
+    chunking: dict[str, Any],
+    root: Path,
+    lexical: dict[str, Any],
 ) -> str | None:
     if old.meta.model.get("fingerprint") != model_record["fingerprint"]:
         return f"the model changed ({old.meta.model.get('name')} -> {model_record['name']})"
@@ -145,7 +149,7 @@ def _full_rebuild_reason(
         return "the chunking settings changed"
     if os.path.realpath(old.root) != os.path.realpath(root):
         return "the indexed folder moved"
-    if old.meta.lexical != LexicalParams.default().to_json():
+    if old.meta.lexical != lexical:
         return "the lexical settings changed"
     return None
 
@@ -172,12 +176,15 @@ def build_index(
     compact: bool = False,
     segments_writer: SegmentsWriter | None = None,
     config: IndexConfig = DEFAULT,
+    lexical: LexicalParams | None = None,
 ) -> IndexStats:
     """Create or update the index of ``root`` in ``index_dir``; with
     ``compact``, then merge every segment into one. ``segments_writer``
     makes the new segments (default: this process, one segment; see
     msearch.distributed for a Ray cluster). ``config``: the merge policy and
-    the embedding window.
+    the embedding window. ``lexical``: how passages are tokenized for BM25
+    (default ``LexicalParams.default()``; another only for measurements,
+    such as the benchmarks' ablations).
 
     Holds the writer lock for the whole run, and commits atomically (the
     update, then each merge): until then readers see the previous index.
@@ -205,11 +212,13 @@ def build_index(
         )
         chunk_json = asdict(recorded)
         model_json = record.to_json()
+        lexical_params = lexical or LexicalParams.default()
+        lexical_json = lexical_params.to_json()
         stats = IndexStats()
         old, convert = (
             (None, False)
             if full
-            else _open_previous(index_dir, model_json, chunk_json, root, say, stats)
+            else _open_previous(index_dir, model_json, chunk_json, root, say, stats, lexical_json)
         )
         if full:
             stats.full_reason = "--full"
@@ -245,6 +254,7 @@ def build_index(
                 wopts,
                 len(segments),
                 config.window,
+                lexical_params,
             )
             segments.extend((segments_writer or write_one_segment)(job))
         # Rows of changed and removed files die: the segments' live counts
@@ -263,7 +273,7 @@ def build_index(
             files=files,
             dim=record.dim,
             segments=segments,
-            lexical=LexicalParams.default().to_json(),
+            lexical=lexical_json,
             created=old.meta.created if old is not None else time.time(),
             extra={"skipped": sorted(s.rel for s in stats.skipped)},
             vocab_cache=vocab_cache,
@@ -315,6 +325,7 @@ def _open_previous(
     root: Path,
     say: Callable[[str], None],
     stats: IndexStats,
+    lexical_json: dict[str, Any],
 ) -> tuple[IndexReader | None, bool]:
     """The index to update, or None to build anew (with the reason said);
     and whether it is one of schema 1 to convert."""
@@ -342,7 +353,7 @@ def _open_previous(
         say(f"msearch: the existing index is damaged ({exc}); rebuilding it")
         stats.full_reason = "the previous index was damaged"
         return None, False
-    reason = _full_rebuild_reason(old, model_json, chunk_json, root)
+    reason = _full_rebuild_reason(old, model_json, chunk_json, root, lexical_json)
     if reason:
         say(f"msearch: {reason}; rebuilding the whole index")
         stats.full_reason = reason
@@ -538,11 +549,14 @@ def walk_options_from_json(data: dict[str, Any]) -> WalkOptions:
 
 
 def chunking_from_json(data: Any) -> ChunkSettings:
-    """The chunking settings an index records, type-checked."""
+    """The chunking settings an index records, type-checked (an index of an
+    older msearch records no ``structure``: its passages are plain)."""
+    sizes = {"max_tokens", "overlap_tokens"}
     if (
         not isinstance(data, dict)
-        or set(data) != {"max_tokens", "overlap_tokens"}
-        or not all(type(v) is int for v in data.values())
+        or set(data) - {"structure"} != sizes
+        or not all(type(data[k]) is int for k in sizes)
+        or type(data.get("structure", False)) is not bool
     ):
         raise IndexCorrupt(f"the index's chunking settings are malformed; {FIX_HINT}")
-    return ChunkSettings(**data)
+    return ChunkSettings(data["max_tokens"], data["overlap_tokens"], data.get("structure", False))

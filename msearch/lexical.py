@@ -54,12 +54,20 @@ METHOD = "lucene"
 STEMMER_LANGUAGE = "english"
 STOPWORDS = "en"  # bm25s's English list (NLTK's); stored in the index, see below
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # bm25s's (and scikit-learn's) default
+# Identifiers (format 3): a run of word characters, or several joined by
+# ".", "::", "->" or "-" (``os.path``, ``Sinatra::Base``, ``max-age``).
+COMPOUND_PATTERN = r"(?u)\w+(?:(?:\.|::|->|-)\w+)*"
+_JOINERS = re.compile(r"\.|::|->|-|_+")
+# camelCase and PascalCase boundaries: lower or digit then upper ("getUser"),
+# and an acronym before a word ("XMLParser" -> "XML", "Parser").
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 # Fusion, chosen on seven test collections (bench/EVAL_RESULTS.md):
 # (1 - LEXICAL_WEIGHT) * cosine + LEXICAL_WEIGHT * bm25 / (the query's best bm25).
 LEXICAL_WEIGHT = 0.3
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 2: bm25s's words only; 3: also identifiers, and symbols
+SYMBOL_PREFIX = "\x01"  # symbol terms (see LexicalBuilder.add): no word starts so
 FILES = {
     "terms": ("lex_terms.npy", np.uint8),
     "term_offsets": ("lex_term_offsets.npy", np.int64),
@@ -107,14 +115,17 @@ class LexicalParams:
     stemmer: str = STEMMER_LANGUAGE
     token_pattern: str = TOKEN_PATTERN
     method: str = METHOD
+    # Identifiers split into their parts, the whole kept too (format 3).
+    identifiers: bool = False
 
     @classmethod
     def default(cls) -> LexicalParams:
-        return cls(stopwords=tuple(_stopword_list(STOPWORDS)))
+        return cls(stopwords=tuple(_stopword_list(STOPWORDS)), identifiers=True)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.identifiers else 2,
+            "identifiers": self.identifiers,
             "k1": self.k1,
             "b": self.b,
             "method": self.method,
@@ -128,8 +139,11 @@ class LexicalParams:
         """Type-checked (an index may come from anywhere): anything odd is a
         ``LexicalFormatError``."""
         try:
-            if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"not lexical format {FORMAT_VERSION}")
+            if not isinstance(data, dict) or data.get("format_version") not in (2, FORMAT_VERSION):
+                raise ValueError(f"not lexical format 2 or {FORMAT_VERSION}")
+            identifiers = data.get("identifiers", False)
+            if type(identifiers) is not bool or identifiers != (data["format_version"] == 3):
+                raise ValueError("identifiers does not match the format")
             k1, b = data["k1"], data["b"]
             stop, stem, pattern = data["stopwords"], data["stemmer"], data["token_pattern"]
             if not all(type(v) in (int, float) and math.isfinite(v) for v in (k1, b)):
@@ -141,7 +155,7 @@ class LexicalParams:
             if data.get("method", METHOD) != METHOD:
                 raise ValueError(f"unknown method {data.get('method')!r}")
             re.compile(pattern)
-            params = cls(float(k1), float(b), tuple(stop), stem, pattern)
+            params = cls(float(k1), float(b), tuple(stop), stem, pattern, METHOD, identifiers)
             params.tokenizer()  # an unknown stemmer fails here, not at the first query
             return params
         except (KeyError, ValueError, TypeError, re.error) as exc:
@@ -151,14 +165,33 @@ class LexicalParams:
         return Tokenizer(self)
 
 
+def identifier_parts(token: str) -> list[str]:
+    """The parts of an identifier, as written: ``getHTTPResponse`` -> get,
+    HTTP, Response; ``max_retries`` -> max, retries; ``Rack::Builder`` ->
+    Rack, Builder. A plain word is its own single part."""
+    out: list[str] = []
+    for piece in _JOINERS.split(token):
+        if piece:
+            out.extend(p for p in _CAMEL.split(piece) if p)
+    return out
+
+
 class Tokenizer:
     """bm25s's tokenization: lowercase, the token pattern, stopwords, then the
     Snowball stemmer (PyStemmer, imported on first use). Words are stemmed
-    once each: a dictionary remembers them."""
+    once each: a dictionary remembers them.
+
+    With ``identifiers`` (format 3), a compound token (``getUser``,
+    ``max_retries``, ``os.path``, ``max-age``) gives the whole token and
+    each of its parts, so that ``getUser`` is found by ``getUser`` exactly
+    and by "get the user" too. Prose words are what bm25s makes of them."""
 
     def __init__(self, params: LexicalParams) -> None:
-        self.split = re.compile(params.token_pattern).findall
+        self.identifiers = params.identifiers
+        self.pattern = re.compile(COMPOUND_PATTERN if params.identifiers else params.token_pattern)
+        self.split = self.pattern.findall
         self.stop = frozenset(params.stopwords)
+        self._expanded: dict[str, list[str]] = {}
         self._stemmer: Any = None
         if params.stemmer:
             try:
@@ -170,7 +203,25 @@ class Tokenizer:
         self.stems: dict[str, str] = {}
 
     def words(self, text: str) -> list[str]:
-        return [w for w in self.split(text.lower()) if w not in self.stop]
+        if not self.identifiers:
+            return [w for w in self.split(text.lower()) if w not in self.stop]
+        out: list[str] = []
+        for token in self.split(text):
+            out.extend(self.expand(token))
+        return out
+
+    def expand(self, token: str) -> list[str]:
+        """The words of one compound token (remembered: code repeats its
+        identifiers), lower case, without stopwords and one-letter parts."""
+        got = self._expanded.get(token)
+        if got is None:
+            parts = [p.lower() for p in identifier_parts(token)]
+            got = [p for p in parts if len(p) > 1 and p not in self.stop]
+            if len(parts) > 1:
+                got.insert(0, token.lower())
+            if len(self._expanded) < 1 << 20:
+                self._expanded[token] = got
+        return got
 
     def stem(self, words: Sequence[str]) -> list[str]:
         new = [w for w in dict.fromkeys(words) if w not in self.stems]
@@ -381,8 +432,12 @@ class LexicalBuilder:
         self.lengths: list[np.ndarray] = []  # per window: terms of each passage
         self.num_passages = 0
 
-    def add(self, texts: Sequence[str]) -> None:
-        """Passages, in row order after those already added."""
+    def add(self, texts: Sequence[str], symbols: Sequence[Sequence[str]] | None = None) -> None:
+        """Passages, in row order after those already added; ``symbols``: the
+        symbols each defines (msearch.syntax), stored as terms of their own
+        (``SYMBOL_PREFIX`` + the name as written, and in lower case; not
+        stemmed) that count toward no passage's length: a query naming a
+        symbol finds its definitions by them (``Bm25.symbol_rows``)."""
         if not texts:
             return
         docs = [self.tok.words(t) for t in texts]
@@ -391,10 +446,20 @@ class LexicalBuilder:
             for word, term in zip(new, self.tok.stem(new), strict=True):
                 self.word_term[word] = self.term_id.setdefault(term, len(self.term_id))
         lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+        if symbols is not None:
+            for d, names in zip(docs, symbols, strict=True):
+                for name in names:
+                    # As written and in lower case: a query's exact spelling
+                    # finds the first, any other spelling the second.
+                    for key in dict.fromkeys((SYMBOL_PREFIX + name, SYMBOL_PREFIX + name.lower())):
+                        if key not in self.word_term:
+                            self.word_term[key] = self.term_id.setdefault(key, len(self.term_id))
+                        d.append(key)
+        sizes = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
         ids = np.fromiter(
-            (self.word_term[w] for d in docs for w in d), dtype=np.int64, count=int(lengths.sum())
+            (self.word_term[w] for d in docs for w in d), dtype=np.int64, count=int(sizes.sum())
         )
-        passage = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
+        passage = np.repeat(np.arange(len(docs), dtype=np.int64), sizes)
         # Sorted by passage, then term: each passage's distinct terms and counts.
         keys, counts = np.unique((passage << 32) | ids, return_counts=True)
         self.terms.append((keys & 0xFFFFFFFF).astype(np.int32))
@@ -417,10 +482,14 @@ class LexicalBuilder:
         return _inverted(words, terms, row, counts, lengths, rows_ascending=True)
 
 
-def build_lexical(texts: Sequence[str], params: LexicalParams | None = None) -> LexicalSegment:
+def build_lexical(
+    texts: Sequence[str],
+    params: LexicalParams | None = None,
+    symbols: Sequence[Sequence[str]] | None = None,
+) -> LexicalSegment:
     """The statistics of ``texts`` (one per passage, in row order)."""
     builder = LexicalBuilder(params)
-    builder.add(texts)
+    builder.add(texts, symbols)
     return builder.finish()
 
 
@@ -497,6 +566,10 @@ class Bm25:
     def term_scores(self, term: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Per segment: (offset, live rows containing ``term``, their scores),
         each score bm25s's float32(idf32 * tf-part64)."""
+        return self._term(term)[1]
+
+    def _term(self, term: str) -> tuple[float, list[tuple[int, np.ndarray, np.ndarray]]]:
+        """The term's idf (0 where no live row holds it) and its scores."""
         found = []
         df = 0
         for part in self.parts:
@@ -508,7 +581,7 @@ class Bm25:
                 found.append((part, rows, tfs))
                 df += len(rows)
         if not found:
-            return []
+            return 0.0, []
         n = self.live_rows
         idf = np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5)))
         k1, b, avg = self.params.k1, self.params.b, self.avg
@@ -518,21 +591,47 @@ class Bm25:
             dl = np.asarray(part.segment.lengths)[rows]
             tfc = tf / (k1 * ((1 - b) + b * dl / avg) + tf)
             out.append((part.offset, rows, (idf * tfc).astype(np.float32)))
-        return out
+        return float(idf), out
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every row of the index for ``query`` (float32; 0 where
         no query term occurs, and for deleted rows)."""
+        return self.scores_and_unit(query)[0]
+
+    def scores_and_unit(self, query: str) -> tuple[np.ndarray, float]:
+        """``scores``, and the score of a passage of average length that holds
+        each query word (found in the index) once: a scale that depends on
+        the query's words alone, so that a score divided by it means the
+        same for every query (msearch.rank calibrates with it)."""
         out = np.zeros(self.total_rows, dtype=np.float32)
-        cache: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        cache: dict[str, tuple[float, list[tuple[int, np.ndarray, np.ndarray]]]] = {}
+        unit = 0.0
         for term in self.query_terms(query):
             if term not in cache:
-                cache[term] = self.term_scores(term)
-            for offset, rows, values in cache[term]:
+                cache[term] = self._term(term)
+            idf, found = cache[term]
+            unit += idf / (1 + self.params.k1)
+            for offset, rows, values in found:
                 # Within one term every row appears once: a fancy-indexed add
                 # is exact (no np.add.at needed).
                 out[offset + rows] += values
-        return out
+        return out, unit
+
+    def symbol_rows(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Live rows that define one of ``names`` (as written, or in lower
+        case; qualifiers as "."; see ``LexicalBuilder.add``), ascending, and
+        for each the position in ``names`` of the first name it defines
+        (earlier names are the query's own spelling, later ones looser)."""
+        found: dict[int, int] = {}
+        for i, name in enumerate(names):
+            for part in self.parts:
+                rows, _ = part.segment.postings(SYMBOL_PREFIX + name)
+                if len(rows) and part.live is not None:
+                    rows = rows[part.live[rows]]
+                for r in (rows + part.offset).tolist():
+                    found.setdefault(r, i)
+        out = np.array(sorted(found), dtype=np.int64)
+        return out, np.array([found[r] for r in out.tolist()], dtype=np.int64)
 
 
 def bm25_of(segment: LexicalSegment, params: LexicalParams | None = None) -> Bm25:

@@ -137,6 +137,13 @@ def build_server(service: SearchService, version: str = "") -> MCPServer:
             bool,
             Field(description="Score every passage (large indexes are searched in two stages)."),
         ] = False,
+        priors: Annotated[
+            bool,
+            Field(
+                description="Rank tests, examples, vendored, generated and docs files lower "
+                "unless the query asks for them (false: like any other file)."
+            ),
+        ] = True,
     ) -> mcp_types.CallToolResult:
         """Search the indexed folder for passages that answer a query, best first.
 
@@ -149,7 +156,7 @@ def build_server(service: SearchService, version: str = "") -> MCPServer:
         # The shape is SearchOutput's, checked by the tests.
         # No score is below -1 (cosine, and the hybrid blend of it), so the
         # default keeps every result without a union type for "no limit".
-        hits = call(service.search, query, k, mode, paths, min_score, context, exact)
+        hits = call(service.search, query, k, mode, paths, min_score, context, exact, priors)
         # A plain dict of SearchOutput's shape (the tests check it against
         # the model): building models to dump them again cost a call 0.3 ms.
         # hit_json: the JSON Lines shape, every string valid UTF-8 (a file

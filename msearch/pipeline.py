@@ -5,7 +5,7 @@ Who turns the files to embed into segments is a ``SegmentsWriter``: this
 process by default (:func:`write_one_segment`, one segment), or a Ray
 cluster (msearch.distributed, one segment per block of files). Both
 read a file as the plan saw it (:func:`file_text`), chunk it with the
-index's chunker (msearch.chunk), key each passage by its text
+index's chunker (msearch.chunking), key each passage by its text
 (:func:`passage_keys`) so that a vector already made is reused, and hand
 the rows to the segment codec (msearch.storage.segment).
 """
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from msearch.chunk import ChunkSettings, Passage, chunker_for
+from msearch.chunking import ChunkSettings, Passage, chunker_for
 from msearch.config import DEFAULT
 from msearch.encoders import Embedder, Pending, embed_async
 from msearch.lexical import LexicalParams
@@ -98,6 +98,8 @@ class WriteJob:
     walk_options: WalkOptions
     position: int  # the position in the index of the first new segment
     window: int = DEFAULT.window  # passages embedded together (IndexConfig.window)
+    # How passages are tokenized for BM25 (None: LexicalParams.default()).
+    lexical: LexicalParams | None = None
 
 
 class SegmentsWriter(Protocol):
@@ -145,6 +147,7 @@ class _Item:
     todo: list[int]
     texts: list[str] | None  # for the lexical statistics; None for copied rows
     nbytes: int = 0
+    symbols: list[tuple[str, ...]] | None = None  # what each passage defines
 
 
 @dataclass
@@ -195,11 +198,13 @@ class EmbedWindow:
         texts: list[str],
         reused: np.ndarray | None = None,
         nbytes: int = 0,
+        symbols: list[tuple[str, ...]] | None = None,
     ) -> int:
         """The passages of one file (``rows``: start line, end line, start
         char, end char; the file's ordinal is filled in and returned).
         ``reused`` holds a vector for every passage that need not be
-        embedded again and NaN in the first element of the others."""
+        embedded again and NaN in the first element of the others.
+        ``symbols``: what each passage defines (for the lexical side)."""
         ordinal = self.ordinals
         self.ordinals += 1
         n = len(rows)
@@ -228,6 +233,7 @@ class EmbedWindow:
                     part,
                     texts[s : s + step],
                     nbytes if s == 0 else 0,
+                    symbols[s : s + step] if symbols is not None else None,
                 )
             )
             self._pending_todo += len(part)
@@ -256,7 +262,7 @@ class EmbedWindow:
                 assert vecs is not None
                 it.vectors[it.todo] = vecs[pos : pos + len(it.todo)]
                 pos += len(it.todo)
-            self.writer.append(it.rows, it.vectors, it.keys, it.texts)
+            self.writer.append(it.rows, it.vectors, it.keys, it.texts, it.symbols)
             self.embedded += len(it.todo)
             self.on_write(len(it.todo), it.nbytes)
 
@@ -284,7 +290,7 @@ def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
 
     chunker = chunker_for(embedder.counter, job.settings)
     writer = EmbedWindow(
-        SegmentWriter(folder, job.dim, lexical=LexicalParams.default()),
+        SegmentWriter(folder, job.dim, lexical=job.lexical or LexicalParams.default()),
         embed=lambda texts: embed_async(embedder, texts, job.batch_size),
         window=job.window,
         on_write=on_write,
@@ -302,7 +308,17 @@ def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
                 chunked = chunker.chunk([(item.entry.rel, t) for item, t in batch])
                 for (item, _), passages in zip(batch, chunked, strict=True):
                     rows, keys, texts = passage_arrays(passages, job.salt)
-                    add_rows(writer, item, rows, keys, texts, job.pool, stats, job.position)
+                    add_rows(
+                        writer,
+                        item,
+                        rows,
+                        keys,
+                        texts,
+                        job.pool,
+                        stats,
+                        job.position,
+                        symbols=[p.symbols for p in passages],
+                    )
                 batch, batch_chars = [], 0
 
             for item in todo:
@@ -344,8 +360,9 @@ def passage_arrays(
     passages: list[Passage], salt: bytes
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """A file's passages as a segment stores them: rows (start line, end
-    line, start char, end char), keys (see passage_keys) and texts."""
-    texts = [p.text for p in passages]
+    line, start char, end char), keys (see passage_keys) and the texts
+    embedded and indexed (each passage's context, then its text)."""
+    texts = [p.indexed for p in passages]
     keys = passage_keys(texts, salt) if texts else np.zeros((0, KEY_BYTES), np.uint8)
     rows = np.array([(p.start_line, p.end_line, p.start, p.end) for p in passages], dtype=np.int32)
     return rows.reshape(-1, 4), keys, texts
@@ -361,6 +378,7 @@ def add_rows(
     stats: IndexStats,
     position: int,
     fresh: np.ndarray | None = None,
+    symbols: list[tuple[str, ...]] | None = None,
 ) -> int:
     """One file's passages into ``writer`` (the segment at ``position``),
     its record pointed at them. A passage whose key is in ``pool`` gets the
@@ -379,7 +397,7 @@ def add_rows(
             vectors[i] = fresh[taken]
             taken += 1
     first = writer.next_row
-    writer.add_file(rows, keys, texts, vectors, item.entry.size)
+    writer.add_file(rows, keys, texts, vectors, item.entry.size, symbols)
     item.record.segment, item.record.row, item.record.rows = position, first, len(texts)
     return taken
 

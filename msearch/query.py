@@ -1,5 +1,6 @@
-"""A search: retrieval scores the candidates (dense, BM25 or fused; in two
-stages for a large index), msearch.ranking picks the hits, and their
+"""A search: retrieval finds each query's candidates (the best rows by
+cosine and by BM25, in two stages for a large index, and the definitions
+of the symbols it names), msearch.ranking orders them, and the hits'
 passages are read back from the files.
 
 Passage text is not stored in the index; it is read from the file by its
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from msearch import coarse, ranking
+from msearch.chunking.syntax import is_code_path
 from msearch.config import DEFAULT, TwoStage
 from msearch.errors import IndexCorrupt, UsageError
 from msearch.lexical import LexicalFormatError
@@ -28,13 +30,23 @@ from msearch.storage.segment import EMBEDDINGS_NAME, PASSAGES_NAME, prefetch_row
 from msearch.walk import NotText, decode
 
 if TYPE_CHECKING:
+    from msearch.config import RankConfig
     from msearch.filters import PathFilter
     from msearch.lexical import Bm25
+    from msearch.ranking import QueryInfo
     from msearch.storage.segment import Segment
 
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 QUERY_GROUP = 32
 MODES = ("dense", "lexical", "hybrid")
+
+
+def _best(scores: np.ndarray, n: int, floor: float) -> np.ndarray:
+    """The rows of the ``n`` highest scores above ``floor`` (unordered)."""
+    keep = np.flatnonzero(scores > floor)
+    if len(keep) > n:
+        keep = keep[np.argpartition(-scores[keep], n - 1)[:n]]
+    return keep.astype(np.int64)
 
 
 def two_stage_ready(index: IndexReader, stages: TwoStage) -> bool:
@@ -105,8 +117,8 @@ class Searcher:
     """An open index plus a query encoder: answers many queries, loads once.
 
     ``mode`` is "dense" (cosine only), "lexical" (BM25 only, no model needed)
-    or "hybrid" (both, fused by :func:`msearch.lexical.fuse`); hybrid and
-    lexical need the index's lexical side (:func:`open_lexical`).
+    or "hybrid" (both, fused by msearch.ranking); hybrid and lexical need
+    the index's lexical side (:func:`open_lexical`).
     """
 
     def __init__(
@@ -118,11 +130,13 @@ class Searcher:
         cwd: str | os.PathLike[str] | None = None,
         exact: bool = False,
         stages: TwoStage = DEFAULT.two_stage,
+        rank_config: RankConfig | None = None,
     ) -> None:
         """``cwd``: hits' paths are shown relative to it when inside it
         (default: the current folder). ``exact``: score every passage even
         where a large index would be searched in two stages (``stages``:
-        from what size, how wide)."""
+        from what size, how wide). ``rank_config``: which parts of the
+        ranking stage run (default: all)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if mode != "dense" and lexical is None:
@@ -136,8 +150,11 @@ class Searcher:
         self.cwd = os.getcwd() if cwd is None else str(cwd)
         self.exact = exact
         self.stages = stages
+        self.rank_config = rank_config or ranking.RankConfig()
         self._masks: dict[tuple[str, ...], np.ndarray] = {}
         self._live: np.ndarray | None = None
+        self._paths: list[str] | None = None
+        self._mostly_code: bool | None = None
 
     def query(
         self,
@@ -176,8 +193,17 @@ class Searcher:
         cache = FileCache(self.index)
         out: list[list[Hit]] = []
         for g in range(0, len(texts), QUERY_GROUP):
-            for found in self.candidates(list(texts[g : g + QUERY_GROUP]), allowed, want):
-                rows, scores = ranking.select(found, want, min_score)
+            group = list(texts[g : g + QUERY_GROUP])
+            infos = [ranking.analyze(t) for t in group]
+            for info, found in zip(
+                infos, self.candidates(group, infos, allowed, want), strict=True
+            ):
+                rows, scores = ranking.rank(
+                    info, found, self.paths(), want, self.rank_config, self.mostly_code()
+                )
+                if min_score is not None:
+                    keep = scores >= min_score
+                    rows, scores = rows[keep], scores[keep]
                 if self.mode != "lexical":
                     self._check_vectors(rows)
                 if files:
@@ -186,20 +212,106 @@ class Searcher:
         return out
 
     def candidates(
-        self, texts: list[str], allowed: np.ndarray | None, k: int
+        self, texts: list[str], infos: list[QueryInfo], allowed: np.ndarray | None, k: int
     ) -> list[ranking.Candidates]:
-        """What retrieval scores for each query of a group: every usable row
-        (dense, lexical or fused), or, for a large index, the rows the two
-        stages keep with their exact scores."""
-        staged = self._two_stage_group(texts, allowed, k) if self.two_stage() else None
-        if staged is not None:
-            return [ranking.Candidates(scores, rows) for rows, scores in staged]
-        # A passage without any query word is not a lexical hit; dead rows
-        # score -inf, below any score a live row can have.
-        floor = ranking.ANY_WORD if self.mode == "lexical" else ranking.LOWEST
-        return [
-            ranking.Candidates(scores, None, floor) for scores in self._score_group(texts, allowed)
-        ]
+        """What retrieval finds for each query of a group (``infos``: what
+        ``ranking.analyze`` says of each): the best usable rows by cosine
+        and by BM25 (exact scores; for a large index, those the two stages
+        keep), and the rows defining a symbol the query names."""
+        staged = self._two_stage_group(texts, infos, allowed, k) if self.two_stage() else None
+        return staged if staged is not None else self._scan_group(texts, infos, allowed, k)
+
+    def paths(self) -> list[str]:
+        """The file table's paths (what the ranking's path rules read)."""
+        if self._paths is None:
+            self._paths = [f.path for f in self.index.meta.files]
+        return self._paths
+
+    def mostly_code(self) -> bool:
+        """Whether most of the index's passages are source code (some rules
+        of msearch.ranking apply only there)."""
+        if self._mostly_code is None:
+            files = self.index.meta.files
+            code = sum(f.rows for f in files if f.rows and is_code_path(f.path))
+            self._mostly_code = ranking.mostly_code(code, self.index.count)
+        return self._mostly_code
+
+    def _definitions(
+        self, info: QueryInfo, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Live rows (that the filter passes) defining a symbol the query
+        names, ascending, and how much each counts (``QueryInfo.weights``)."""
+        if self.lexical is None or not info.symbols or not self.rank_config.definitions:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        try:
+            rows, which = self.lexical.symbol_rows(info.symbols)
+        except LexicalFormatError as exc:
+            raise IndexCorrupt(f"{exc}; {FIX_HINT}") from None
+        keep = self._usable(allowed)[rows] if len(rows) else np.zeros(0, bool)
+        rows, which = rows[keep], which[keep]
+        return rows, np.asarray(info.weights, dtype=np.float64)[which]
+
+    def _scan_group(
+        self, texts: list[str], infos: list[QueryInfo], allowed: np.ndarray | None, k: int
+    ) -> list[ranking.Candidates]:
+        """Each query's candidates from a scan of every row: the best by
+        meaning, the best by words, and the definitions it names.
+
+        Dense scores for a group come from one pass over the matrix (a
+        matrix-matrix product) instead of one pass per query."""
+        dense: np.ndarray | None = None
+        if self.mode != "lexical":
+            assert self.encode is not None
+            vecs = np.ascontiguousarray(self.encode(texts), dtype=np.float32)
+            dense = self.dense_scores(vecs)
+            # One pass over the scores (a millisecond at a million rows):
+            # a NaN in the index would otherwise rank silently.
+            if np.isnan(dense).any() or np.isposinf(dense).any():
+                raise IndexCorrupt(
+                    f"{self.index.dir} holds invalid numbers in its vectors; {FIX_HINT}"
+                )
+            if allowed is not None:
+                dense[~allowed] = -np.inf
+        want = max(ranking.CANDIDATES, k)
+        out = []
+        for j, (text, info) in enumerate(zip(texts, infos, strict=True)):
+            parts = []
+            d = None if dense is None else np.ascontiguousarray(dense[:, j])
+            if d is not None:
+                parts.append(_best(d, want, -np.inf))  # dead rows score -inf
+            lex, unit = None, 0.0
+            if self.mode != "dense":
+                lex, unit = self._lexical_scores(text, allowed)
+                # A passage without any query word is not a lexical hit.
+                parts.append(_best(lex, want, 0.0))
+            def_rows, def_w = self._definitions(info, allowed)
+            parts.append(def_rows)
+            rows = np.unique(np.concatenate(parts))
+            out.append(
+                self._candidates(
+                    rows,
+                    None if d is None else d[rows],
+                    None if lex is None else lex[rows],
+                    unit,
+                    def_rows,
+                    def_w,
+                )
+            )
+        return out
+
+    def _candidates(
+        self,
+        rows: np.ndarray,
+        dense: np.ndarray | None,
+        lex: np.ndarray | None,
+        unit: float,
+        def_rows: np.ndarray,
+        def_w: np.ndarray,
+    ) -> ranking.Candidates:
+        defines = np.zeros(len(rows), dtype=np.float64)
+        if len(def_rows):
+            defines[np.searchsorted(rows, def_rows)] = def_w
+        return ranking.Candidates(rows, self.index.files_of(rows), dense, lex, defines, unit)
 
     def _file_of(self, row: int) -> int:
         return self.index.passage(row)[0]
@@ -224,11 +336,11 @@ class Searcher:
         return self._live if allowed is None else self._live & allowed
 
     def _two_stage_group(
-        self, texts: list[str], allowed: np.ndarray | None, k: int = 10
-    ) -> list[tuple[np.ndarray, np.ndarray]] | None:
-        """(rows in ascending order, their final scores) per query, or None
-        when so few rows are usable (live, passing the filter) that scanning
-        them all is as cheap.
+        self, texts: list[str], infos: list[QueryInfo], allowed: np.ndarray | None, k: int = 10
+    ) -> list[ranking.Candidates] | None:
+        """Each query's candidates, with exact cosines, from the two-stage
+        search; None when so few rows are usable (live, passing the filter)
+        that scanning them all is as cheap.
 
         Stage one (:func:`msearch.coarse.nearest_rows`): every row's sign
         bits against the query's components (faiss's fast-scan kernel, on
@@ -238,10 +350,11 @@ class Searcher:
         Stage three: the best ``stages.rescored(k)`` rows by that
         estimate (and every candidate of a segment without codes) are
         scored exactly from the float32 vectors; only those are returned.
-        Hybrid adds the best BM25 rows to the candidates and ranks by the
-        fused estimate, fused over all candidates, so the fused score of
-        every returned row is exactly the full search's (the best lexical
-        row is among the candidates, so the scale is the same).
+        Hybrid adds the best BM25 rows to the candidates, and every mode
+        the definitions of the symbols the query names; the rows to score
+        exactly are picked by a fixed mix of estimate and BM25 (so that the
+        rows strongest on words are scored exactly too), and definitions
+        are always scored exactly (the ranking lifts them).
         """
         import faiss
 
@@ -266,9 +379,9 @@ class Searcher:
                 int(np.count_nonzero(unusable[seg.offset : seg.offset + seg.rows]))
                 for seg in index.segments
             ]
-        best = self.stages.rescored(k)
+        best = max(self.stages.rescored(k), ranking.CANDIDATES)
         out = []
-        for j, text in enumerate(texts):
+        for j, (text, info) in enumerate(zip(texts, infos, strict=True)):
             vec = vecs[j]
             rows, est = coarse.nearest_rows(
                 vec,
@@ -279,16 +392,17 @@ class Searcher:
                 None if self.mode == "hybrid" else best,
                 candidates=self.stages.candidates,
             )
-            lex = None
+            lex, unit = None, 0.0
+            extra_parts = []
             if self.mode == "hybrid":
-                lex = self._lexical_scores(text, allowed)
+                lex, unit = self._lexical_scores(text, allowed)
                 # The best BM25 rows join (the best one fixes the fused
                 # scale); rows strong on words but weak on meaning are few.
-                lex_want = min(want, max(100 * k, 1000))
-                hits = np.flatnonzero(lex > 0)
-                if len(hits) > lex_want:
-                    hits = hits[np.argpartition(-lex[hits], lex_want - 1)[:lex_want]]
-                extra = np.setdiff1d(hits, rows, assume_unique=True)
+                extra_parts.append(_best(lex, min(want, max(100 * k, 1000)), 0.0))
+            def_rows, def_w = self._definitions(info, allowed)
+            extra_parts.append(def_rows)
+            extra = np.setdiff1d(np.concatenate(extra_parts), rows)
+            if len(extra):
                 rows = np.concatenate([rows, extra])
                 est = np.concatenate([est, self._estimates(extra, vec)])
                 order = np.argsort(rows, kind="stable")
@@ -304,10 +418,15 @@ class Searcher:
                     known = np.sort(known[np.argpartition(-key[known], best - 1)[:best]])
                 dense[known] = self._exact_cosines(rows[known], vec)
                 exact[known] = True
+            todo = np.isin(rows, def_rows) & ~exact
+            if todo.any():
+                dense[todo] = self._exact_cosines(rows[todo], vec)
+                exact |= todo
             if np.isnan(dense[exact]).any() or np.isposinf(dense[exact]).any():
                 raise IndexCorrupt(f"{index.dir} holds invalid numbers in its vectors; {FIX_HINT}")
-            scores = dense if lex is None else fuse(dense, lex[rows])
-            out.append((rows[exact], scores[exact]))
+            rows, dense = rows[exact], dense[exact]
+            lexical = None if lex is None else lex[rows]
+            out.append(self._candidates(rows, dense, lexical, unit, def_rows, def_w))
         return out
 
     def _estimates(self, rows: np.ndarray, vec: np.ndarray) -> np.ndarray:
@@ -330,11 +449,12 @@ class Searcher:
         for si in np.unique(seg_of).tolist():
             yield self.index.segments[si], np.flatnonzero(seg_of == si)
 
-    def _lexical_scores(self, text: str, allowed: np.ndarray | None) -> np.ndarray:
-        """BM25 of every row (0 for rows the filter leaves out), checked."""
+    def _lexical_scores(self, text: str, allowed: np.ndarray | None) -> tuple[np.ndarray, float]:
+        """BM25 of every row (0 for rows the filter leaves out), checked, and
+        the query's calibration unit (``Bm25.scores_and_unit``)."""
         assert self.lexical is not None
         try:
-            lex = self.lexical.scores(text)
+            lex, unit = self.lexical.scores_and_unit(text)
         except LexicalFormatError as exc:
             raise IndexCorrupt(f"{exc}; {FIX_HINT}") from None
         if not np.isfinite(lex).all():
@@ -343,7 +463,7 @@ class Searcher:
             )
         if allowed is not None:
             lex[~allowed] = 0
-        return lex
+        return lex, unit
 
     def _exact_cosines(self, rows: np.ndarray, vec: np.ndarray) -> np.ndarray:
         """Cosines of ``rows`` (ascending, across segments) with ``vec``."""
@@ -397,42 +517,6 @@ class Searcher:
             dead = self.index.dead_rows(i)
             if dead is not None:
                 part[dead] = -np.inf
-        return out
-
-    def _score_group(self, texts: list[str], allowed: np.ndarray | None) -> list[np.ndarray]:
-        """One score per row for each query; rows outside ``allowed`` score
-        -inf (0 on the lexical side, before fusion).
-
-        Dense scores for a group come from one pass over the matrix (a
-        matrix-matrix product) instead of one pass per query.
-        """
-        dense: np.ndarray | None = None
-        if self.mode != "lexical":
-            assert self.encode is not None
-            vecs = np.ascontiguousarray(self.encode(texts), dtype=np.float32)
-            dense = self.dense_scores(vecs)
-            # One pass over the scores (a millisecond at a million rows):
-            # a NaN in the index would otherwise rank silently.
-            if np.isnan(dense).any() or np.isposinf(dense).any():
-                raise IndexCorrupt(
-                    f"{self.index.dir} holds invalid numbers in its vectors; {FIX_HINT}"
-                )
-            if allowed is not None:
-                dense[~allowed] = -np.inf
-        out = []
-        for j, text in enumerate(texts):
-            if self.mode == "dense":
-                assert dense is not None
-                out.append(np.ascontiguousarray(dense[:, j]))
-                continue
-            lex = self._lexical_scores(text, allowed)
-            if self.mode == "lexical":
-                out.append(lex)
-            else:
-                from msearch.lexical import fuse
-
-                assert dense is not None
-                out.append(fuse(np.ascontiguousarray(dense[:, j]), lex))
         return out
 
     def _check_vectors(self, rows: np.ndarray) -> None:

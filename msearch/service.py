@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msearch import api
-from msearch.config import DEFAULT, IndexConfig
+from msearch.config import DEFAULT, IndexConfig, RankConfig
 from msearch.storage.layout import META_NAME
 
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ class SearchService:
         min_score: float | None = None,
         context: int = 0,
         exact: bool = False,
+        priors: bool = True,
     ) -> list[Hit]:
         request = api.SearchRequest(
             (query,),
@@ -106,6 +107,7 @@ class SearchService:
             globs=tuple([globs] if isinstance(globs, str) else globs),
             context=(context, context),
             exact=exact is True,
+            ranking=RankConfig(priors=priors is True),
             spelling=api.MCP,
         )
         with self._query_lock:

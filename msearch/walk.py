@@ -40,6 +40,10 @@ NOISE_DIRS = frozenset(
         ".ruff_cache",
         "site-packages",
         "bower_components",
+        # Vendored dependencies: other projects' code, copied in.
+        "vendor",
+        "third_party",
+        "thirdparty",
     }
 )
 # Machine-written lock files: long, repetitive, never the answer to a question.

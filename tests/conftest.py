@@ -12,11 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from msearch.chunk import WhitespaceCounter
+from msearch.chunking import WhitespaceCounter
 from msearch.encoders import ModelRecord
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_corpus"
+CODE_SAMPLE = Path(__file__).resolve().parent / "data" / "coderepo"
+# tests/data holds corpora (a small code repository among them), not tests.
+collect_ignore_glob = ["data/*"]
 FAKE_DIM = 32
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import FakeEmbedder  # noqa: E402
-from msearch.chunk import ChunkSettings  # noqa: E402
+from msearch.chunking import ChunkSettings  # noqa: E402
 from msearch.indexer import build_index  # noqa: E402
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from msearch.chunk import (
+from msearch.chunking import (
     SPECIAL_TOKENS,
     ChunkSettings,
     WhitespaceCounter,

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import FakeEmbedder, snapshot, write
-from msearch.chunk import ChunkSettings
+from msearch.chunking import ChunkSettings
 from msearch.config import IndexConfig
 from msearch.errors import UsageError
 from msearch.indexer import build_index

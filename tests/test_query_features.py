@@ -105,7 +105,7 @@ def test_filters_rank_among_the_files_that_pass(
 
 
 def _chunking(root: Path):  # type: ignore[no-untyped-def]
-    from msearch.chunk import ChunkSettings
+    from msearch.chunking import ChunkSettings
 
     meta = json.loads((root / ".msearch" / "meta.json").read_text())
     return ChunkSettings(**meta["chunking"])

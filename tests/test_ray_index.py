@@ -23,7 +23,7 @@ import conftest
 from clihelp import invoke
 from conftest import SAMPLE, FakeEmbedder, write
 from msearch import distributed
-from msearch.chunk import ChunkSettings
+from msearch.chunking import ChunkSettings
 from msearch.distributed import RayIndexer
 from msearch.errors import ClusterError
 from msearch.indexer import build_index

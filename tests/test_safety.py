@@ -704,8 +704,8 @@ def test_case16_long_lines_are_tokenized_a_piece_at_a_time(
 ) -> None:
     """Every tokenizer call sees a bounded amount of text, and the passages
     are those of one call on the whole line (property-tested in test_chunk)."""
-    import msearch.chunk as chunk
-    from msearch.chunk import ChunkSettings, WhitespaceCounter, chunk_text
+    import msearch.chunking.lines as chunk
+    from msearch.chunking import ChunkSettings, WhitespaceCounter, chunk_text
 
     seen: list[int] = []
 
@@ -732,7 +732,7 @@ def test_case16_a_long_file_is_embedded_window_by_window(
     tmp_path: Path, fake: FakeEmbedder
 ) -> None:
     import msearch.indexer as indexer
-    from msearch.chunk import ChunkSettings
+    from msearch.chunking import ChunkSettings
     from msearch.config import IndexConfig
 
     sizes: list[int] = []

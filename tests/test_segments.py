@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import FakeEmbedder, write
-from msearch.chunk import ChunkSettings
+from msearch.chunking import ChunkSettings
 from msearch.config import IndexConfig
 from msearch.indexer import build_index
 from msearch.merge import TieredMergePolicy

@@ -20,7 +20,7 @@ import pytest
 
 from clihelp import cli
 from conftest import FakeEmbedder, deny_reading, write
-from msearch.chunk import ChunkSettings
+from msearch.chunking import ChunkSettings
 from msearch.errors import IndexWriteError, MsearchError, UsageError, WatchStopped
 from msearch.indexer import IndexStats, build_index
 from msearch.storage import record

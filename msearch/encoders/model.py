@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from msearch.chunk import HFTokenCounter, TokenCounter
+from msearch.chunking import HFTokenCounter, TokenCounter
 from msearch.encoders.locate import (
     ModelRecord,
     Notice,

@@ -119,6 +119,24 @@ class IndexReader:
             raise IndexCorrupt(f"{segment.path / PASSAGES_NAME} is damaged (row {r}); {FIX_HINT}")
         return int(files[i]), a, b, s, e
 
+    def files_of(self, rows: np.ndarray) -> np.ndarray:
+        """The file (index into the file table) of each live row (rows across
+        segments), for many rows at once; -1 for a row no file holds."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.full(len(rows), -1, dtype=np.int64)
+        if not len(rows):
+            return out
+        offsets = np.array([s.offset for s in self.segments], dtype=np.int64)
+        seg_of = np.searchsorted(offsets, rows, side="right") - 1
+        for si in np.unique(seg_of).tolist():
+            sel = np.flatnonzero(seg_of == si)
+            starts, counts, files = self.file_ranges(si)
+            local = rows[sel] - offsets[si]
+            i = np.searchsorted(starts, local, side="right") - 1
+            ok = (i >= 0) & (local < starts[np.maximum(i, 0)] + counts[np.maximum(i, 0)])
+            out[sel[ok]] = files[i[ok]]
+        return out
+
     def file_rows(self, file_idx: int) -> tuple[Segment | None, int, int]:
         """The segment and row range holding a file's passages (None for a
         file without passages)."""

@@ -195,11 +195,12 @@ class SegmentWriter:
         vectors: np.ndarray,
         keys: np.ndarray,
         texts: Sequence[str] | None = None,
+        symbols: Sequence[Sequence[str]] | None = None,
     ) -> None:
         """Write rows now: ``rows`` (n x 5: file ordinal, start line, end
         line, start char, end char), their vectors (normalized float32),
         keys (n x KEY_BYTES) and, for a writer that builds the lexical
-        statistics, their texts."""
+        statistics, their texts and the symbols each defines."""
         if len(rows):
             for name, arr, dtype in (
                 (EMBEDDINGS_NAME, vectors, "<f4"),
@@ -212,7 +213,7 @@ class SegmentWriter:
             np.fmax(self._max_abs, np.abs(vectors).max(axis=0), out=self._max_abs)
             self.count += len(rows)
         if self.builder is not None and texts is not None:
-            self.builder.add(texts)
+            self.builder.add(texts, symbols)
 
     def close(self, lexical: LexicalSegment | None = None) -> SegmentInfo:
         """Finish the files and flush every one to stable storage."""

@@ -47,6 +47,9 @@ class ChunkSettings:
 
     max_tokens: int = 256  # including special tokens; capped at the model's limit
     overlap_tokens: int = 32
+    # Code by its syntax tree, Markdown and reStructuredText by sections
+    # (msearch.structure); an index of an older msearch has plain passages.
+    structure: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,16 @@ class Passage:
     start: int  # character offset of the first character in the decoded text
     end: int  # character offset one past the last character
     text: str
+    # What the passage lies in (the file's path, enclosing signatures or
+    # headings), put before its text where it is embedded and indexed.
+    context: str = ""
+    # The symbols the passage defines (msearch.syntax), simple and qualified.
+    symbols: tuple[str, ...] = ()
+
+    @property
+    def indexed(self) -> str:
+        """The text that is embedded and indexed: context, then the passage."""
+        return f"{self.context}\n{self.text}" if self.context else self.text
 
 
 def front_matter_lines(lines: Sequence[str]) -> int:
@@ -109,43 +122,12 @@ def chunk_texts(
     """
     if settings.max_tokens - SPECIAL_TOKENS < 1:
         raise ValueError("max_tokens leaves no room for text")
-    files = [_content_lines(text) for text in texts]
+    files = [content_lines(text) for text in texts]
     counts = iter(count_lines(counter, [lines[i] for lines, content in files for i in content]))
     return [
-        _pack(text, lines, {i: next(counts) for i in content}, counter, settings)
+        pack_lines(text, lines, {i: next(counts) for i in content}, counter, settings)
         for text, (lines, content) in zip(texts, files, strict=True)
     ]
-
-
-class Chunker(Protocol):
-    """The seam "file -> passages": what the indexer (and each Ray worker)
-    asks to cut the files it embeds. One is made per index from its model's
-    token counter and its chunking settings (:func:`chunker_for`)."""
-
-    def chunk(self, files: Sequence[tuple[str, str]]) -> list[list[Passage]]:
-        """The passages of each ``(path, text)`` (path relative to the
-        indexed folder, POSIX separators), in order: every non-blank line
-        covered, each passage within the settings' token budget, the same
-        passages for the same text and path wherever it runs."""
-        ...
-
-
-@dataclass(frozen=True)
-class LineChunker:
-    """Runs of whole lines, packed up to the token budget (:func:`chunk_texts`),
-    whatever the file's type."""
-
-    counter: TokenCounter
-    settings: ChunkSettings
-
-    def chunk(self, files: Sequence[tuple[str, str]]) -> list[list[Passage]]:
-        return chunk_texts([text for _, text in files], self.counter, self.settings)
-
-
-def chunker_for(counter: TokenCounter, settings: ChunkSettings) -> Chunker:
-    """The chunker of an index whose model counts tokens with ``counter``:
-    where a choice of chunker by file type would be made."""
-    return LineChunker(counter, settings)
 
 
 def _pieces(text: str) -> list[tuple[int, int]]:
@@ -224,7 +206,7 @@ def split_line(
     return spans
 
 
-def _content_lines(text: str) -> tuple[list[str], list[int]]:
+def content_lines(text: str) -> tuple[list[str], list[int]]:
     """The file's lines, and the indices of those to embed (not blank, not
     front matter)."""
     lines = split_lines(text)
@@ -232,18 +214,31 @@ def _content_lines(text: str) -> tuple[list[str], list[int]]:
     return lines, [i for i in range(skip, len(lines)) if lines[i].strip()]
 
 
-def _pack(
+def pack_lines(
     text: str,
     lines: list[str],
     counts: dict[int, int],
     counter: TokenCounter,
     settings: ChunkSettings,
+    budget: int | None = None,
+    headings: bool = True,
+    offsets: Sequence[int] | None = None,
+    soft_fill: float = SOFT_CUT_FILL,
 ) -> list[Passage]:
-    """Passages from counted lines (``counts``: content line -> tokens)."""
-    budget = settings.max_tokens - SPECIAL_TOKENS
-    offsets = [0]
-    for line in lines:
-        offsets.append(offsets[-1] + len(line))
+    """Passages from counted lines (``counts``: content line -> tokens), of
+    at most ``budget`` tokens (default: the settings' passage size).
+    ``headings``: Markdown headings are boundaries (not in code, where a
+    ``#`` line is a comment). ``offsets``: where each line starts in
+    ``text`` (and where the last ends), if the caller has them.
+    ``soft_fill``: how full a passage must be to close at a paragraph break
+    chosen by its content (see ``_soft_cut``)."""
+    if budget is None:
+        budget = settings.max_tokens - SPECIAL_TOKENS
+    budget = max(budget, 1)
+    if offsets is None:
+        offsets = [0]
+        for line in lines:
+            offsets.append(offsets[-1] + len(line))
     passages: list[Passage] = []
 
     def emit(first: int, last: int) -> None:
@@ -281,7 +276,7 @@ def _pack(
             continue
         if current:
             # A paragraph break (blank lines) or a heading before line i.
-            brk = i > current[-1] + 1 or is_heading(lines, i)
+            brk = i > current[-1] + 1 or (headings and is_heading(lines, i))
             if used + n > budget:
                 emit(current[0], current[-1])
                 # No sentence spans a paragraph break: overlap only within one.
@@ -290,7 +285,7 @@ def _pack(
                     if brk
                     else carry_overlap(current, counts, settings.overlap_tokens, budget - n)
                 )
-            elif brk and _soft_cut(lines, current[-1], i, used, budget):
+            elif brk and _soft_cut(lines, current[-1], i, used, budget, headings, soft_fill):
                 emit(current[0], current[-1])
                 current, used = [], 0
         current.append(i)
@@ -313,7 +308,15 @@ def is_heading(lines: Sequence[str], i: int) -> bool:
     return bool(lines[i].strip()) and _SETEXT_UNDERLINE.fullmatch(nxt) is not None
 
 
-def _soft_cut(lines: Sequence[str], last: int, nxt: int, used: int, budget: int) -> bool:
+def _soft_cut(
+    lines: Sequence[str],
+    last: int,
+    nxt: int,
+    used: int,
+    budget: int,
+    headings: bool = True,
+    fill: float = SOFT_CUT_FILL,
+) -> bool:
     """Whether to close a passage at the break before line ``nxt`` although
     the line would fit.
 
@@ -328,9 +331,9 @@ def _soft_cut(lines: Sequence[str], last: int, nxt: int, used: int, budget: int)
     content-defined chunking does (rsync, restic); passages also end where
     paragraphs do.
     """
-    if is_heading(lines, nxt):
+    if headings and is_heading(lines, nxt):
         return used >= budget // 4
-    if used < budget * SOFT_CUT_FILL:
+    if used < budget * fill:
         return False
     return zlib.crc32(lines[last].strip().encode("utf-8", "surrogatepass")) & 1 == 1
 

@@ -1,0 +1,60 @@
+"""One score per candidate from its cosine and its BM25 score, weighted by
+the kind of query.
+
+Why calibrated: a cosine lies on one scale for every query, a BM25 score
+on a scale set by the query's words and the collection. Dividing BM25 by
+the best candidate's (the fixed mix msearch used before) makes the best
+lexical match worth 1 even when it matches one common word weakly; here
+BM25 is divided by the best score plus a quarter of ``unit`` (what a
+passage holding every query word once would score, ``Bm25.scores_and_unit``),
+so a query whose words are all matched well lets words count in full,
+and one matched weakly lets them count less.
+
+Why by kind of query: an identifier (``TypeAdapter``) is found by its
+spelling, a question by its meaning. Measured on ../shared/codesearch and
+../shared/eval (bench/RESULTS.md): weights 0.2 dense for identifiers,
+0.6 for natural language.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from msearch.ranking.candidates import Candidates
+    from msearch.ranking.queries import QueryInfo
+
+# The dense side's weight, by kind of query (the lexical side gets the rest).
+DENSE_WEIGHT = {"identifier": 0.2, "natural": 0.6}
+# Share of the query's unit added to the best BM25 score in the divisor.
+CONFIDENCE = 0.25
+# The fixed mix of msearch before the ranking stage (RankConfig(fusion=False)).
+FIXED_LEXICAL_WEIGHT = 0.3
+
+
+def fuse(info: QueryInfo, cand: Candidates, adaptive: bool = True) -> np.ndarray:
+    """One score per candidate, in [0, 1] for the usual cosines.
+    ``adaptive=False``: the fixed mix (0.7 cosine + 0.3 BM25 / best BM25)."""
+    n = len(cand.rows)
+    dense = None if cand.dense is None else np.nan_to_num(cand.dense.astype(np.float32), nan=0.0)
+    lex = None if cand.lexical is None else np.nan_to_num(cand.lexical.astype(np.float32), nan=0.0)
+    if lex is not None and not (lex > 0).any():
+        lex = None  # no candidate holds a query word: meaning alone
+    if not adaptive:
+        base = np.zeros(n, dtype=np.float32)
+        if dense is not None:
+            base += np.float32(1.0 - FIXED_LEXICAL_WEIGHT if lex is not None else 1.0) * dense
+        if lex is not None:
+            share = FIXED_LEXICAL_WEIGHT if dense is not None else 1.0
+            base += np.float32(share) * lex / np.float32(lex.max())
+        return base
+    if lex is None:
+        return dense if dense is not None else np.zeros(n, dtype=np.float32)
+    unit = cand.lexical_unit if cand.lexical_unit > 0 else float(lex.max())
+    calibrated = lex / (np.float32(lex.max()) + np.float32(CONFIDENCE * unit))
+    if dense is None:
+        return calibrated
+    w = np.float32(DENSE_WEIGHT[info.kind])
+    return w * dense + (np.float32(1.0) - w) * calibrated
