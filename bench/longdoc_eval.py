@@ -10,7 +10,8 @@ through the bench's embedding cache) and every question asked through
 msearch's own query path, top 10 passages:
 
 - structure: today's default: sections by heading, merged up to the
-  budget, the heading path in front of each passage (msearch.structure);
+  budget, the heading path in front of each passage
+  (msearch.chunking.structure);
 - plain: the same files as plain text (``ChunkSettings(structure=False)``):
   content-defined boundaries at paragraph breaks and headings;
 - a0d17a2: the chunker of commit a0d17a2 (bench/_chunk_a0d17a2.py, before
@@ -55,54 +56,63 @@ def load_queries() -> list[CE.Query]:
     return out
 
 
-def build(emb: Any, variant: str) -> tuple[Path, float]:
-    """Index the documents with one chunking; (index folder, seconds)."""
-    from msearch import indexer
-    from msearch.chunk import ChunkSettings
+def chunker(variant: str, counter: Any, settings: Any) -> Any:
+    """The chunker of ``variant`` (msearch.chunking's Chunker seam)."""
+    from msearch.chunking import Passage, chunker_for
 
-    index_dir = WORK / variant
-    settings = ChunkSettings(structure=variant == "structure")
-    saved = indexer.chunk_files
-    if variant == "a0d17a2":
-        import _chunk_a0d17a2 as old
+    if variant != "a0d17a2":
+        return chunker_for(counter, settings)
+    import _chunk_a0d17a2 as old
 
-        def old_chunker(files: Any, counter: Any, s: Any, structure: bool = True) -> Any:
+    class Old:
+        def chunk(self, files: Sequence[tuple[str, str]]) -> list[list[Passage]]:
             got = old.chunk_texts(
-                [t for _, t in files], counter, old.ChunkSettings(s.max_tokens, s.overlap_tokens)
+                [t for _, t in files],
+                counter,
+                old.ChunkSettings(settings.max_tokens, settings.overlap_tokens),
             )
             return [
-                [indexer.Passage(p.start_line, p.end_line, p.start, p.end, p.text) for p in ps]
+                [Passage(p.start_line, p.end_line, p.start, p.end, p.text) for p in ps]
                 for ps in got
             ]
 
-        indexer.chunk_files = old_chunker  # type: ignore[assignment]
+    return Old()
+
+
+def build(emb: Any, variant: str) -> tuple[Path, float]:
+    """Index the documents with one chunking; (index folder, seconds)."""
+    from msearch import pipeline
+    from msearch.chunking import ChunkSettings
+    from msearch.indexer import build_index
+
+    index_dir = WORK / variant
+    settings = ChunkSettings(structure=variant == "structure")
+    saved = pipeline.chunker_for
+    pipeline.chunker_for = lambda counter, s: chunker(variant, counter, s)  # type: ignore[assignment]
     try:
         t0 = time.perf_counter()
-        indexer.build_index(
-            DATA / "docs", index_dir, emb, chunking=settings, full=True, notice=L.say
-        )
+        build_index(DATA / "docs", index_dir, emb, chunking=settings, full=True, notice=L.say)
         return index_dir, time.perf_counter() - t0
     finally:
-        indexer.chunk_files = saved  # type: ignore[assignment]
+        pipeline.chunker_for = saved  # type: ignore[assignment]
 
 
-def passage_sizes(emb: Any, index_dir: Path) -> dict[str, float]:
-    """How many passages, their mean tokens as embedded, the share at least
-    half the budget."""
-    from msearch import store
-    from msearch.walk import decode
+def passage_sizes(emb: Any, variant: str) -> dict[str, float]:
+    """How many passages, their mean tokens as embedded (context included),
+    the share at least half the budget."""
+    from msearch.chunking import SPECIAL_TOKENS, ChunkSettings
 
-    index = store.load_index(index_dir)
-    pas, _ = index.table()
-    files = index.meta.files
-    texts: list[str] = []
-    cache: dict[int, str] = {}
-    for f, _a, _b, s, e in pas.tolist():
-        if f not in cache:
-            cache = {f: decode((index.root / files[f].path).read_bytes())}
-        texts.append(cache[f][s:e])
+    settings = ChunkSettings(structure=variant == "structure")
+    files = sorted((DATA / "docs").rglob("*"))
+    pairs = [
+        (f.relative_to(DATA / "docs").as_posix(), f.read_text(encoding="utf-8"))
+        for f in files
+        if f.is_file()
+    ]
+    chunked = chunker(variant, emb.counter, settings).chunk(pairs)
+    texts = [p.indexed for ps in chunked for p in ps]
     counts = np.array(emb.counter.count(texts)) if texts else np.zeros(0)
-    budget = index.meta.chunking["max_tokens"] - 2
+    budget = settings.max_tokens - SPECIAL_TOKENS
     return {
         "passages": float(len(texts)),
         "mean_tokens": float(counts.mean()) if len(counts) else 0.0,
@@ -132,9 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'variant':10s} {'mode':7s} {'MRR@10':>7s} {'hit@5':>6s} {'nDCG@10':>8s}  passages")
     for variant in [v for v in args.variants.split(",") if v]:
         index_dir, seconds = build(emb, variant)
-        sizes = passage_sizes(emb, index_dir)
+        sizes = passage_sizes(emb, variant)
         for mode in [m for m in args.modes.split(",") if m]:
-            search = CE.msearch_searcher(index_dir, src, mode)
+            search = CE.msearch_searcher(index_dir, src, mode, CE.Variant())
             results = search([q.text for q in queries], CE.K)
             got = np.array([score(r, q.targets) for r, q in zip(results, queries, strict=True)])
             mrr, hit5, ndcg = got.mean(axis=0)

@@ -295,6 +295,7 @@ class Searcher:
                     unit,
                     def_rows,
                     def_w,
+                    float(lex.max()) if lex is not None and len(lex) else 0.0,
                 )
             )
         return out
@@ -307,11 +308,14 @@ class Searcher:
         unit: float,
         def_rows: np.ndarray,
         def_w: np.ndarray,
+        best_lexical: float = 0.0,
     ) -> ranking.Candidates:
         defines = np.zeros(len(rows), dtype=np.float64)
         if len(def_rows):
             defines[np.searchsorted(rows, def_rows)] = def_w
-        return ranking.Candidates(rows, self.index.files_of(rows), dense, lex, defines, unit)
+        return ranking.Candidates(
+            rows, self.index.files_of(rows), dense, lex, defines, unit, best_lexical
+        )
 
     def _file_of(self, row: int) -> int:
         return self.index.passage(row)[0]
@@ -426,7 +430,8 @@ class Searcher:
                 raise IndexCorrupt(f"{index.dir} holds invalid numbers in its vectors; {FIX_HINT}")
             rows, dense = rows[exact], dense[exact]
             lexical = None if lex is None else lex[rows]
-            out.append(self._candidates(rows, dense, lexical, unit, def_rows, def_w))
+            best_lex = float(lex.max()) if lex is not None and len(lex) else 0.0
+            out.append(self._candidates(rows, dense, lexical, unit, def_rows, def_w, best_lex))
         return out
 
     def _estimates(self, rows: np.ndarray, vec: np.ndarray) -> np.ndarray:

@@ -190,7 +190,7 @@ def test_an_update_keeps_what_is_not_given_and_takes_what_is(notes: Path) -> Non
     # As watch gives options: only the overlap; the rest stays as recorded.
     api.update(notes, given=api.Overrides(chunking={"overlap_tokens": 2}), models=models)
     meta = read_meta(notes / ".msearch")
-    assert meta.chunking == {"max_tokens": 32, "overlap_tokens": 2}
+    assert meta.chunking == {"max_tokens": 32, "overlap_tokens": 2, "structure": True}
     assert meta.walk["exclude"] == ["*.md"]
     # As index gives them: every one, the defaults included.
     from dataclasses import asdict

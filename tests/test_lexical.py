@@ -21,6 +21,7 @@ from msearch.lexical import (
     LexicalParams,
     LexicalPart,
     LexicalSegment,
+    bm25_of,
     build_lexical,
     fuse,
     merge_lexical,
@@ -98,22 +99,31 @@ def test_stemming_stopwords_and_case() -> None:
     assert int(np.argmax(index.scores("zürich"))) == 4  # non-ASCII terms are found
 
 
-def _bm25s(texts: list[str]):  # type: ignore[no-untyped-def]
+def _bm25s(texts: list[str] | list[list[str]]):  # type: ignore[no-untyped-def]
+    """bm25s itself over ``texts`` (its own tokenization), or over terms
+    already made (lists of strings, as bm25s also takes)."""
     import bm25s
     import Stemmer
 
-    tok = bm25s.tokenize(
-        texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False
-    )
+    if texts and isinstance(texts[0], list):
+        tok = texts
+    else:
+        tok = bm25s.tokenize(
+            texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False
+        )
     ref = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
     ref.index(tok, create_empty_token=False, show_progress=False)
     return ref
 
 
+# bm25s's own tokenization: identifiers are not split (format 2).
+PROSE = LexicalParams(stopwords=PARAMS.stopwords)
+
+
 def test_matches_bm25s() -> None:
     """Scores computed at query time from the statistics are bm25s's own."""
     texts = sample_texts()
-    index, ref = of(texts), _bm25s(texts)
+    index, ref = bm25_of(build_lexical(texts, PROSE), PROSE), _bm25s(texts)
     for q in [
         "why does the moon change shape",
         "compost smells bad",
@@ -125,11 +135,7 @@ def test_matches_bm25s() -> None:
         assert np.allclose(index.scores(q), want, rtol=1e-6, atol=1e-6)
 
 
-def test_term_scores_are_bm25s_arrays_bit_for_bit() -> None:
-    """Each (term, passage) weight is the float32 value bm25s stores, to the
-    last bit: on real text and edge cases."""
-    texts = sample_texts() + TEXTS + ["", "Ünïcödé wörds straße ÄÖ", "don't 123 4567 x1"]
-    index, ref = of(texts), _bm25s(texts)
+def _same_term_scores(index: Bm25, ref) -> None:  # type: ignore[no-untyped-def]
     data, indices, indptr = (np.asarray(ref.scores[k]) for k in ("data", "indices", "indptr"))
     assert ref.vocab_dict
     for term, col in ref.vocab_dict.items():
@@ -141,6 +147,33 @@ def test_term_scores_are_bm25s_arrays_bit_for_bit() -> None:
         order = np.argsort(want_rows)
         assert offset == 0 and np.array_equal(rows, want_rows[order])
         assert values.dtype == np.float32 and np.array_equal(values, want[order]), term
+
+
+EDGE_TEXTS = ["", "Ünïcödé wörds straße ÄÖ", "don't 123 4567 x1"]
+
+
+def test_term_scores_are_bm25s_arrays_bit_for_bit() -> None:
+    """Each (term, passage) weight is the float32 value bm25s stores, to the
+    last bit: on real text and edge cases."""
+    texts = sample_texts() + TEXTS + EDGE_TEXTS
+    _same_term_scores(bm25_of(build_lexical(texts, PROSE), PROSE), _bm25s(texts))
+
+
+def test_identifier_terms_score_as_bm25s_scores_them() -> None:
+    """With identifiers split (the default), the terms differ from bm25s's
+    by design (``parseUserInput`` gives parseuserinput, pars, user, input); what each term scores
+    is still bm25s's, given the same terms: the weights bit for bit."""
+    code = [
+        "def parseUserInput(raw_value): return HTTPClient.get_user(raw_value)",
+        "class TypeAdapter: nullSafe = max_retries; os.path.join(a, b)",
+        "Rack::Builder builds a max-age header for getHTTPResponse",
+    ]
+    texts = sample_texts() + TEXTS + EDGE_TEXTS + code
+    tok = PARAMS.tokenizer()
+    terms = [tok.terms(t) for t in texts]
+    index = bm25_of(build_lexical(texts, PARAMS), PARAMS)
+    _same_term_scores(index, _bm25s(terms))
+    assert index.term_scores("parseuserinput") and index.term_scores("user")
 
 
 words = st.sampled_from(["moon", "moons", "river", "the", "a", "stone", "cafés", "x9", "rain"])

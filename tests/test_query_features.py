@@ -74,6 +74,7 @@ def test_filters_rank_among_the_files_that_pass(
     """Before ranking means: dense and lexical hits are those of an index
     holding only the files that pass, and hybrid scales BM25 by the best
     lexical score among them (computed here on the rows that pass alone)."""
+    from msearch.config import RankConfig
     from msearch.lexical import fuse
 
     only = tmp_path / "only"
@@ -94,7 +95,11 @@ def test_filters_rank_among_the_files_that_pass(
         assert [h.path for h in got] == [h.path for h in want], mode
         if mode == "dense":
             assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-6)
-    searcher = Searcher(full, fake.encode, open_lexical(full), "hybrid", cwd=notes)
+    # The fixed mix (no ranking stage): its scores are known in closed form.
+    plain = RankConfig.plain()
+    searcher = Searcher(
+        full, fake.encode, open_lexical(full), "hybrid", cwd=notes, rank_config=plain
+    )
     rows = np.flatnonzero(keep.row_mask(full))
     dense = searcher.dense_scores(fake.encode(["bread dough"]))[rows, 0]
     lexical = open_lexical(full).scores("bread dough")[rows]

@@ -202,9 +202,12 @@ def test_inserting_near_the_top_does_not_shift_every_passage(tmp_path: Path) -> 
 
 
 def test_a_renamed_file_is_not_embedded_again(tmp_path: Path) -> None:
-    write(tmp_path, "a.md", long_document())
+    """Plain text: its passages are its text alone. (Code and Markdown
+    passages carry their file's path in what is embedded: renaming such a
+    file embeds it again, by design.)"""
+    write(tmp_path, "a.txt", long_document())
     build(tmp_path)
-    (tmp_path / "a.md").rename(tmp_path / "b.md")
+    (tmp_path / "a.txt").rename(tmp_path / "b.txt")
     s = build(tmp_path)
     assert (s.added, s.removed, s.embedded) == (1, 1, 0)
 
@@ -273,9 +276,10 @@ def test_many_small_updates_keep_few_segments(tmp_path: Path) -> None:
 
 
 def make_v1_index(tmp_path: Path) -> Path:
-    """An index as schema 1 stored it (one data folder), of four one-passage files."""
+    """An index as schema 1 stored it (one data folder), of four one-passage
+    files (plain text: passages without a context, as schema 1 had them)."""
     for i in range(4):
-        write(tmp_path, f"f{i}.md", paragraph(i, 1) + "\n")  # one short passage each
+        write(tmp_path, f"f{i}.txt", paragraph(i, 1) + "\n")  # one short passage each
     build(tmp_path)
     index_dir = tmp_path / ".msearch"
     idx = reader.load_index(index_dir)

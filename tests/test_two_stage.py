@@ -13,11 +13,12 @@ import pytest
 import msearch.coarse
 import msearch.query
 from msearch.coarse import SCAN_NAME, ScanIndex, pack, sign_bits
-from msearch.config import TwoStage
+from msearch.config import RankConfig, TwoStage
 from msearch.errors import IndexCorrupt
 from msearch.filters import PathFilter
 from msearch.lexical import LexicalParams, build_lexical
 from msearch.query import Searcher, open_lexical
+from msearch.ranking import analyze
 from msearch.storage import ownership, reader, record
 from msearch.storage.segment import BITS_NAME, SegmentWriter
 
@@ -79,8 +80,11 @@ STAGES = TwoStage(from_rows=0, share=10**9, min_candidates=300)
 
 
 def searchers(
-    index: reader.IndexReader, queries: np.ndarray, mode: str
+    index: reader.IndexReader, queries: np.ndarray, mode: str, ranking: RankConfig | None = None
 ) -> tuple[Searcher, Searcher, list[str]]:
+    """Two-stage and exact searchers; ``ranking``: the ranking stage (its
+    full default shows saturated scores for a file's later passages; the
+    plain one shows the cosines themselves)."""
     names = [f"{WORDS[i % 8]} {WORDS[(i * 3) % 8]} q{i}" for i in range(len(queries))]
     lookup = dict(zip(names, queries, strict=True))
 
@@ -88,8 +92,8 @@ def searchers(
         return np.stack([lookup[t] for t in texts])
 
     lexical = open_lexical(index) if mode != "dense" else None
-    staged = Searcher(index, encode, lexical, mode, stages=STAGES)
-    exact = Searcher(index, encode, lexical, mode, exact=True, stages=STAGES)
+    staged = Searcher(index, encode, lexical, mode, stages=STAGES, rank_config=ranking)
+    exact = Searcher(index, encode, lexical, mode, exact=True, stages=STAGES, rank_config=ranking)
     return staged, exact, names
 
 
@@ -117,7 +121,7 @@ def test_two_stages_find_what_the_exact_scan_finds(data, mode: str) -> None:  # 
 def test_scores_are_exact_cosines(data) -> None:  # type: ignore[no-untyped-def]
     index_dir, vectors, queries = data
     index = reader.load_index(index_dir)
-    staged, _, names = searchers(index, queries, "dense")
+    staged, _, names = searchers(index, queries, "dense", RankConfig.plain())
     for name, q in zip(names[:10], queries[:10], strict=True):
         for h in staged.query(name, 10):
             f = int(h.path[-6:-4])
@@ -163,7 +167,8 @@ def test_a_narrow_filter_scans_its_rows_exactly(data) -> None:  # type: ignore[n
     index = reader.load_index(index_dir)
     staged, exact, names = searchers(index, queries, "dense")
     one = PathFilter(["f07.txt"])  # 1 file of 20: fetching enough would be most rows
-    assert staged._two_stage_group([names[0]], one.row_mask(index)) is None
+    infos = [analyze(names[0])]
+    assert staged._two_stage_group([names[0]], infos, one.row_mask(index)) is None
     assert [key(h) for h in staged.query(names[0], 10, paths=one)] == [
         key(h) for h in exact.query(names[0], 10, paths=one)
     ]
@@ -216,13 +221,14 @@ def test_filtered_rows_far_from_the_query_are_still_found(data, tmp_path: Path) 
     answering with fewer hits than exist. Also k above the candidates."""
     index_dir, vectors, queries = data
     index = reader.load_index(index_dir)
-    staged, exact, names = searchers(index, queries, "dense")
+    staged, exact, names = searchers(index, queries, "dense", RankConfig.plain())
     # Half the rows, all of them farther from the query than any other:
     # the first stage fetches the nearest, and none of them passes.
     far = (vectors @ queries[0]) < np.median(vectors @ queries[0])
     for searcher in (staged, exact):
         searcher._mask = lambda _paths: far  # type: ignore[method-assign]
-    assert staged._two_stage_group([names[0]], far, 10) is not None  # still two stages
+    infos = [analyze(names[0])]
+    assert staged._two_stage_group([names[0]], infos, far, 10) is not None  # still two stages
     every = PathFilter(["*"])
     got = staged.query(names[0], 10, paths=every)
     assert len(got) == 10  # not fewer because the nearest rows are filtered out

@@ -353,7 +353,11 @@ def test_cli_keeps_the_options_the_index_records_unless_given(
     r, seen = watch_cli_until_gone(root, "--index", str(index_dir), *given)
     r.one_line_error("vanished")  # no "rebuilding the whole index" before it
     # --overlap-tokens not given: the index's 4, not the default 32.
-    assert seen["chunking"] == {"max_tokens": 40 if given else 32, "overlap_tokens": 4}
+    assert seen["chunking"] == {
+        "max_tokens": 40 if given else 32,
+        "overlap_tokens": 4,
+        "structure": True,
+    }
     assert seen["walk"]["hidden"] is bool(given)
     assert seen["walk"]["exclude"] == ["*.md"]
 

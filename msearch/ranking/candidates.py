@@ -18,3 +18,6 @@ class Candidates:
     defines: np.ndarray  # > 0 where the passage defines a symbol the query names
     # What a passage holding each query word once scores (Bm25.scores_and_unit).
     lexical_unit: float = 0.0
+    # The best BM25 score of any usable row (0: the best among these): the
+    # calibration's scale, the same whichever candidates a search kept.
+    lexical_best: float = 0.0
