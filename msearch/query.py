@@ -383,7 +383,7 @@ class Searcher:
                 int(np.count_nonzero(unusable[seg.offset : seg.offset + seg.rows]))
                 for seg in index.segments
             ]
-        best = max(self.stages.rescored(k), ranking.CANDIDATES)
+        best = self.stages.rescored(k)
         out = []
         for j, (text, info) in enumerate(zip(texts, infos, strict=True)):
             vec = vecs[j]
