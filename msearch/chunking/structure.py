@@ -390,20 +390,11 @@ def _signature(line: str) -> str:
     return line if len(line) <= SIGNATURE_CHARS else line[:SIGNATURE_CHARS].rstrip() + " ..."
 
 
-def code_passages(
-    path: str,
-    text: str,
-    lines: list[str],
-    counts: dict[int, int],
-    counter: TokenCounter,
-    settings: ChunkSettings,
-    lang: str,
-) -> list[Passage] | None:
+def code_passages(s: Structured, lang: str) -> list[Passage] | None:
     """A code file's passages; None when it does not parse (plain text then)."""
-    tree = syntax.parse(text, lang)
+    tree = syntax.parse(s.text, lang)
     if tree is None:
         return None
-    s = Structured(path, text, lines, counts, counter, settings)
     spans = code_spans(tree, s)
     by_line: dict[int, list[syntax.Definition]] = {}
     for d in tree.definitions:
@@ -498,16 +489,8 @@ def markup_spans(lines: Sequence[str], flavour: str) -> list[Span]:
     return [s for s in spans if s.last >= s.first]
 
 
-def markup_passages(
-    path: str,
-    text: str,
-    lines: list[str],
-    counts: dict[int, int],
-    counter: TokenCounter,
-    settings: ChunkSettings,
-    flavour: str,
-) -> list[Passage]:
-    s = Structured(path, text, lines, counts, counter, settings, MARKUP_FILL)
+def markup_passages(s: Structured, flavour: str) -> list[Passage]:
+    lines = s.lines
     spans = markup_spans(lines, flavour)
     # A section too large for one passage is cut as plain text, its own
     # heading joining the context of every piece.
@@ -541,10 +524,11 @@ def file_passages(
 
     lang = syntax.language_of(path)
     if lang is not None:
-        return code_passages(path, text, lines, counts, counter, settings, lang)
+        return code_passages(Structured(path, text, lines, counts, counter, settings), lang)
     flavour = MARKUP_EXTENSIONS.get(os.path.splitext(path)[1].lower())
     if flavour is not None:
-        return markup_passages(path, text, lines, counts, counter, settings, flavour)
+        s = Structured(path, text, lines, counts, counter, settings, MARKUP_FILL)
+        return markup_passages(s, flavour)
     return None
 
 

@@ -42,17 +42,15 @@ def fuse(info: QueryInfo, cand: Candidates, adaptive: bool = True) -> np.ndarray
     lex = None if cand.lexical is None else np.nan_to_num(cand.lexical.astype(np.float32), nan=0.0)
     if lex is not None and not (lex > 0).any():
         lex = None  # no candidate holds a query word: meaning alone
-    best = np.float32(max(cand.lexical_best, float(lex.max()))) if lex is not None else None
-    if not adaptive:
-        base = np.zeros(n, dtype=np.float32)
-        if dense is not None:
-            base += np.float32(1.0 - FIXED_LEXICAL_WEIGHT if lex is not None else 1.0) * dense
-        if lex is not None:
-            share = FIXED_LEXICAL_WEIGHT if dense is not None else 1.0
-            base += np.float32(share) * lex / best
-        return base
-    if lex is None or best is None:
+    if lex is None:
         return dense if dense is not None else np.zeros(n, dtype=np.float32)
+    best = np.float32(max(cand.lexical_best, float(lex.max())))
+    if not adaptive:
+        if dense is None:
+            return lex / best
+        return np.float32(1.0 - FIXED_LEXICAL_WEIGHT) * dense + np.float32(FIXED_LEXICAL_WEIGHT) * (
+            lex / best
+        )
     unit = cand.lexical_unit if cand.lexical_unit > 0 else float(best)
     calibrated = lex / (best + np.float32(CONFIDENCE * unit))
     if dense is None:
