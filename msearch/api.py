@@ -29,11 +29,12 @@ with one line that says what to do.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,12 +195,15 @@ class Index:
         root_relative: bool = False,
         warm: bool = False,
         previous: Index | None = None,
+        follow_links: bool = False,
     ) -> None:
         """``cwd``: hits' paths are shown relative to it when inside it
         (default: the current folder); ``root_relative``: relative to the
         indexed folder (a server's clients do not share its current
         folder). ``warm``: for a process that answers many queries (see
-        msearch.models.query_encoder)."""
+        msearch.models.query_encoder). ``follow_links``: indexed files may
+        be read through symbolic links; only this run's ``-L`` gives it,
+        never what the index records (it may come from anywhere)."""
         self.reader = reader
         self.models = models or EncoderModels()
         self.device = device
@@ -208,6 +212,7 @@ class Index:
         self.config = config
         self.cwd = reader.root if root_relative else cwd
         self.warm = warm
+        self.follow_links = follow_links
         self._searchers: dict[tuple[str, bool], Searcher] = {}
         self._lexical: Bm25 | None = None
         self._encoder: QueryEncoder | None = None
@@ -265,7 +270,14 @@ class Index:
         encode = self.encoder() if mode != "lexical" else None
         lexical = self._bm25() if mode != "dense" else None
         searcher = Searcher(
-            self.reader, encode, lexical, mode, self.cwd, exact, self.config.two_stage
+            self.reader,
+            encode,
+            lexical,
+            mode,
+            self.cwd,
+            exact,
+            self.config.two_stage,
+            follow_links=self.follow_links,
         )
         self._searchers[(mode, exact)] = searcher
         return searcher
@@ -326,7 +338,8 @@ class Index:
     def read(self, path: str, start_line: int = 1, end_line: int | None = None) -> Lines:
         """Lines ``start_line``..``end_line`` (from 1, inclusive; at most
         MAX_GET_LINES) of a file the index holds: nothing outside the root,
-        no link out of it unless the index was built following links, and
+        no symbolic link unless this run was given ``-L`` (``follow_links``;
+        what the index records never allows it), and
         nothing the walk left out (a hidden ``.env``, a gitignored secret),
         whoever asks for it (an agent may be steered by text it read)."""
         from msearch.storage import safefs
@@ -347,9 +360,8 @@ class Index:
                 f"{rel} is not a file of the index (only indexed files can be read; "
                 "a new file needs `reindex` first)"
             )
-        follow = self.meta.walk.get("follow_symlinks") is True
         try:
-            fh, _ = safefs.open_beneath(self.root, rel, follow, max_size=MAX_GET_BYTES)
+            fh, _ = safefs.open_beneath(self.root, rel, self.follow_links, max_size=MAX_GET_BYTES)
             with fh:
                 data = safefs.read_limited(fh, MAX_GET_BYTES, rel)
             text = decode(data)
@@ -358,6 +370,11 @@ class Index:
         except NotText:
             raise UsageError(f"{rel} is not a text file") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP and not self.follow_links:
+                raise UsageError(
+                    f"{rel} is reached through a symbolic link, which is followed only "
+                    "where this command was given -L"
+                ) from None
             raise UsageError(f"{rel} cannot be read ({exc.strerror or exc})") from None
         lines = text.split("\n")
         if lines and lines[-1] == "":
@@ -405,6 +422,7 @@ def open_index(
     lexical: bool = True,
     warm: bool = False,
     previous: Index | None = None,
+    follow_links: bool = False,
 ) -> Index:
     """The index at ``index_dir`` (None: ``MSEARCH_INDEX``, else the nearest
     ``.msearch`` upwards), as last committed, checked.
@@ -431,6 +449,7 @@ def open_index(
         root_relative=root_relative,
         warm=warm,
         previous=previous,
+        follow_links=follow_links,
     )
 
 
@@ -499,6 +518,7 @@ class Updater:
             raise UsageError("--batch-size must be at least 1")
         self._model: Any = None
         self._model_key: str | None = None
+        self._said_follow = False
         if directory is None:
             if index_dir is None:
                 raise ValueError("an update names a folder to index, or an index to update")
@@ -528,12 +548,28 @@ class Updater:
         except MsearchError:
             pass  # none yet, or one the update converts or rebuilds
         walk |= self.given.walk
+        walk["follow_symlinks"] = self._follow(walk["follow_symlinks"])
         chunking |= self.given.chunking
         settings = ChunkSettings(**chunking)
         if settings.max_tokens < 8 or not 0 <= settings.overlap_tokens < settings.max_tokens:
             raise UsageError("--chunk-tokens must be at least 8 and --overlap-tokens below it")
         walk["include"], walk["exclude"] = tuple(walk["include"]), tuple(walk["exclude"])
         return WalkOptions(**walk), settings
+
+    def _follow(self, recorded: bool) -> bool:
+        """Whether this update follows symbolic links: only where this run was
+        given ``-L`` (``given.walk``); what the index records is a default
+        for options, never a permission (an index may come from anywhere,
+        and its links may lead out of the folder). Said once when the
+        index asks for it and this run does not."""
+        follow = self.given.walk.get("follow_symlinks") is True
+        if recorded is True and not follow and not self._said_follow:
+            self._said_follow = True
+            self.notice(
+                "msearch: not following symbolic links: the index records -L, "
+                "but only this command's own -L allows it"
+            )
+        return follow
 
     def _recorded_model(self) -> Any:
         """The model record of the index (of any schema), or None."""
@@ -597,6 +633,7 @@ class Updater:
         meta = read_meta(self.index_dir)
         root = resolve_root(self.index_dir, meta.root)
         walk, chunking = walk_options_from_json(meta.walk), chunking_from_json(meta.chunking)
+        walk = replace(walk, follow_symlinks=self._follow(walk.follow_symlinks))
         key = json.dumps(meta.model, sort_keys=True)
         if self._model is None or key != self._model_key:
             self._model = self._choose(ModelRecord.from_json(meta.model), strict=True)
@@ -622,10 +659,14 @@ def update(
 
 
 def status(
-    index_dir: str | os.PathLike[str] | None = None, config: IndexConfig = DEFAULT
+    index_dir: str | os.PathLike[str] | None = None,
+    config: IndexConfig = DEFAULT,
+    follow_links: bool = False,
 ) -> Status:
     """What the index at ``index_dir`` (None: the nearest) holds, checked row
-    by row, and which files changed since it was built."""
+    by row, and which files changed since it was built (``follow_links``:
+    walking through symbolic links, this run's ``-L`` only)."""
     from msearch.status import index_status
 
-    return index_status(Path(index_dir) if index_dir is not None else find_index(), config)
+    where = Path(index_dir) if index_dir is not None else find_index()
+    return index_status(where, config, follow_links)

@@ -519,6 +519,14 @@ def query(
         ),
     ] = False,
     trust_remote_code: TrustOpt = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-L",
+            help="Read hits' files, and walk with --refresh, through symlinks.",
+        ),
+    ] = False,
 ) -> None:
     """Search the index for passages that answer TEXT."""
 
@@ -546,7 +554,9 @@ def query(
         index_dir = find_index(index_path)
         trust = trust_remote_code or trust_from_env()
         if refresh:
-            given = api.Overrides(device=device.value, trust_remote_code=trust)
+            given = api.Overrides(
+                device=device.value, trust_remote_code=trust, walk=_follow_walk(follow)
+            )
             updater = api.Updater(None, given, index_dir=index_dir, models=_models(ctx), notice=say)
             err(summary_line(updater.run()).removeprefix("msearch: "))
         idx = api.open_index(
@@ -557,6 +567,7 @@ def query(
             notice=say,
             model=model,
             lexical=request.mode != "dense",
+            follow_links=follow,
         )
         results = idx.search(request)
         printer = chosen.make(
@@ -572,6 +583,12 @@ def query(
         return EXIT_OK if print_results(printer, request.queries, results) else EXIT_NO_MATCH
 
     _run(body)
+
+
+def _follow_walk(follow: bool) -> dict[str, Any]:
+    """An update's walk options from this run's -L: links are followed only
+    where the command line says so, never because an index records it."""
+    return {"follow_symlinks": True} if follow else {}
 
 
 def _context(both: int | None, before: int | None, after: int | None) -> tuple[int, int]:
@@ -622,6 +639,9 @@ def _read_queries() -> list[str]:
 def status(
     index_path: IndexOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-L", help="Look for changes through symlinks.")
+    ] = False,
 ) -> None:
     """Show what an index holds and what changed since it was built."""
 
@@ -633,7 +653,7 @@ def status(
         from msearch.output import escape, lossy
         from msearch.storage.layout import find_index
 
-        st = api.status(find_index(index_path))
+        st = api.status(find_index(index_path), follow_links=follow)
         if as_json:
             print(json.dumps(lossy(st.to_json()), ensure_ascii=False))
             return EXIT_OK
@@ -774,6 +794,14 @@ def mcp(
         ),
     ] = 1600,
     trust_remote_code: TrustOpt = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-L",
+            help="Let get read, and reindex walk, through symlinks (never by the index's say).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the index to AI agents and editors: a Model Context Protocol server on stdio.
 
@@ -805,14 +833,18 @@ def mcp(
             index_dir = Path(index_path or directory / INDEX_DIR_NAME)
             if not os.path.lexists(index_dir / META_NAME):
                 err(f"{directory} has no index yet; indexing it first")
-                given = api.Overrides(device=device.value, trust_remote_code=trust)
+                given = api.Overrides(
+                    device=device.value, trust_remote_code=trust, walk=_follow_walk(follow)
+                )
                 stats = api.update(
                     directory, given, index_dir=index_dir, models=_models(ctx), notice=say
                 )
                 say(summary_line(stats))
         else:
             index_dir = find_index(index_path)
-        service = SearchService(index_dir, device.value, trust, notice=say, models=_models(ctx))
+        service = SearchService(
+            index_dir, device.value, trust, notice=say, models=_models(ctx), follow_links=follow
+        )
         service.index()  # a damaged index is one line now, not an error per call
         stop = threading.Event()
         if watch_files:

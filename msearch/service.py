@@ -45,8 +45,13 @@ class SearchService:
         notice: Callable[[str], None] | None = None,
         models: Models | None = None,
         config: IndexConfig = DEFAULT,
+        follow_links: bool = False,
     ) -> None:
+        """``follow_links``: ``get`` may read, and ``reindex`` walk, through
+        symbolic links (the server was started with ``-L``); what the index
+        records never allows it."""
         self.index_dir = Path(index_dir)
+        self.follow_links = follow_links
         self.device = device
         self.trust = trust_remote_code
         self.say = notice or (lambda _m: None)
@@ -81,6 +86,7 @@ class SearchService:
                     root_relative=True,
                     warm=True,
                     previous=self._index,
+                    follow_links=self.follow_links,
                 )
                 if index.two_stage():  # see populate: once per generation
                     index.populate()
@@ -122,7 +128,7 @@ class SearchService:
     def status(self) -> dict[str, Any]:
         from msearch.output import lossy
 
-        out = lossy(api.status(self.index_dir, self.config).to_json())
+        out = lossy(api.status(self.index_dir, self.config, self.follow_links).to_json())
         assert isinstance(out, dict)
         return out
 
@@ -131,7 +137,11 @@ class SearchService:
         model (loaded once, for documents)."""
         with self._reindex_lock:
             if self._updater is None:
-                given = api.Overrides(device=self.device, trust_remote_code=self.trust)
+                given = api.Overrides(
+                    device=self.device,
+                    trust_remote_code=self.trust,
+                    walk={"follow_symlinks": True} if self.follow_links else {},
+                )
                 self._updater = api.Updater(
                     None,
                     given,
