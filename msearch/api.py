@@ -501,8 +501,13 @@ class Updater:
         model_notice: Notice | None = None,
         segments_writer: SegmentsWriter | None = None,
         config: IndexConfig = DEFAULT,
+        full: bool = False,
     ) -> None:
-        """``notice``: what the update says (a lock waited for, a rebuild);
+        """``full``: the updates start over (``index --full``), so nothing
+        the index records is read, neither settings nor model: whatever its
+        ``meta.json`` holds (damage, a model that runs its own code) cannot
+        stop a rebuild; the options given and the defaults make it.
+        ``notice``: what the update says (a lock waited for, a rebuild);
         ``model_notice``: what loading the model says (default: ``notice``).
         ``segments_writer``: who makes the new segments (msearch.pipeline;
         a Ray cluster: msearch.distributed)."""
@@ -514,6 +519,7 @@ class Updater:
         self.model_notice = model_notice or self.notice
         self.segments_writer = segments_writer
         self.config = config
+        self.full = full
         if self.given.batch_size is not None and self.given.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         self._model: Any = None
@@ -542,9 +548,10 @@ class Updater:
         walk: dict[str, Any] = asdict(WalkOptions())
         chunking: dict[str, int] = asdict(ChunkSettings())
         try:
-            meta = read_meta(self.index_dir)
-            walk |= asdict(walk_options_from_json(meta.walk))
-            chunking |= asdict(chunking_from_json(meta.chunking))
+            if not self.full:
+                meta = read_meta(self.index_dir)
+                walk |= asdict(walk_options_from_json(meta.walk))
+                chunking |= asdict(chunking_from_json(meta.chunking))
         except MsearchError:
             pass  # none yet, or one the update converts or rebuilds
         walk |= self.given.walk
@@ -576,6 +583,8 @@ class Updater:
         from msearch.encoders import ModelRecord
         from msearch.storage.record import recorded_model
 
+        if self.full:
+            return None  # starting over: what the index records does not count
         try:
             return ModelRecord.from_json(recorded_model(self.index_dir))
         except MsearchError:
@@ -605,6 +614,7 @@ class Updater:
         every segment into one."""
         from msearch.indexer import build_index
 
+        full = full or self.full
         if self.directory is not None:
             root, walk, chunking, model = self.directory, self.walk, self.chunking, self.model()
         else:
@@ -651,8 +661,9 @@ def update(
     **kwargs: Any,
 ) -> IndexStats:
     """Create or update the index of ``directory`` once (see :class:`Updater`,
-    which takes the other keyword arguments)."""
-    return Updater(directory, given, **kwargs).run(full, compact, progress)
+    which takes the other keyword arguments); ``full``: start over, whatever
+    the index records."""
+    return Updater(directory, given, full=full, **kwargs).run(full, compact, progress)
 
 
 # ---------------------------------------------------------------- status

@@ -313,6 +313,7 @@ def _updater(
     index_path: Path | None,
     quiet: bool,
     segments_writer: Any = None,
+    full: bool = False,
 ) -> Any:
     """The update `index` and `watch` run: with ``quiet``, only what loading
     the model says (a fallback model, a precision the hardware lacks)."""
@@ -326,6 +327,7 @@ def _updater(
         notice=(lambda _m: None) if quiet else say,
         model_notice=say,
         segments_writer=segments_writer,
+        full=full,
     )
 
 
@@ -378,7 +380,7 @@ def index(
             from msearch.distributed import RayIndexer
 
             runner = RayIndexer(device=device.value)
-        updater = _updater(ctx, directory, given, index_path, quiet, runner)
+        updater = _updater(ctx, directory, given, index_path, quiet, runner, full)
         if use_ray:
             from msearch.distributed import check_available
 

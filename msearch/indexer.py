@@ -327,6 +327,8 @@ def _open_previous(
         }
         verify_checksums(index_dir, old.meta, small)
         check_paths(old)  # a file "outside" would be a removed file: rebuild instead
+        for seg in old.segments:  # kept segments' BM25 statistics: every posting
+            seg.check_lexical()
     except IndexNotFound:
         return None, False
     except IndexTooNew:

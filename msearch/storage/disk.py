@@ -26,16 +26,11 @@ from msearch.storage.layout import FIX_HINT, SMALL_JSON_MAX_BYTES
 
 
 def parse_json(raw: bytes) -> Any:
-    try:
-        import orjson
+    """JSON from an index file, its nesting bounded (msearch.jsonsafe):
+    anything malformed, however deep, is a ``ValueError``."""
+    from msearch import jsonsafe
 
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # orjson refuses "\udcXX" escapes, which file names that are not UTF-8 need
-    except ImportError:
-        pass
-    return json.loads(raw)
+    return jsonsafe.loads(raw)
 
 
 def os_reason(exc: OSError) -> str:

@@ -305,7 +305,22 @@ class Segment:
                 f"the lexical side of {self.path} holds {lexical.num_rows} rows, "
                 f"the segment {self.rows}; {FIX_HINT}"
             )
+        if int(np.asarray(lexical.lengths, dtype=np.int64).sum()) != self.info.tokens:
+            raise IndexCorrupt(
+                f"the lexical side of {self.path} is damaged (passage lengths); {FIX_HINT}"
+            )
         self._lexical = lexical
+
+    def check_lexical(self) -> None:
+        """Every posting of the BM25 statistics, not only the structure a
+        load checks (see msearch.lexical.LexicalSegment.check_postings): for
+        ``status`` and for an update that keeps the segment."""
+        from msearch.lexical import LexicalFormatError
+
+        try:
+            self.lexical().check_postings()
+        except LexicalFormatError as exc:
+            raise IndexCorrupt(f"{self.path}: {exc}; {FIX_HINT}") from None
 
     def keys(self) -> np.ndarray:
         if self._keys is None:
