@@ -247,8 +247,11 @@ class Index:
     # -- searching ----------------------------------------------------------
 
     def search(self, request: SearchRequest) -> list[list[Hit]]:
-        """The hits of each of ``request.queries``, best first."""
+        """The hits of each of ``request.queries``, best first. What is
+        mapped of the index is checked first (a file cut short under a
+        long-running process is an ``IndexCorrupt``, not SIGBUS)."""
         searcher = self.searcher(request.mode, request.exact)
+        self.reader.check_mapped()
         if len(request.queries) > 1 and searcher.two_stage():
             self.populate()  # many queries: map the pages once
         return searcher.query_many(
@@ -502,8 +505,11 @@ class Updater:
         segments_writer: SegmentsWriter | None = None,
         config: IndexConfig = DEFAULT,
         full: bool = False,
+        verify_first: bool = False,
     ) -> None:
-        """``full``: the updates start over (``index --full``), so nothing
+        """``verify_first``: the first run compares every segment's checksums
+        before reusing it (a long-running watcher; see
+        msearch.indexer.build_index). ``full``: the updates start over (``index --full``), so nothing
         the index records is read, neither settings nor model: whatever its
         ``meta.json`` holds (damage, a model that runs its own code) cannot
         stop a rebuild; the options given and the defaults make it.
@@ -520,6 +526,7 @@ class Updater:
         self.segments_writer = segments_writer
         self.config = config
         self.full = full
+        self._verify_next = verify_first
         if self.given.batch_size is not None and self.given.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         self._model: Any = None
@@ -632,7 +639,12 @@ class Updater:
             compact=compact,
             segments_writer=self.segments_writer,
             config=self.config,
+            verify_all=self._verify_pending(),
         )
+
+    def _verify_pending(self) -> bool:
+        verify, self._verify_next = self._verify_next, False
+        return verify
 
     def _as_recorded(self) -> tuple[Path, Any, Any, Any]:
         from msearch.encoders import ModelRecord

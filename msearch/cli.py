@@ -314,6 +314,7 @@ def _updater(
     quiet: bool,
     segments_writer: Any = None,
     full: bool = False,
+    verify_first: bool = False,
 ) -> Any:
     """The update `index` and `watch` run: with ``quiet``, only what loading
     the model says (a fallback model, a precision the hardware lacks)."""
@@ -328,6 +329,7 @@ def _updater(
         model_notice=say,
         segments_writer=segments_writer,
         full=full,
+        verify_first=verify_first,
     )
 
 
@@ -733,7 +735,8 @@ def watch(
         given = _overrides(
             ctx, True, model, device, batch_size, precision, fast, trust_remote_code, walk
         )
-        updater = _updater(ctx, directory, given, index_path, quiet)
+        # Long-running: every checksum is compared once, at the first update.
+        updater = _updater(ctx, directory, given, index_path, quiet, verify_first=True)
         try:
             watch_folder(
                 directory,

@@ -172,12 +172,15 @@ def build_index(
     compact: bool = False,
     segments_writer: SegmentsWriter | None = None,
     config: IndexConfig = DEFAULT,
+    verify_all: bool = False,
 ) -> IndexStats:
     """Create or update the index of ``root`` in ``index_dir``; with
     ``compact``, then merge every segment into one. ``segments_writer``
     makes the new segments (default: this process, one segment; see
     msearch.distributed for a Ray cluster). ``config``: the merge policy and
-    the embedding window.
+    the embedding window. ``verify_all``: compare every segment's checksums
+    before reusing it (by default only small segments', which cost little;
+    a long-running watcher does it at its first update).
 
     Holds the writer lock for the whole run, and commits atomically (the
     update, then each merge): until then readers see the previous index.
@@ -209,7 +212,7 @@ def build_index(
         old, convert = (
             (None, False)
             if full
-            else _open_previous(index_dir, model_json, chunk_json, root, say, stats)
+            else _open_previous(index_dir, model_json, chunk_json, root, say, stats, verify_all)
         )
         if full:
             stats.full_reason = "--full"
@@ -315,6 +318,7 @@ def _open_previous(
     root: Path,
     say: Callable[[str], None],
     stats: IndexStats,
+    verify_all: bool = False,
 ) -> tuple[IndexReader | None, bool]:
     """The index to update, or None to build anew (with the reason said);
     and whether it is one of schema 1 to convert."""
@@ -325,7 +329,7 @@ def _open_previous(
             for s, seg in zip(old.meta.segments, old.segments, strict=True)
             if seg.rows * (old.meta.dim * 4 + 64) < VERIFY_BYTES
         }
-        verify_checksums(index_dir, old.meta, small)
+        verify_checksums(index_dir, old.meta, None if verify_all else small)
         check_paths(old)  # a file "outside" would be a removed file: rebuild instead
         for seg in old.segments:  # kept segments' BM25 statistics: every posting
             seg.check_lexical()

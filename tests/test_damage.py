@@ -198,3 +198,67 @@ def test_full_starts_over_whatever_the_recorded_model_claims(
     r = cli("index", str(notes), "--full")
     assert r.code == 0, r.stderr
     assert json.loads(path.read_text())["model"].get("trust_remote_code") is not True
+
+
+def flip_a_vector_bit(index_dir: Path) -> None:
+    """One flipped bit inside the vectors: the structure is intact, only a
+    checksum can tell."""
+    path = index_dir / record.read_meta(index_dir).segments[0].name / "embeddings.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x10
+    path.unlink()
+    path.write_bytes(bytes(raw))
+
+
+def test_the_server_verifies_a_generation_once_and_refuses_a_damaged_one(notes: Path) -> None:
+    from msearch.errors import IndexCorrupt
+    from msearch.service import SearchService
+
+    index_dir = notes / ".msearch"
+    said: list[str] = []
+    service = SearchService(index_dir, models=conftest.current_models(), notice=said.append)
+    service.search("moon", mode="lexical")
+    service.wait_verified(60)
+    assert service.search("moon", mode="lexical") and not said
+    flip_a_vector_bit(index_dir)
+    assert cli("status", "--index", str(index_dir)).code == 2  # status finds it by checksum
+    damaged = SearchService(index_dir, models=conftest.current_models(), notice=said.append)
+    damaged.index()
+    damaged.wait_verified(60)
+    with pytest.raises(IndexCorrupt, match="checksum"):
+        damaged.search("moon", mode="lexical")
+    assert len(said) == 1 and "checksum" in said[0]
+    # A reindex (the first of this server: every checksum) rebuilds it.
+    damaged.reindex()
+    assert damaged.search("moon", mode="lexical")
+
+
+def test_watch_compares_every_checksum_at_its_first_update(notes: Path) -> None:
+    from msearch import api
+
+    index_dir = notes / ".msearch"
+    flip_a_vector_bit(index_dir)
+    said: list[str] = []
+    plain = api.Updater(
+        notes, api.Overrides(), models=conftest.current_models(), notice=said.append
+    )
+    watcher = api.Updater(
+        notes,
+        api.Overrides(),
+        models=conftest.current_models(),
+        notice=said.append,
+        verify_first=True,
+    )
+    import msearch.indexer
+
+    # A small segment is checked by every update; make this one count as large.
+    orig = msearch.indexer.VERIFY_BYTES
+    msearch.indexer.VERIFY_BYTES = 0
+    try:
+        plain.run()
+        assert not any("damaged" in s for s in said)
+        watcher.run()
+        assert any("damaged" in s and "checksum" in s for s in said)
+    finally:
+        msearch.indexer.VERIFY_BYTES = orig
+    assert cli("status", "--index", str(index_dir)).code == 0

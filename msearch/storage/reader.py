@@ -50,6 +50,12 @@ class IndexReader:
     def count(self) -> int:
         return self.meta.count
 
+    def check_mapped(self) -> None:
+        """No file mapped by this reader was cut short since it was opened
+        (see :meth:`Segment.check_mapped`): before each search."""
+        for seg in self.segments:
+            seg.check_mapped()
+
     def _file_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(segment, first row, row count) of every file, as arrays; a file
         without passages has segment -1."""

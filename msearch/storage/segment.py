@@ -108,6 +108,26 @@ def _mapping(array: np.ndarray) -> tuple[Any, int]:
     return base, int(np.asarray(array).ctypes.data) - start
 
 
+def mapping_cut_short(array: np.ndarray | None) -> bool:
+    """Whether the file under a memory-mapped array is now shorter than its
+    mapping (one ``fstat``): reading past the new end would kill the
+    process with SIGBUS. False for an array in ordinary memory."""
+    import mmap
+
+    first: Any = None  # the np.memmap made over the mmap: it knows where it starts
+    base: Any = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        if isinstance(base, np.memmap):
+            first = base
+        base = getattr(base, "base", None)
+    if first is None or not isinstance(base, mmap.mmap):
+        return False
+    try:
+        return bool(base.size() < int(first.offset) + int(first.nbytes))
+    except (OSError, ValueError):
+        return True  # closed or gone: do not read it
+
+
 def prefetch_rows(array: np.ndarray, rows: np.ndarray) -> None:
     """Have the kernel start reading the pages of ``rows`` of a mapped
     matrix now, all at once, before they are read one by one (a hundred
@@ -279,6 +299,27 @@ class Segment:
     @property
     def rows(self) -> int:
         return self.info.rows
+
+    def check_mapped(self) -> None:
+        """Every file of the segment that is mapped still holds all that was
+        mapped of it: a file truncated under a long-running process is an
+        ``IndexCorrupt`` here, before a search reads it, not SIGBUS. One
+        ``fstat`` a file; run before each search."""
+        arrays: list[np.ndarray | None] = [
+            self.embeddings,
+            self.passages,
+            self._keys,
+            self._bits,
+            self._scan_stored,
+        ]
+        if self._lexical is not None:
+            lex = self._lexical
+            arrays += [lex.terms, lex.term_offsets, lex.indptr, lex.rows, lex.tfs, lex.lengths]
+        cut = any(mapping_cut_short(a) for a in arrays)
+        if cut or (self._int8 is not None and not self._int8.intact()):
+            raise IndexCorrupt(
+                f"{self.path}: a file of the segment was cut short while it was open; {FIX_HINT}"
+            )
 
     def lexical(self) -> LexicalSegment:
         if self._lexical is None:
