@@ -586,16 +586,28 @@ class Updater:
         return follow
 
     def _recorded_model(self) -> Any:
-        """The model record of the index (of any schema), or None."""
+        """The model record of the index (of any schema), or None. Starting
+        over (``full``), nothing in it may stop the rebuild: a record that
+        cannot be read is none, and one of a model that runs its own code,
+        which this command does not allow, is set aside (said once)."""
         from msearch.encoders import ModelRecord
         from msearch.storage.record import recorded_model
 
-        if self.full:
-            return None  # starting over: what the index records does not count
         try:
-            return ModelRecord.from_json(recorded_model(self.index_dir))
+            record = ModelRecord.from_json(recorded_model(self.index_dir))
         except MsearchError:
             return None
+        except Exception:
+            if self.full:
+                return None
+            raise
+        if self.full and record.trust_remote_code and not self.given.trust_remote_code:
+            self.model_notice(
+                "msearch: the index records a model that runs its own code; starting over "
+                "with the default model (--model NAME --trust-remote-code keeps it)"
+            )
+            return None
+        return record
 
     def model(self) -> Any:
         """The model this folder's updates embed with (chosen once, at the

@@ -194,6 +194,8 @@ ModelOpt = Annotated[
 ]
 
 
+MAX_DEBOUNCE_MS = 86_400_000  # a day: --debounce is refused above it, when it is parsed
+
 # Options shared by `index` and `watch` (and --device by every command that loads a model).
 IncludeOpt = Annotated[
     list[str] | None, typer.Option("--include", "-g", help="Only files matching this glob.")
@@ -535,10 +537,11 @@ def query(
     """Search the index for passages that answer TEXT."""
 
     def body() -> int:
-        from msearch import api
+        from msearch import api, stdout
         from msearch.printers import PrintOptions, print_results
         from msearch.storage.layout import find_index
 
+        stdout.require()
         # Parse, then the request (checked whole, before anything is written
         # or loaded), then the facade, then the printer.
         chosen = FORMATS[_choose_format(fmt, as_json, vimgrep, files_with_matches, null)]
@@ -653,10 +656,11 @@ def status(
         import json
         import time
 
-        from msearch import api
+        from msearch import api, stdout
         from msearch.output import escape, lossy
         from msearch.storage.layout import find_index
 
+        stdout.require()
         st = api.status(find_index(index_path), follow_links=follow)
         if as_json:
             print(json.dumps(lossy(st.to_json()), ensure_ascii=False))
@@ -709,6 +713,8 @@ def watch(
         typer.Option(
             "--debounce",
             metavar="MS",
+            min=1,
+            max=MAX_DEBOUNCE_MS,
             help="Gather a burst of changes for at most this many milliseconds before updating.",
         ),
     ] = 1600,
@@ -795,6 +801,8 @@ def mcp(
         typer.Option(
             "--debounce",
             metavar="MS",
+            min=1,
+            max=MAX_DEBOUNCE_MS,
             help="With --watch: gather a burst of changes for at most this many milliseconds.",
         ),
     ] = 1600,
@@ -817,10 +825,11 @@ def mcp(
     def body() -> int:
         import threading
 
-        from msearch import __version__, api
+        from msearch import __version__, api, stdout
         from msearch.service import SearchService
         from msearch.storage.layout import INDEX_DIR_NAME, META_NAME, find_index
 
+        stdout.require()  # the protocol's channel
         try:
             from msearch import mcp_server
         except ImportError:
@@ -900,9 +909,21 @@ def completion(
     completion zsh)"` in ~/.zshrc, or `msearch completion fish >
     ~/.config/fish/completions/msearch.fish`.
     """
-    from typer.completion import get_completion_script
 
-    print(get_completion_script(prog_name="msearch", complete_var=COMPLETE_VAR, shell=shell.value))
+    def body() -> int:
+        from typer.completion import get_completion_script
+
+        from msearch import stdout
+
+        stdout.require()
+        script = get_completion_script(
+            prog_name="msearch", complete_var=COMPLETE_VAR, shell=shell.value
+        )
+        print(script)
+        sys.stdout.flush()
+        return EXIT_OK
+
+    _run(body)
 
 
 COMPLETE_VAR = "_MSEARCH_COMPLETE"
@@ -940,7 +961,10 @@ def main(argv: list[str] | None = None, models: Any = None) -> None:
     """The console script: usage errors are one line with a hint (not typer's
     box), and nothing escapes as a traceback. ``models``: where the commands
     get their models (msearch.models.Models; default msearch.encoders)."""
+    from msearch import stdout
+
     usage_error = _usage_error_type()
+    stdout.prepare()  # a full disk or a closed stdout: one line, exit 2
     if os.environ.get(COMPLETE_VAR):
         # The shell asks for completions (the script from `msearch completion`):
         # typer's completion classes, loaded only then, so that every other
@@ -973,4 +997,11 @@ def main(argv: list[str] | None = None, models: Any = None) -> None:
             internal_error(exc)
         except typer.Exit as done:
             code = done.exit_code
+    try:
+        stdout.finish()
+    except BrokenPipeError:
+        _quiet_pipe()
+    except MsearchError as exc:
+        err(str(exc))
+        code = EXIT_ERROR
     sys.exit(code if isinstance(code, int) else EXIT_OK)

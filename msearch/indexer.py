@@ -16,8 +16,10 @@ reuse pool, dead rows, the commit, merges) is the same for both.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import stat
 import time
 import uuid
 from collections.abc import Callable
@@ -151,11 +153,27 @@ def _full_rebuild_reason(
 
 
 def check_root(root: Path) -> Path:
-    """``root`` if it is a folder to index, else a ``UsageError`` that says why."""
-    if not root.exists():
-        raise UsageError(f"{root}: no such folder")
-    if not root.is_dir():
+    """``root`` if it is a folder to index, else a ``UsageError`` that says
+    why: no such folder, not a folder, permission denied, or (a relative
+    path in a current folder that was deleted) no current folder."""
+    if not root.is_absolute():
+        try:
+            os.getcwd()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot tell the current folder ({exc.strerror}); "
+                "was it deleted? cd to a folder that exists"
+            ) from None
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        raise UsageError(f"{root}: no such folder") from None
+    except OSError as exc:
+        raise UsageError(f"{root}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{root}: not a folder")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise UsageError(f"{root}: {os.strerror(errno.EACCES)} (msearch cannot list it)")
     return root
 
 

@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from msearch import npyfile
+
 if TYPE_CHECKING:
     from msearch.coarse import ScanIndex
 
@@ -122,7 +124,7 @@ def write(folder: Path, vectors: np.ndarray, max_abs: np.ndarray) -> bool:
         return False
     scale = scales(max_abs)
     with open(folder / SCALE_NAME, "xb") as out:
-        np.save(out, scale)
+        npyfile.save(out, scale)
     with open(folder / CODES_NAME, "xb") as out:
         out.write(head)
         for start in range(0, rows, CHUNK):

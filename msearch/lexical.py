@@ -47,6 +47,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from msearch import npyfile
+
 # BM25 as measured in bench/EVAL_RESULTS.md (bm25s defaults, Lucene variant).
 K1 = 1.5
 B = 0.75
@@ -325,7 +327,7 @@ class LexicalSegment:
         is there already, nor a link); atomicity is the caller's."""
         for attr, (name, dtype) in FILES.items():
             with open(Path(folder) / name, "xb") as fh:
-                np.save(fh, np.ascontiguousarray(getattr(self, attr), dtype=dtype))
+                npyfile.save(fh, np.ascontiguousarray(getattr(self, attr), dtype=dtype))
 
     @classmethod
     def load(cls, folder: Folder, mmap: bool = True) -> LexicalSegment:

@@ -195,8 +195,10 @@ def test_full_starts_over_whatever_the_recorded_model_claims(
     meta["model"]["trust_remote_code"] = True
     path.write_text(json.dumps(meta))
     monkeypatch.setattr(conftest, "_models", RefusingModels(fake))
+    assert cli("index", str(notes)).code == 2  # refused, as before: not starting over
     r = cli("index", str(notes), "--full")
     assert r.code == 0, r.stderr
+    assert "runs its own code; starting over" in r.stderr
     assert json.loads(path.read_text())["model"].get("trust_remote_code") is not True
 
 

@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from msearch import int8
+from msearch import int8, npyfile
 from msearch.coarse import SCAN_NAME, ScanIndex, pack, scannable, sign_bits
 from msearch.errors import IndexCorrupt
 from msearch.int8 import Int8Codes
@@ -252,7 +252,7 @@ class SegmentWriter:
             # codes (one more pass over the vectors, 2 s a million rows).
             bits = np.load(self.dir / BITS_NAME, mmap_mode="r")
             with open(self.dir / SCAN_NAME, "xb") as out:
-                np.save(out, pack(bits) if len(bits) else np.zeros(0, np.uint8))
+                npyfile.save(out, pack(bits) if len(bits) else np.zeros(0, np.uint8))
             del bits
             vectors = np.load(self.dir / EMBEDDINGS_NAME, mmap_mode="r")
             int8.write(self.dir, vectors, self._max_abs)
