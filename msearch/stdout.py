@@ -72,17 +72,22 @@ def _encodes_unicode(encoding: str | None) -> bool:
 def prepare() -> None:
     """Make ``sys.stdout`` what the commands expect (see the module's doc):
     an open stream (``/dev/null`` in place of a closed fd 1, noted in
-    :data:`closed`), writes that fail as ``OutputError``, and characters the
+    :data:`closed`; likewise for a closed stderr, whose messages are lost
+    rather than mixed into the results), writes that fail as ``OutputError``, and characters the
     encoding lacks written as "?" instead of failing (a table keeps its columns). Only the real
     standard output is replaced (a test's captured stream is left alone)."""
     global closed
     out: Any = sys.stdout
+    closed = out is None
     if out is None:
-        closed = True
         # Hold fd 1, so that no file opened later lands there.
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    if sys.stderr is None:
+        # ``2>&-``: messages go nowhere (the exit status still tells), never
+        # to stdout, where print(file=None) would send them.
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    if out is None:
         return
-    closed = False
     if out is not sys.__stdout__:
         return
     stream: Any = out

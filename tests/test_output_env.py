@@ -238,3 +238,30 @@ def test_a_short_write_without_a_cause_on_a_full_file_system_says_so(
         disk.writing(tmp_path),
     ):
         raise OSError("30522 requested and 23520 written")
+
+
+def _close_stderr() -> None:
+    os.close(2)
+
+
+def test_closed_stderr_keeps_messages_out_of_the_results(notes: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, str(FAKE_CLI), "index", "/nonexistent"],
+        cwd=notes,
+        capture_output=False,
+        stdout=subprocess.PIPE,
+        preexec_fn=_close_stderr,
+        timeout=120,
+    )
+    assert r.returncode == 2 and r.stdout == b""
+    write(notes, "new.txt", "a new note about the moon\n")
+    for args in (["index", "."], ["query", "moon", "--format", "jsonl"]):
+        r = subprocess.run(
+            [sys.executable, str(FAKE_CLI), *args],
+            cwd=notes,
+            stdout=subprocess.PIPE,
+            preexec_fn=_close_stderr,
+            timeout=120,
+        )
+        assert r.returncode == 0, args
+        assert b"msearch:" not in r.stdout
