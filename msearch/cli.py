@@ -829,7 +829,8 @@ def mcp(
         from msearch.service import SearchService
         from msearch.storage.layout import INDEX_DIR_NAME, META_NAME, find_index
 
-        stdout.require()  # the protocol's channel
+        stdout.require()  # the protocol's channels
+        stdout.require_stdin()
         try:
             from msearch import mcp_server
         except ImportError:

@@ -21,8 +21,10 @@ from typing import Any
 
 from msearch.errors import OutputError
 
-# Whether standard output was closed when msearch started (``>&-``).
+# Whether standard output, and standard input, were closed when msearch
+# started (``>&-``, ``<&-``).
 closed = False
+stdin_closed = False
 
 
 def _reason(exc: OSError) -> str:
@@ -76,7 +78,11 @@ def prepare() -> None:
     rather than mixed into the results), writes that fail as ``OutputError``, and characters the
     encoding lacks written as "?" instead of failing (a table keeps its columns). Only the real
     standard output is replaced (a test's captured stream is left alone)."""
-    global closed
+    global closed, stdin_closed
+    stdin_closed = sys.stdin is None
+    if sys.stdin is None:
+        # ``<&-``: reading finds nothing (``query -`` says so); fd 0 is held.
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115
     out: Any = sys.stdout
     closed = out is None
     if out is None:
@@ -109,6 +115,12 @@ def require() -> None:
     ``OutputError`` before any work."""
     if closed:
         raise OutputError("standard output is closed; there is nowhere to print the results")
+
+
+def require_stdin() -> None:
+    """For a command that serves what arrives on stdin (``mcp``)."""
+    if stdin_closed:
+        raise OutputError("standard input is closed; there is no client to serve")
 
 
 def finish() -> None:

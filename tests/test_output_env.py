@@ -265,3 +265,16 @@ def test_closed_stderr_keeps_messages_out_of_the_results(notes: Path) -> None:
         )
         assert r.returncode == 0, args
         assert b"msearch:" not in r.stdout
+
+
+def _close_stdin() -> None:
+    os.close(0)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["query", "-"], "no queries on standard input"), (["mcp"], "standard input is closed")],
+)
+def test_closed_stdin_is_one_line_and_exit_2(notes: Path, args: list[str], needle: str) -> None:
+    r = run(args, notes, stdin=subprocess.DEVNULL, preexec_fn=_close_stdin)
+    one_line(r, needle)
