@@ -843,8 +843,9 @@ def mcp(
             fail(f"--debounce must be at least 1 millisecond (got {debounce})")
         trust = trust_remote_code or trust_from_env()
         if directory is not None:
-            if not os.path.isdir(directory):
-                fail(f"{directory}: not a folder")
+            from msearch.indexer import check_root
+
+            check_root(directory)  # no such folder, not a folder, permission, no cwd
             index_dir = Path(index_path or directory / INDEX_DIR_NAME)
             if not os.path.lexists(index_dir / META_NAME):
                 err(f"{directory} has no index yet; indexing it first")

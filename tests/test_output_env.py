@@ -139,7 +139,7 @@ def test_index_dot_in_a_deleted_current_folder(
     gone.mkdir()
     monkeypatch.chdir(gone)
     gone.rmdir()
-    for args in (("index", "."), ("watch", "."), ("query", "moon"), ("status",)):
+    for args in (("index", "."), ("watch", "."), ("mcp", "."), ("query", "moon"), ("status",)):
         cli(*args).one_line_error("cannot tell the current folder")
 
 
@@ -160,11 +160,12 @@ def test_index_dot_without_permission_says_permission_denied(
         return real_stat(path, *args, **kwargs)
 
     monkeypatch.chdir(folder)
-    with monkeypatch.context() as m:
-        m.setattr(msearch.indexer.os, "stat", denied)
-        r = cli("index", ".")
-    r.one_line_error("Permission denied")
-    assert "no such folder" not in r.stderr
+    for command in ("index", "watch", "mcp"):
+        with monkeypatch.context() as m:
+            m.setattr(msearch.indexer.os, "stat", denied)
+            r = cli(command, ".")
+        r.one_line_error("Permission denied")
+        assert "no such folder" not in r.stderr
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="permissions do not apply to root")
