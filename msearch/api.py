@@ -465,7 +465,9 @@ class Overrides:
     chunking field left out) keeps what the index records, else the
     default: an interface decides what it gives (``msearch index`` gives
     every option, so it builds with exactly them; ``watch`` only those on
-    its command line, so it never rebuilds an index with other defaults)."""
+    its command line, so it never rebuilds an index with other defaults).
+    Following symbolic links is the exception: only ``walk`` given here
+    allows it, never what the index records (see ``Updater._follow``)."""
 
     model: str | None = None
     precision: str | None = None
