@@ -160,7 +160,11 @@ async def _serve(server: Any, fin: BinaryIO, fout: BinaryIO) -> None:
     async def reader() -> None:
         async with read_send:
             while True:
-                line = await anyio.to_thread.run_sync(fin.readline, MAX_LINE + 1)
+                # abandon_on_cancel: a server that stops for another reason
+                # does not wait for the client's next line.
+                line = await anyio.to_thread.run_sync(
+                    fin.readline, MAX_LINE + 1, abandon_on_cancel=True
+                )
                 if not line:
                     return  # the client closed its side
                 if len(line) > MAX_LINE:
