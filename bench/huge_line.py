@@ -34,7 +34,9 @@ BENCH = Path(__file__).resolve().parent
 WORDS = "the river carried stones past the garden where the moon rose over bread and coffee"
 WORDS += " while travellers slept under stars and dreamed of tomatoes growing in warm soil"
 
-UNBOUNDED = "import msearch.chunking.lines as c; c.PIECE_CHARS = 1 << 40; c.COUNT_GROUP_CHARS = 1 << 40\n"
+UNBOUNDED = (
+    "import msearch.chunking.lines as c; c.PIECE_CHARS = 1 << 40; c.COUNT_GROUP_CHARS = 1 << 40\n"
+)
 
 MEMORY_CHILD = """
 import sys, numpy as np

@@ -29,6 +29,7 @@ with one line that says what to do.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -195,12 +196,15 @@ class Index:
         root_relative: bool = False,
         warm: bool = False,
         previous: Index | None = None,
+        follow_links: bool = False,
     ) -> None:
         """``cwd``: hits' paths are shown relative to it when inside it
         (default: the current folder); ``root_relative``: relative to the
         indexed folder (a server's clients do not share its current
         folder). ``warm``: for a process that answers many queries (see
-        msearch.models.query_encoder)."""
+        msearch.models.query_encoder). ``follow_links``: indexed files may
+        be read through symbolic links; only this run's ``-L`` gives it,
+        never what the index records (it may come from anywhere)."""
         self.reader = reader
         self.models = models or EncoderModels()
         self.device = device
@@ -209,6 +213,7 @@ class Index:
         self.config = config
         self.cwd = reader.root if root_relative else cwd
         self.warm = warm
+        self.follow_links = follow_links
         self._searchers: dict[tuple[str, bool, RankConfig], Searcher] = {}
         self._lexical: Bm25 | None = None
         self._encoder: QueryEncoder | None = None
@@ -243,8 +248,11 @@ class Index:
     # -- searching ----------------------------------------------------------
 
     def search(self, request: SearchRequest) -> list[list[Hit]]:
-        """The hits of each of ``request.queries``, best first."""
+        """The hits of each of ``request.queries``, best first. What is
+        mapped of the index is checked first (a file cut short under a
+        long-running process is an ``IndexCorrupt``, not SIGBUS)."""
         searcher = self.searcher(request.mode, request.exact, request.ranking)
+        self.reader.check_mapped()
         if len(request.queries) > 1 and searcher.two_stage():
             self.populate()  # many queries: map the pages once
         return searcher.query_many(
@@ -268,7 +276,15 @@ class Index:
         encode = self.encoder() if mode != "lexical" else None
         lexical = self._bm25() if mode != "dense" else None
         searcher = Searcher(
-            self.reader, encode, lexical, mode, self.cwd, exact, self.config.two_stage, ranking
+            self.reader,
+            encode,
+            lexical,
+            mode,
+            self.cwd,
+            exact,
+            self.config.two_stage,
+            ranking,
+            follow_links=self.follow_links,
         )
         self._searchers[(mode, exact, ranking)] = searcher
         return searcher
@@ -329,7 +345,8 @@ class Index:
     def read(self, path: str, start_line: int = 1, end_line: int | None = None) -> Lines:
         """Lines ``start_line``..``end_line`` (from 1, inclusive; at most
         MAX_GET_LINES) of a file the index holds: nothing outside the root,
-        no link out of it unless the index was built following links, and
+        no symbolic link unless this run was given ``-L`` (``follow_links``;
+        what the index records never allows it), and
         nothing the walk left out (a hidden ``.env``, a gitignored secret),
         whoever asks for it (an agent may be steered by text it read)."""
         from msearch.storage import safefs
@@ -350,9 +367,8 @@ class Index:
                 f"{rel} is not a file of the index (only indexed files can be read; "
                 "a new file needs `reindex` first)"
             )
-        follow = self.meta.walk.get("follow_symlinks") is True
         try:
-            fh, _ = safefs.open_beneath(self.root, rel, follow, max_size=MAX_GET_BYTES)
+            fh, _ = safefs.open_beneath(self.root, rel, self.follow_links, max_size=MAX_GET_BYTES)
             with fh:
                 data = safefs.read_limited(fh, MAX_GET_BYTES, rel)
             text = decode(data)
@@ -361,6 +377,11 @@ class Index:
         except NotText:
             raise UsageError(f"{rel} is not a text file") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP and not self.follow_links:
+                raise UsageError(
+                    f"{rel} is reached through a symbolic link, which is followed only "
+                    "where this command was given -L"
+                ) from None
             raise UsageError(f"{rel} cannot be read ({exc.strerror or exc})") from None
         lines = text.split("\n")
         if lines and lines[-1] == "":
@@ -408,6 +429,7 @@ def open_index(
     lexical: bool = True,
     warm: bool = False,
     previous: Index | None = None,
+    follow_links: bool = False,
 ) -> Index:
     """The index at ``index_dir`` (None: ``MSEARCH_INDEX``, else the nearest
     ``.msearch`` upwards), as last committed, checked.
@@ -434,6 +456,7 @@ def open_index(
         root_relative=root_relative,
         warm=warm,
         previous=previous,
+        follow_links=follow_links,
     )
 
 
@@ -446,7 +469,9 @@ class Overrides:
     chunking field left out) keeps what the index records, else the
     default: an interface decides what it gives (``msearch index`` gives
     every option, so it builds with exactly them; ``watch`` only those on
-    its command line, so it never rebuilds an index with other defaults)."""
+    its command line, so it never rebuilds an index with other defaults).
+    Following symbolic links is the exception: only ``walk`` given here
+    allows it, never what the index records (see ``Updater._follow``)."""
 
     model: str | None = None
     precision: str | None = None
@@ -485,8 +510,16 @@ class Updater:
         model_notice: Notice | None = None,
         segments_writer: SegmentsWriter | None = None,
         config: IndexConfig = DEFAULT,
+        full: bool = False,
+        verify_first: bool = False,
     ) -> None:
-        """``notice``: what the update says (a lock waited for, a rebuild);
+        """``verify_first``: the first run compares every segment's checksums
+        before reusing it (a long-running watcher; see
+        msearch.indexer.build_index). ``full``: the updates start over (``index --full``), so nothing
+        the index records is read, neither settings nor model: whatever its
+        ``meta.json`` holds (damage, a model that runs its own code) cannot
+        stop a rebuild; the options given and the defaults make it.
+        ``notice``: what the update says (a lock waited for, a rebuild);
         ``model_notice``: what loading the model says (default: ``notice``).
         ``segments_writer``: who makes the new segments (msearch.pipeline;
         a Ray cluster: msearch.distributed)."""
@@ -498,10 +531,13 @@ class Updater:
         self.model_notice = model_notice or self.notice
         self.segments_writer = segments_writer
         self.config = config
+        self.full = full
+        self._verify_next = verify_first
         if self.given.batch_size is not None and self.given.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         self._model: Any = None
         self._model_key: str | None = None
+        self._said_follow = False
         if directory is None:
             if index_dir is None:
                 raise ValueError("an update names a folder to index, or an index to update")
@@ -525,12 +561,14 @@ class Updater:
         walk: dict[str, Any] = asdict(WalkOptions())
         chunking: dict[str, Any] = asdict(ChunkSettings())
         try:
-            meta = read_meta(self.index_dir)
-            walk |= asdict(walk_options_from_json(meta.walk))
-            chunking |= asdict(chunking_from_json(meta.chunking))
+            if not self.full:
+                meta = read_meta(self.index_dir)
+                walk |= asdict(walk_options_from_json(meta.walk))
+                chunking |= asdict(chunking_from_json(meta.chunking))
         except MsearchError:
             pass  # none yet, or one the update converts or rebuilds
         walk |= self.given.walk
+        walk["follow_symlinks"] = self._follow(walk["follow_symlinks"])
         chunking |= self.given.chunking
         # Passages follow structure from now on: an index of plain passages
         # (an older msearch's) is rebuilt once.
@@ -541,15 +579,44 @@ class Updater:
         walk["include"], walk["exclude"] = tuple(walk["include"]), tuple(walk["exclude"])
         return WalkOptions(**walk), settings
 
+    def _follow(self, recorded: bool) -> bool:
+        """Whether this update follows symbolic links: only where this run was
+        given ``-L`` (``given.walk``); what the index records is a default
+        for options, never a permission (an index may come from anywhere,
+        and its links may lead out of the folder). Said once when the
+        index asks for it and this run does not."""
+        follow = self.given.walk.get("follow_symlinks") is True
+        if recorded is True and not follow and not self._said_follow:
+            self._said_follow = True
+            self.notice(
+                "msearch: not following symbolic links: the index records -L, "
+                "but only this command's own -L allows it"
+            )
+        return follow
+
     def _recorded_model(self) -> Any:
-        """The model record of the index (of any schema), or None."""
+        """The model record of the index (of any schema), or None. Starting
+        over (``full``), nothing in it may stop the rebuild: a record that
+        cannot be read is none, and one of a model that runs its own code,
+        which this command does not allow, is set aside (said once)."""
         from msearch.encoders import ModelRecord
         from msearch.storage.record import recorded_model
 
         try:
-            return ModelRecord.from_json(recorded_model(self.index_dir))
+            record = ModelRecord.from_json(recorded_model(self.index_dir))
         except MsearchError:
             return None
+        except Exception:
+            if self.full:
+                return None
+            raise
+        if self.full and record.trust_remote_code and not self.given.trust_remote_code:
+            self.model_notice(
+                "msearch: the index records a model that runs its own code; starting over "
+                "with the default model (--model NAME --trust-remote-code keeps it)"
+            )
+            return None
+        return record
 
     def model(self) -> Any:
         """The model this folder's updates embed with (chosen once, at the
@@ -575,6 +642,7 @@ class Updater:
         every segment into one."""
         from msearch.indexer import build_index
 
+        full = full or self.full
         if self.directory is not None:
             root, walk, chunking, model = self.directory, self.walk, self.chunking, self.model()
         else:
@@ -592,7 +660,12 @@ class Updater:
             compact=compact,
             segments_writer=self.segments_writer,
             config=self.config,
+            verify_all=self._verify_pending(),
         )
+
+    def _verify_pending(self) -> bool:
+        verify, self._verify_next = self._verify_next, False
+        return verify
 
     def _as_recorded(self) -> tuple[Path, Any, Any, Any]:
         from msearch.encoders import ModelRecord
@@ -603,6 +676,7 @@ class Updater:
         meta = read_meta(self.index_dir)
         root = resolve_root(self.index_dir, meta.root)
         walk = walk_options_from_json(meta.walk)
+        walk = replace(walk, follow_symlinks=self._follow(walk.follow_symlinks))
         # Passages follow structure from now on (see _settings).
         chunking = replace(chunking_from_json(meta.chunking), structure=True)
         key = json.dumps(meta.model, sort_keys=True)
@@ -622,18 +696,23 @@ def update(
     **kwargs: Any,
 ) -> IndexStats:
     """Create or update the index of ``directory`` once (see :class:`Updater`,
-    which takes the other keyword arguments)."""
-    return Updater(directory, given, **kwargs).run(full, compact, progress)
+    which takes the other keyword arguments); ``full``: start over, whatever
+    the index records."""
+    return Updater(directory, given, full=full, **kwargs).run(full, compact, progress)
 
 
 # ---------------------------------------------------------------- status
 
 
 def status(
-    index_dir: str | os.PathLike[str] | None = None, config: IndexConfig = DEFAULT
+    index_dir: str | os.PathLike[str] | None = None,
+    config: IndexConfig = DEFAULT,
+    follow_links: bool = False,
 ) -> Status:
     """What the index at ``index_dir`` (None: the nearest) holds, checked row
-    by row, and which files changed since it was built."""
+    by row, and which files changed since it was built (``follow_links``:
+    walking through symbolic links, this run's ``-L`` only)."""
     from msearch.status import index_status
 
-    return index_status(Path(index_dir) if index_dir is not None else find_index(), config)
+    where = Path(index_dir) if index_dir is not None else find_index()
+    return index_status(where, config, follow_links)

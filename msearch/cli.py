@@ -194,6 +194,8 @@ ModelOpt = Annotated[
 ]
 
 
+MAX_DEBOUNCE_MS = 86_400_000  # a day: --debounce is refused above it, when it is parsed
+
 # Options shared by `index` and `watch` (and --device by every command that loads a model).
 IncludeOpt = Annotated[
     list[str] | None, typer.Option("--include", "-g", help="Only files matching this glob.")
@@ -313,6 +315,8 @@ def _updater(
     index_path: Path | None,
     quiet: bool,
     segments_writer: Any = None,
+    full: bool = False,
+    verify_first: bool = False,
 ) -> Any:
     """The update `index` and `watch` run: with ``quiet``, only what loading
     the model says (a fallback model, a precision the hardware lacks)."""
@@ -326,6 +330,8 @@ def _updater(
         notice=(lambda _m: None) if quiet else say,
         model_notice=say,
         segments_writer=segments_writer,
+        full=full,
+        verify_first=verify_first,
     )
 
 
@@ -378,7 +384,7 @@ def index(
             from msearch.distributed import RayIndexer
 
             runner = RayIndexer(device=device.value)
-        updater = _updater(ctx, directory, given, index_path, quiet, runner)
+        updater = _updater(ctx, directory, given, index_path, quiet, runner, full)
         if use_ray:
             from msearch.distributed import check_available
 
@@ -526,15 +532,24 @@ def query(
         ),
     ] = False,
     trust_remote_code: TrustOpt = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-L",
+            help="Read hits' files, and walk with --refresh, through symlinks.",
+        ),
+    ] = False,
 ) -> None:
     """Search the index for passages that answer TEXT."""
 
     def body() -> int:
-        from msearch import api
+        from msearch import api, stdout
         from msearch.config import RankConfig
         from msearch.printers import PrintOptions, print_results
         from msearch.storage.layout import find_index
 
+        stdout.require()
         # Parse, then the request (checked whole, before anything is written
         # or loaded), then the facade, then the printer.
         chosen = FORMATS[_choose_format(fmt, as_json, vimgrep, files_with_matches, null)]
@@ -555,7 +570,9 @@ def query(
         index_dir = find_index(index_path)
         trust = trust_remote_code or trust_from_env()
         if refresh:
-            given = api.Overrides(device=device.value, trust_remote_code=trust)
+            given = api.Overrides(
+                device=device.value, trust_remote_code=trust, walk=_follow_walk(follow)
+            )
             updater = api.Updater(None, given, index_dir=index_dir, models=_models(ctx), notice=say)
             err(summary_line(updater.run()).removeprefix("msearch: "))
         idx = api.open_index(
@@ -566,6 +583,7 @@ def query(
             notice=say,
             model=model,
             lexical=request.mode != "dense",
+            follow_links=follow,
         )
         results = idx.search(request)
         printer = chosen.make(
@@ -581,6 +599,12 @@ def query(
         return EXIT_OK if print_results(printer, request.queries, results) else EXIT_NO_MATCH
 
     _run(body)
+
+
+def _follow_walk(follow: bool) -> dict[str, Any]:
+    """An update's walk options from this run's -L: links are followed only
+    where the command line says so, never because an index records it."""
+    return {"follow_symlinks": True} if follow else {}
 
 
 def _context(both: int | None, before: int | None, after: int | None) -> tuple[int, int]:
@@ -631,6 +655,9 @@ def _read_queries() -> list[str]:
 def status(
     index_path: IndexOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-L", help="Look for changes through symlinks.")
+    ] = False,
 ) -> None:
     """Show what an index holds and what changed since it was built."""
 
@@ -638,11 +665,12 @@ def status(
         import json
         import time
 
-        from msearch import api
+        from msearch import api, stdout
         from msearch.output import escape, lossy
         from msearch.storage.layout import find_index
 
-        st = api.status(find_index(index_path))
+        stdout.require()
+        st = api.status(find_index(index_path), follow_links=follow)
         if as_json:
             print(json.dumps(lossy(st.to_json()), ensure_ascii=False))
             return EXIT_OK
@@ -694,6 +722,8 @@ def watch(
         typer.Option(
             "--debounce",
             metavar="MS",
+            min=1,
+            max=MAX_DEBOUNCE_MS,
             help="Gather a burst of changes for at most this many milliseconds before updating.",
         ),
     ] = 1600,
@@ -720,7 +750,8 @@ def watch(
         given = _overrides(
             ctx, True, model, device, batch_size, precision, fast, trust_remote_code, walk
         )
-        updater = _updater(ctx, directory, given, index_path, quiet)
+        # Long-running: every checksum is compared once, at the first update.
+        updater = _updater(ctx, directory, given, index_path, quiet, verify_first=True)
         try:
             watch_folder(
                 directory,
@@ -779,10 +810,20 @@ def mcp(
         typer.Option(
             "--debounce",
             metavar="MS",
+            min=1,
+            max=MAX_DEBOUNCE_MS,
             help="With --watch: gather a burst of changes for at most this many milliseconds.",
         ),
     ] = 1600,
     trust_remote_code: TrustOpt = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-L",
+            help="Let get read, and reindex walk, through symlinks (never by the index's say).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the index to AI agents and editors: a Model Context Protocol server on stdio.
 
@@ -793,10 +834,12 @@ def mcp(
     def body() -> int:
         import threading
 
-        from msearch import __version__, api
+        from msearch import __version__, api, stdout
         from msearch.service import SearchService
         from msearch.storage.layout import INDEX_DIR_NAME, META_NAME, find_index
 
+        stdout.require()  # the protocol's channels
+        stdout.require_stdin()
         try:
             from msearch import mcp_server
         except ImportError:
@@ -809,19 +852,24 @@ def mcp(
             fail(f"--debounce must be at least 1 millisecond (got {debounce})")
         trust = trust_remote_code or trust_from_env()
         if directory is not None:
-            if not os.path.isdir(directory):
-                fail(f"{directory}: not a folder")
+            from msearch.indexer import check_root
+
+            check_root(directory)  # no such folder, not a folder, permission, no cwd
             index_dir = Path(index_path or directory / INDEX_DIR_NAME)
             if not os.path.lexists(index_dir / META_NAME):
                 err(f"{directory} has no index yet; indexing it first")
-                given = api.Overrides(device=device.value, trust_remote_code=trust)
+                given = api.Overrides(
+                    device=device.value, trust_remote_code=trust, walk=_follow_walk(follow)
+                )
                 stats = api.update(
                     directory, given, index_dir=index_dir, models=_models(ctx), notice=say
                 )
                 say(summary_line(stats))
         else:
             index_dir = find_index(index_path)
-        service = SearchService(index_dir, device.value, trust, notice=say, models=_models(ctx))
+        service = SearchService(
+            index_dir, device.value, trust, notice=say, models=_models(ctx), follow_links=follow
+        )
         service.index()  # a damaged index is one line now, not an error per call
         stop = threading.Event()
         if watch_files:
@@ -872,9 +920,21 @@ def completion(
     completion zsh)"` in ~/.zshrc, or `msearch completion fish >
     ~/.config/fish/completions/msearch.fish`.
     """
-    from typer.completion import get_completion_script
 
-    print(get_completion_script(prog_name="msearch", complete_var=COMPLETE_VAR, shell=shell.value))
+    def body() -> int:
+        from typer.completion import get_completion_script
+
+        from msearch import stdout
+
+        stdout.require()
+        script = get_completion_script(
+            prog_name="msearch", complete_var=COMPLETE_VAR, shell=shell.value
+        )
+        print(script)
+        sys.stdout.flush()
+        return EXIT_OK
+
+    _run(body)
 
 
 COMPLETE_VAR = "_MSEARCH_COMPLETE"
@@ -912,7 +972,10 @@ def main(argv: list[str] | None = None, models: Any = None) -> None:
     """The console script: usage errors are one line with a hint (not typer's
     box), and nothing escapes as a traceback. ``models``: where the commands
     get their models (msearch.models.Models; default msearch.encoders)."""
+    from msearch import stdout
+
     usage_error = _usage_error_type()
+    stdout.prepare()  # a full disk or a closed stdout: one line, exit 2
     if os.environ.get(COMPLETE_VAR):
         # The shell asks for completions (the script from `msearch completion`):
         # typer's completion classes, loaded only then, so that every other
@@ -945,4 +1008,11 @@ def main(argv: list[str] | None = None, models: Any = None) -> None:
             internal_error(exc)
         except typer.Exit as done:
             code = done.exit_code
+    try:
+        stdout.finish()
+    except BrokenPipeError:
+        _quiet_pipe()
+    except MsearchError as exc:
+        err(str(exc))
+        code = EXIT_ERROR
     sys.exit(code if isinstance(code, int) else EXIT_OK)

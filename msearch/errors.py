@@ -59,3 +59,8 @@ class ClusterError(MsearchError):
     """``msearch index --ray`` cannot run or finish: Ray is not installed,
     the cluster cannot be reached, or a worker failed. The previous index
     is left as it was."""
+
+
+class OutputError(MsearchError):
+    """Standard output cannot take the results: it is closed, or the
+    operating system refused a write (a full disk, ``>/dev/full``)."""

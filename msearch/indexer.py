@@ -16,8 +16,10 @@ reuse pool, dead rows, the commit, merges) is the same for both.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import stat
 import time
 import uuid
 from collections.abc import Callable
@@ -155,11 +157,27 @@ def _full_rebuild_reason(
 
 
 def check_root(root: Path) -> Path:
-    """``root`` if it is a folder to index, else a ``UsageError`` that says why."""
-    if not root.exists():
-        raise UsageError(f"{root}: no such folder")
-    if not root.is_dir():
+    """``root`` if it is a folder to index, else a ``UsageError`` that says
+    why: no such folder, not a folder, permission denied, or (a relative
+    path in a current folder that was deleted) no current folder."""
+    if not root.is_absolute():
+        try:
+            os.getcwd()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot tell the current folder ({exc.strerror}); "
+                "was it deleted? cd to a folder that exists"
+            ) from None
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        raise UsageError(f"{root}: no such folder") from None
+    except OSError as exc:
+        raise UsageError(f"{root}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{root}: not a folder")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise UsageError(f"{root}: {os.strerror(errno.EACCES)} (msearch cannot list it)")
     return root
 
 
@@ -177,6 +195,7 @@ def build_index(
     segments_writer: SegmentsWriter | None = None,
     config: IndexConfig = DEFAULT,
     lexical: LexicalParams | None = None,
+    verify_all: bool = False,
 ) -> IndexStats:
     """Create or update the index of ``root`` in ``index_dir``; with
     ``compact``, then merge every segment into one. ``segments_writer``
@@ -184,7 +203,9 @@ def build_index(
     msearch.distributed for a Ray cluster). ``config``: the merge policy and
     the embedding window. ``lexical``: how passages are tokenized for BM25
     (default ``LexicalParams.default()``; another only for measurements,
-    such as the benchmarks' ablations).
+    such as the benchmarks' ablations). ``verify_all``: compare every
+    segment's checksums before reusing it (by default only small segments',
+    which cost little; a long-running watcher does it at its first update).
 
     Holds the writer lock for the whole run, and commits atomically (the
     update, then each merge): until then readers see the previous index.
@@ -218,7 +239,9 @@ def build_index(
         old, convert = (
             (None, False)
             if full
-            else _open_previous(index_dir, model_json, chunk_json, root, say, stats, lexical_json)
+            else _open_previous(
+                index_dir, model_json, chunk_json, root, say, stats, lexical_json, verify_all
+            )
         )
         if full:
             stats.full_reason = "--full"
@@ -326,6 +349,7 @@ def _open_previous(
     say: Callable[[str], None],
     stats: IndexStats,
     lexical_json: dict[str, Any],
+    verify_all: bool = False,
 ) -> tuple[IndexReader | None, bool]:
     """The index to update, or None to build anew (with the reason said);
     and whether it is one of schema 1 to convert."""
@@ -336,8 +360,10 @@ def _open_previous(
             for s, seg in zip(old.meta.segments, old.segments, strict=True)
             if seg.rows * (old.meta.dim * 4 + 64) < VERIFY_BYTES
         }
-        verify_checksums(index_dir, old.meta, small)
+        verify_checksums(index_dir, old.meta, None if verify_all else small)
         check_paths(old)  # a file "outside" would be a removed file: rebuild instead
+        for seg in old.segments:  # kept segments' BM25 statistics: every posting
+            seg.check_lexical()
     except IndexNotFound:
         return None, False
     except IndexTooNew:

@@ -37,11 +37,14 @@ refinement is the codes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from msearch import npyfile
 
 if TYPE_CHECKING:
     from msearch.coarse import ScanIndex
@@ -121,7 +124,7 @@ def write(folder: Path, vectors: np.ndarray, max_abs: np.ndarray) -> bool:
         return False
     scale = scales(max_abs)
     with open(folder / SCALE_NAME, "xb") as out:
-        np.save(out, scale)
+        npyfile.save(out, scale)
     with open(folder / CODES_NAME, "xb") as out:
         out.write(head)
         for start in range(0, rows, CHUNK):
@@ -141,8 +144,13 @@ def _fd_path(fd: int) -> str | None:
 class Int8Codes:
     """One segment's codes, mapped by faiss, and their scales."""
 
-    def __init__(self, index: Any, scale: np.ndarray) -> None:
+    def __init__(self, index: Any, scale: np.ndarray, fd: int | None = None, size: int = 0) -> None:
+        """``fd``: the codes file of ``size`` bytes, kept open (this object
+        closes it) so that :meth:`intact` can tell whether it was cut short
+        under faiss's mapping."""
         self._index = index
+        self._fd = fd
+        self._size = size
         self.scale = scale
         self.rows = int(index.ntotal)
         self._refine: Any = None
@@ -178,6 +186,7 @@ class Int8Codes:
                 if where is None or faiss is None:
                     return None
                 index = faiss.read_index(where, faiss.IO_FLAG_MMAP_IFC)
+                fd = os.dup(fh.fileno())
         except (IndexCorrupt, OSError, ValueError, RuntimeError):
             return None
         if (
@@ -186,8 +195,26 @@ class Int8Codes:
             or index.d != dim
             or index.code_size != dim
         ):
+            os.close(fd)
             return None
-        return cls(index, scale)
+        return cls(index, scale, fd, st.st_size)
+
+    def intact(self) -> bool:
+        """Whether the codes file still holds every code (one ``fstat``): a
+        read past its end, once it was cut short, would be SIGBUS."""
+        if self._fd is None:
+            return True
+        try:
+            size = os.fstat(self._fd).st_size
+        except OSError:
+            return False
+        return size >= self._size
+
+    def __del__(self) -> None:
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def populate(self) -> None:
         """Touch every page of the mapped codes (see

@@ -47,6 +47,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from msearch import npyfile
+
 # BM25 as measured in bench/EVAL_RESULTS.md (bm25s defaults, Lucene variant).
 K1 = 1.5
 B = 0.75
@@ -76,6 +78,11 @@ FILES = {
     "tfs": ("lex_tfs.npy", np.int32),
     "lengths": ("lex_lengths.npy", np.int32),
 }
+
+
+# Terms that start with this byte (symbol names) are not counted in any
+# passage's length: a posting check "tf <= the row's length" skips them.
+UNCOUNTED_PREFIX = b"\x01"
 
 
 class LexicalFormatError(ValueError):
@@ -290,26 +297,88 @@ class LexicalSegment:
     def postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
         """(rows, term frequencies) of the passages that contain ``term``.
 
-        Checked, because the arrays may be damaged or crafted: a posting
-        outside the segment is ``LexicalFormatError``, never an index error.
+        Checked before use, because the arrays may be damaged or crafted
+        (:meth:`check_postings` on this term's slice): a posting outside the
+        segment, or one the row's length cannot hold, is
+        ``LexicalFormatError``, never an index error or a wrong score.
         """
         t = self._table.find(term)
         if t < 0:
             return _EMPTY_ROWS, _EMPTY_ROWS
         start, end = int(self.indptr[t]), int(self.indptr[t + 1])
-        rows = self.rows[start:end]
-        if not 0 <= start <= end <= len(self.rows) or (
-            len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= self.num_rows)
+        if not 0 <= start <= end <= len(self.rows):
+            raise LexicalFormatError("the index's lexical side is damaged (postings)")
+        rows, tfs = np.asarray(self.rows[start:end]), np.asarray(self.tfs[start:end])
+        counted = np.full(
+            len(rows), not term.encode("utf-8", "surrogatepass").startswith(UNCOUNTED_PREFIX)
+        )
+        self._check_postings(rows, tfs, counted, np.array([0, len(rows)]))
+        return rows, tfs
+
+    def _check_postings(
+        self,
+        rows: np.ndarray,
+        tfs: np.ndarray,
+        counted: np.ndarray,
+        starts: np.ndarray | None = None,
+    ) -> None:
+        """Postings ``(rows, tfs)`` fit the segment: rows in range and rising
+        within a term (``starts``: where each term's postings begin, the
+        last entry their end; None: one term's), each term at least once,
+        and no more often than its row is long where the term counts toward
+        the length (``counted``)."""
+        if not len(rows):
+            return
+        if int(rows.min()) < 0 or int(rows.max()) >= self.num_rows or int(tfs.min()) < 1:
+            raise LexicalFormatError("the index's lexical side is damaged (postings)")
+        if starts is not None:  # rows rise within each term's postings
+            rising = np.diff(rows.astype(np.int64)) > 0
+            rising[starts[1:-1] - 1] = True  # where the next term begins
+            if not rising.all():
+                raise LexicalFormatError("the index's lexical side is damaged (posting order)")
+        lengths = np.asarray(self.lengths)
+        if (tfs[counted] > lengths[rows[counted]]).any():
+            raise LexicalFormatError("the index's lexical side is damaged (term counts)")
+
+    def check_structure(self) -> None:
+        """The arrays' structure, checked at every load (it costs a pass over
+        the terms and the rows, not the postings): term offsets and posting
+        pointers start at 0 and rise (no term is empty, every term occurs
+        somewhere), passage lengths are never negative.
+        ``LexicalFormatError`` otherwise."""
+        offsets, indptr = np.asarray(self.term_offsets), np.asarray(self.indptr)
+        lengths = np.asarray(self.lengths)
+        if (
+            len(offsets) < 1
+            or int(offsets[0]) != 0
+            or (np.diff(offsets) < 1).any()
+            or int(indptr[0]) != 0
+            or (np.diff(indptr) < 1).any()
         ):
-            raise LexicalFormatError("the index's lexical side is damaged")
-        return rows, self.tfs[start:end]
+            raise LexicalFormatError("the index's lexical side is damaged (offsets)")
+        if len(lengths) and int(lengths.min()) < 0:
+            raise LexicalFormatError("the index's lexical side is damaged (passage lengths)")
+
+    def check_postings(self) -> None:
+        """Every posting of every term (see :meth:`postings`), and terms in
+        strictly rising order (a binary search finds them): a pass over the
+        whole segment, for ``status`` and for an update reusing it."""
+        self.check_structure()
+        words = self.term_list()
+        if any(a >= b for a, b in zip(words, words[1:], strict=False)):
+            raise LexicalFormatError("the index's lexical side is damaged (term order)")
+        counted_term = np.array([not w.startswith(UNCOUNTED_PREFIX) for w in words], dtype=bool)
+        counts = np.diff(np.asarray(self.indptr))
+        counted = np.repeat(counted_term, counts)
+        rows, tfs = np.asarray(self.rows), np.asarray(self.tfs)
+        self._check_postings(rows, tfs, counted, np.asarray(self.indptr))
 
     def save(self, folder: Path) -> None:
         """Write the arrays into ``folder`` as new files (``x``: never one that
         is there already, nor a link); atomicity is the caller's."""
         for attr, (name, dtype) in FILES.items():
             with open(Path(folder) / name, "xb") as fh:
-                np.save(fh, np.ascontiguousarray(getattr(self, attr), dtype=dtype))
+                npyfile.save(fh, np.ascontiguousarray(getattr(self, attr), dtype=dtype))
 
     @classmethod
     def load(cls, folder: Folder, mmap: bool = True) -> LexicalSegment:
@@ -338,6 +407,10 @@ class LexicalSegment:
             or int(seg.term_offsets[-1]) != len(seg.terms)
         ):
             raise LexicalFormatError(f"{folder.path}: lexical arrays do not fit together")
+        try:
+            seg.check_structure()
+        except LexicalFormatError as exc:
+            raise LexicalFormatError(f"{folder.path}: {exc}") from None
         return seg
 
 

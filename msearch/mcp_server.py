@@ -15,6 +15,7 @@ The annotations are evaluated (no ``from __future__ import annotations``):
 the SDK reads them to build the tools' JSON schemas.
 """
 
+import json
 from typing import Annotated, Any
 
 import mcp_types
@@ -76,11 +77,56 @@ class ReindexOutput(BaseModel):
     seconds: float
 
 
+_JSON_TYPES: dict[str, tuple[str, Any]] = {
+    # JSON Schema type -> (its name in a message, the check, strict: a
+    # boolean is not a number, a number not a string, 2.0 not an integer)
+    "integer": ("a whole number", lambda v: type(v) is int),
+    "number": ("a number", lambda v: type(v) in (int, float)),
+    "boolean": ("true or false", lambda v: type(v) is bool),
+    "string": ("a string", lambda v: type(v) is str),
+    "array": ("a list", lambda v: type(v) is list),
+}
+
+
+def type_problem(schema: dict[str, Any], arguments: Any) -> str | None:
+    """What is wrong with the types of ``arguments`` for a tool of input
+    ``schema`` (one clause), or None. Strict, unlike the SDK's pydantic
+    (which takes ``k: true`` as 1 and ``exact: "yes"`` as true)."""
+    if not isinstance(arguments, dict):
+        return "arguments must be an object"
+    props = schema.get("properties", {})
+    for name, value in arguments.items():
+        spec = props.get(name)
+        if not isinstance(spec, dict) or spec.get("type") not in _JSON_TYPES:
+            continue  # unknown arguments: the SDK's to judge
+        what, ok = _JSON_TYPES[spec["type"]]
+        if not ok(value):
+            shown = json.dumps(value, ensure_ascii=True, default=str)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            return f"{name} must be {what} (got {shown})"
+        items = spec.get("items")
+        if spec["type"] == "array" and isinstance(items, dict) and items.get("type") in _JSON_TYPES:
+            item_what, item_ok = _JSON_TYPES[items["type"]]
+            if not all(item_ok(v) for v in value):
+                return f"{name} must be a list of {item_what.removeprefix('a ')}s"
+    return None
+
+
 class _Server(MCPServer):
     """Arguments that do not fit a tool's schema (a missing query, a string
-    for ``k``) are one sentence too, not pydantic's multi-line report."""
+    for ``k``, ``true`` for ``k``) are one sentence too, not pydantic's
+    multi-line report, and types are strict (see :func:`type_problem`)."""
+
+    _schemas: dict[str, dict[str, Any]] | None = None
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        if self._schemas is None:
+            self._schemas = {t.name: t.input_schema for t in await self.list_tools()}
+        schema = self._schemas.get(name)
+        if schema is not None:
+            problem = type_problem(schema, arguments)
+            if problem is not None:
+                raise ToolError(f"bad arguments for {name}: {problem}")
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -246,5 +292,11 @@ def summary(query: str, hits: list[Any], matcher: Any) -> str:
 
 
 def serve(service: SearchService, version: str = "") -> None:
-    """Serve over stdin/stdout until the client closes the connection."""
-    build_server(service, version).run("stdio")
+    """Serve over stdin/stdout until the client closes the connection; every
+    message is answered, a malformed one with a JSON-RPC error
+    (msearch.mcp_stdio)."""
+    import anyio
+
+    from msearch.mcp_stdio import serve_stdio
+
+    anyio.run(serve_stdio, build_server(service, version))

@@ -79,8 +79,11 @@ def display_path(abs_path: str, cwd: str) -> str:
 class FileCache:
     """Reads each hit's file at most once per query batch and checks freshness."""
 
-    def __init__(self, index: IndexReader) -> None:
+    def __init__(self, index: IndexReader, follow_links: bool = False) -> None:
+        """``follow_links``: this run was given ``-L`` (what the index
+        records is never a permission to follow links)."""
         self.index = index
+        self.follow_links = follow_links
         self._texts: dict[int, str | None] = {}
 
     def text(self, file_idx: int) -> str | None:
@@ -92,15 +95,16 @@ class FileCache:
         """The file's text if it is still the indexed file, else None (stale).
 
         The path comes from the index, which may come from anywhere: it must
-        name a regular file inside the root (no ``..``, no link out unless
-        the index was built with ``-L``), of the recorded size; nothing
-        larger is read and nothing that could block (a FIFO) is opened.
+        name a regular file inside the root (no ``..``, no link unless this
+        run was given ``-L``), of the recorded size; nothing larger is read
+        and nothing that could block (a FIFO) is opened.
         """
         rec = self.index.meta.files[file_idx]
-        follow = self.index.meta.walk.get("follow_symlinks") is True
         check_paths(self.index, [rec])
         try:
-            fh, st = safefs.open_beneath(self.index.root, rec.path, follow, max_size=rec.size)
+            fh, st = safefs.open_beneath(
+                self.index.root, rec.path, self.follow_links, max_size=rec.size
+            )
             with fh:
                 data = safefs.read_limited(fh, rec.size, rec.path)
         except OSError:
@@ -131,12 +135,14 @@ class Searcher:
         exact: bool = False,
         stages: TwoStage = DEFAULT.two_stage,
         rank_config: RankConfig | None = None,
+        follow_links: bool = False,
     ) -> None:
         """``cwd``: hits' paths are shown relative to it when inside it
         (default: the current folder). ``exact``: score every passage even
         where a large index would be searched in two stages (``stages``:
         from what size, how wide). ``rank_config``: which parts of the
-        ranking stage run (default: all)."""
+        ranking stage run (default: all). ``follow_links``: hits' files may
+        be read through symbolic links (this run's ``-L`` only)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if mode != "dense" and lexical is None:
@@ -151,6 +157,7 @@ class Searcher:
         self.exact = exact
         self.stages = stages
         self.rank_config = rank_config or ranking.RankConfig()
+        self.follow_links = follow_links
         self._masks: dict[tuple[str, ...], np.ndarray] = {}
         self._live: np.ndarray | None = None
         self._paths: list[str] | None = None
@@ -190,7 +197,7 @@ class Searcher:
         if allowed is not None and not allowed.any():
             return [[] for _ in texts]
         want = ranking.passages_for(k, files)
-        cache = FileCache(self.index)
+        cache = FileCache(self.index, self.follow_links)
         out: list[list[Hit]] = []
         for g in range(0, len(texts), QUERY_GROUP):
             group = list(texts[g : g + QUERY_GROUP])

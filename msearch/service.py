@@ -7,6 +7,12 @@ replaced by a rename at each commit) with the one it opened, and reopens
 on a new generation (:func:`msearch.api.open_index`, handing on the query
 encoder while the index's model record stays the same).
 
+Each generation's segments are checked against their checksums once,
+when it is opened, in a thread of its own (a large index takes seconds,
+too long for a request); a damaged generation is refused, with one log
+line, until a new commit replaces it. What every search checks is cheap:
+the structure of what it reads, and that no mapped file was cut short.
+
 Inputs come from an agent, not a person at a prompt: every argument is
 checked by the facade (``api.SearchRequest`` with the MCP spelling,
 ``api.Index.read``) and a bad one is a
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from msearch import api
 from msearch.config import DEFAULT, IndexConfig, RankConfig
+from msearch.errors import IndexCorrupt, MsearchError
 from msearch.storage.layout import META_NAME
 
 if TYPE_CHECKING:
@@ -45,8 +52,13 @@ class SearchService:
         notice: Callable[[str], None] | None = None,
         models: Models | None = None,
         config: IndexConfig = DEFAULT,
+        follow_links: bool = False,
     ) -> None:
+        """``follow_links``: ``get`` may read, and ``reindex`` walk, through
+        symbolic links (the server was started with ``-L``); what the index
+        records never allows it."""
         self.index_dir = Path(index_dir)
+        self.follow_links = follow_links
         self.device = device
         self.trust = trust_remote_code
         self.say = notice or (lambda _m: None)
@@ -58,6 +70,12 @@ class SearchService:
         self._index: api.Index | None = None
         self._reindex_lock = threading.Lock()  # the watcher and the tool: one model load
         self._updater: api.Updater | None = None
+        # Checksums, once per segment (segments never change), in a thread
+        # of their own when a generation is opened: a damaged generation is
+        # refused from then on, with one log line.
+        self._verified: set[str] = set()
+        self._damaged: dict[tuple[int, int, int] | None, str] = {}
+        self._verifier: threading.Thread | None = None
 
     def _meta_stamp(self) -> tuple[int, int, int]:
         st = os.stat(self.index_dir / META_NAME)
@@ -81,12 +99,45 @@ class SearchService:
                     root_relative=True,
                     warm=True,
                     previous=self._index,
+                    follow_links=self.follow_links,
                 )
                 if index.two_stage():  # see populate: once per generation
                     index.populate()
                 self._index = index
                 self._stamp = stamp
+                self._verifier = threading.Thread(
+                    target=self._verify, args=(index, stamp), daemon=True
+                )
+                self._verifier.start()
+            damage = self._damaged.get(stamp)
+            if damage is not None:
+                raise IndexCorrupt(damage)
             return self._index
+
+    def _verify(self, index: api.Index, stamp: tuple[int, int, int] | None) -> None:
+        """Compare the checksums of the generation's segments not checked
+        before with those recorded (off the request path: a large index
+        takes seconds); a mismatch refuses the generation."""
+        from msearch.storage.reader import verify_checksums
+
+        names = {s.name for s in index.meta.segments} - self._verified
+        try:
+            verify_checksums(self.index_dir, index.meta, names)
+        except MsearchError as exc:
+            with self._lock:
+                if stamp != self._stamp:
+                    return  # an older generation, replaced meanwhile (its files may be gone)
+                self._damaged[stamp] = str(exc)
+            self.say(f"msearch: {exc} (refusing this index until it is rebuilt)")
+        except Exception as exc:  # a bug: said, never a silent dead thread
+            self.say(f"msearch: checking the index failed: {type(exc).__name__}: {exc}")
+        else:
+            self._verified |= names
+
+    def wait_verified(self, timeout: float | None = None) -> None:
+        """Until the checksums of the generation last opened are compared."""
+        if self._verifier is not None:
+            self._verifier.join(timeout)
 
     def search(
         self,
@@ -124,7 +175,7 @@ class SearchService:
     def status(self) -> dict[str, Any]:
         from msearch.output import lossy
 
-        out = lossy(api.status(self.index_dir, self.config).to_json())
+        out = lossy(api.status(self.index_dir, self.config, self.follow_links).to_json())
         assert isinstance(out, dict)
         return out
 
@@ -133,7 +184,11 @@ class SearchService:
         model (loaded once, for documents)."""
         with self._reindex_lock:
             if self._updater is None:
-                given = api.Overrides(device=self.device, trust_remote_code=self.trust)
+                given = api.Overrides(
+                    device=self.device,
+                    trust_remote_code=self.trust,
+                    walk={"follow_symlinks": True} if self.follow_links else {},
+                )
                 self._updater = api.Updater(
                     None,
                     given,
@@ -141,5 +196,6 @@ class SearchService:
                     models=self.models,
                     notice=self.say,
                     config=self.config,
+                    verify_first=True,
                 )
             return self._updater.run()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,11 @@ class Status:
         return asdict(self)
 
 
-def folder_changes(index: IndexReader) -> Changes:
+def folder_changes(index: IndexReader, follow_links: bool = False) -> Changes:
     """Compare the folder with the index: stat first, content hash to confirm.
+
+    ``follow_links``: this run was given ``-L``; what the index records is
+    never a permission to follow links (it may come from anywhere).
 
     Files the indexer skipped (binary, too large) are not in the file table,
     so they would show as "added" forever; they are left out by walking with
@@ -55,6 +58,7 @@ def folder_changes(index: IndexReader) -> Changes:
 
     root = index.root
     opts: WalkOptions = walk_options_from_json(index.meta.walk)
+    opts = replace(opts, follow_symlinks=follow_links)
     if not safefs.is_dir_nofollow(root) and not safefs.exists(root):
         # The folder is gone: everything it held is deleted, nothing walked.
         return Changes(deleted=[f.path for f in index.meta.files])
@@ -119,12 +123,15 @@ def search_kind(index: IndexReader, stages: TwoStage = DEFAULT.two_stage) -> str
     return "exact (segments without sign bits: `msearch index --compact` adds them)"
 
 
-def index_status(index_dir: Path, config: IndexConfig = DEFAULT) -> Status:
+def index_status(
+    index_dir: Path, config: IndexConfig = DEFAULT, follow_links: bool = False
+) -> Status:
     """What the index holds, checked row by row (``verify``: a damaged
-    index is an error here, not a report), and what changed since."""
+    index is an error here, not a report), and what changed since
+    (``follow_links``: this run's ``-L``, see :func:`folder_changes`)."""
     index = load_index(index_dir)
     verify(index)
-    changes = folder_changes(index)
+    changes = folder_changes(index, follow_links)
     meta = index.meta
     return Status(
         index_dir=str(index_dir),

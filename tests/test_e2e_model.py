@@ -215,7 +215,7 @@ def test_changed_weights_are_detected_not_trusted(tmp_path: Path, local_model: P
     assert "not the one that built this index" in r.stderr
 
 
-def test_case06_query_bytes_that_are_not_utf8_reach_the_real_tokenizer(
+def test_query_bytes_that_are_not_utf8_reach_the_real_tokenizer(
     sample_index: Path,
 ) -> None:
     """Issue 11, case 6: invalid UTF-8 on the command line and on stdin went

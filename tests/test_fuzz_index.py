@@ -1,7 +1,7 @@
 """Damaged-index fuzz (issue 11): random changes to every ``meta.json``
 field, and truncations, bit flips and replacements of every index file.
 
-``query`` and ``status`` must answer correctly (hits are real passages of
+``query``, ``status`` and the MCP server's tools must answer correctly (hits are real passages of
 the indexed files) or say what is wrong in one line with exit 2; they never
 open anything outside the index and its root (an audit hook watches every
 open, listing and removal); and ``msearch index`` repairs the index, after
@@ -147,10 +147,48 @@ def run_checked(base: Path, mode: str) -> tuple[Out, Out]:
     try:
         q = cli("query", "moon river bread", "--format", "jsonl", "-k", "5", *mode.split())
         s = cli("status", "--json")
+        serve_checked(base / "corpus" / ".msearch", mode)
     finally:
         Watch.armed = False
     assert not Watch.seen, Watch.seen
     return q, s
+
+
+MCP_MODES = {"": "hybrid", "--dense-only": "dense", "--lexical-only": "lexical"}
+
+
+def serve_checked(index_dir: Path, mode: str) -> None:
+    """What the MCP server makes of the damaged index: each tool answers, or
+    refuses with one line (an ``MsearchError``, which the server turns into
+    an error result); hits are real passages of the indexed files."""
+    from conftest import current_models
+    from msearch.errors import MsearchError
+    from msearch.service import SearchService
+
+    try:
+        service = SearchService(index_dir, models=current_models())
+    except MsearchError:
+        return
+    calls = {
+        "search": lambda: service.search("moon river bread", k=5, mode=MCP_MODES[mode]),
+        "get": lambda: service.get("moon.md"),
+        "status": service.status,
+    }
+    for name, call in calls.items():
+        try:
+            got = call()
+        except MsearchError as exc:
+            assert "\n" not in str(exc), (name, str(exc))
+            continue
+        if name == "search":
+            for hit in got:
+                rel = (
+                    os.path.relpath(hit.path, index_dir.parent)
+                    if os.path.isabs(hit.path)
+                    else hit.path
+                )
+                assert hit.stale or hit.text in CORPUS.get(rel, ""), (rel, hit.text)
+    service.wait_verified(60)
 
 
 @pytest.mark.filterwarnings("ignore")

@@ -1,6 +1,7 @@
-"""Regression tests for issue 11: never lose, overwrite or leak a user's data,
-and never answer with a traceback. One test (or more) per numbered case,
-named ``test_caseNN_...`` after it."""
+"""Safety with the user's files and with an index from elsewhere: never
+lose, overwrite or leak a user's data, and never answer with a traceback.
+Each test is named for the behaviour it checks (docs/safety.md lists the
+rules)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def alarm() -> Iterator[None]:
 # ------------------------------------------------------------- data loss and leaks
 
 
-def test_case01_index_aimed_at_an_ordinary_folder_is_refused(
+def test_index_aimed_at_an_ordinary_folder_is_refused(
     tmp_path: Path, use_fake: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -89,7 +90,9 @@ def test_case01_index_aimed_at_an_ordinary_folder_is_refused(
     assert not (notes / "lock").exists() and not (myidx / "lock").exists()
 
 
-def test_case01_index_folder_rules(tmp_path: Path, use_fake: FakeEmbedder) -> None:
+def test_index_writes_only_into_a_new_empty_or_marked_folder(
+    tmp_path: Path, use_fake: FakeEmbedder
+) -> None:
     root = tmp_path / "notes"
     write(root, "a.txt", "lemon tree\n")
     # A new or empty folder is fine, and gets msearch's marker.
@@ -106,7 +109,7 @@ def test_case01_index_folder_rules(tmp_path: Path, use_fake: FakeEmbedder) -> No
     r.one_line_error(".msearch", "another name")
 
 
-def test_case01_cleanup_removes_only_recorded_generations(tmp_path: Path, notes: Path) -> None:
+def test_cleanup_removes_only_generations_the_marker_records(tmp_path: Path, notes: Path) -> None:
     index_dir = indexed(notes)
     # Things a user (or another tool) put inside the index folder, named like
     # msearch's own: not recorded by msearch, so never deleted.
@@ -124,7 +127,7 @@ def test_case01_cleanup_removes_only_recorded_generations(tmp_path: Path, notes:
     ]
 
 
-def test_case01_index_of_an_older_msearch_is_adopted(tmp_path: Path, notes: Path) -> None:
+def test_an_index_of_an_older_msearch_is_adopted(tmp_path: Path, notes: Path) -> None:
     index_dir = indexed(notes)
     (index_dir / layout.MARKER_NAME).unlink()  # as an index from before the marker
     write(notes, "new.txt", "a new note about tea\n")
@@ -133,7 +136,9 @@ def test_case01_index_of_an_older_msearch_is_adopted(tmp_path: Path, notes: Path
     assert (index_dir / layout.MARKER_NAME).is_file()
 
 
-def test_case01_damaged_rebuilding_only_for_an_index(tmp_path: Path, notes: Path) -> None:
+def test_a_damaged_index_is_rebuilt_but_a_folder_of_the_user_s_is_refused(
+    tmp_path: Path, notes: Path
+) -> None:
     index_dir = indexed(notes)
     (index_dir / "meta.json").write_text("{damaged")
     r = cli("index", str(notes))
@@ -147,7 +152,7 @@ def test_case01_damaged_rebuilding_only_for_an_index(tmp_path: Path, notes: Path
     assert "rebuilding it" not in r.stderr and (other / "meta.json").read_text() == "{damaged"
 
 
-def test_case02_symlinked_lock_is_refused_and_target_untouched(tmp_path: Path, notes: Path) -> None:
+def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path: Path, notes: Path) -> None:
     index_dir = indexed(notes)
     precious = tmp_path / "precious.txt"
     precious.write_text("my thesis\n")
@@ -163,7 +168,7 @@ def test_case02_symlinked_lock_is_refused_and_target_untouched(tmp_path: Path, n
     assert precious.read_text() == "my thesis\n"
 
 
-def test_case02_symlinked_meta_and_marker_are_refused(tmp_path: Path, notes: Path) -> None:
+def test_a_symlinked_meta_or_marker_is_refused(tmp_path: Path, notes: Path) -> None:
     index_dir = indexed(notes)
     precious = tmp_path / "precious.json"
     precious.write_text("{}")
@@ -179,7 +184,7 @@ def test_case02_symlinked_meta_and_marker_are_refused(tmp_path: Path, notes: Pat
     assert precious.read_text() == "{}"
 
 
-def test_case02_symlinked_data_folder_is_not_followed(tmp_path: Path, notes: Path) -> None:
+def test_a_symlinked_data_folder_is_not_followed(tmp_path: Path, notes: Path) -> None:
     index_dir = indexed(notes)
     data = record.read_meta(index_dir).segments[0].name
     outside = tmp_path / "outside"
@@ -222,7 +227,7 @@ def test_case02_symlinked_data_folder_is_not_followed(tmp_path: Path, notes: Pat
         "root-dots",
     ],
 )
-def test_case03_crafted_meta_cannot_read_outside_the_root(
+def test_a_crafted_meta_cannot_read_outside_the_root(
     tmp_path: Path, notes: Path, change: dict[str, object]
 ) -> None:
     index_dir = indexed(notes)
@@ -242,7 +247,7 @@ def test_case03_crafted_meta_cannot_read_outside_the_root(
         assert b"phases" not in r.stdout
 
 
-def test_case03_default_index_always_searches_its_own_folder(
+def test_a_dot_msearch_index_always_searches_its_own_folder(
     tmp_path: Path, notes: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An index named .msearch (found by looking upwards, or arrived with a
@@ -264,9 +269,7 @@ def test_case03_default_index_always_searches_its_own_folder(
     assert r.code == 0 and b"crescent" in r.stdout
 
 
-def test_case03_links_inside_the_root_are_not_followed_without_L(
-    tmp_path: Path, notes: Path
-) -> None:
+def test_links_inside_the_root_are_not_followed_without_L(tmp_path: Path, notes: Path) -> None:
     index_dir = indexed(notes)
     secret = tmp_path / "secret.md"
     secret.write_bytes((notes / "moon.md").read_bytes())
@@ -279,7 +282,9 @@ def test_case03_links_inside_the_root_are_not_followed_without_L(
     assert moon and all(h.get("stale") and h["text"] == "" for h in moon)
 
 
-def test_case04_file_names_that_are_not_utf8(tmp_path: Path, notes: Path) -> None:
+def test_file_names_that_are_not_utf8_round_trip_and_show_escaped(
+    tmp_path: Path, notes: Path
+) -> None:
     bad = os.fsencode(notes) + b"/bad\xffname.txt"
     with open(bad, "wb") as fh:
         fh.write(b"quince jelly recipe\n")
@@ -311,7 +316,7 @@ def test_case04_file_names_that_are_not_utf8(tmp_path: Path, notes: Path) -> Non
     assert "deleted: bad\\xffname.txt" in r.text
 
 
-def test_case05_unreadable_subfolder_is_skipped(
+def test_an_unreadable_subfolder_is_skipped_with_a_notice(
     tmp_path: Path, notes: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write(notes, "locked/inner.txt", "hidden\n")
@@ -338,7 +343,7 @@ def test_case05_unreadable_subfolder_is_skipped(
 
 
 @pytest.mark.skipif(IS_ROOT, reason="permissions do not apply to root")
-def test_case05_unreadable_subfolder_for_real(tmp_path: Path, notes: Path) -> None:
+def test_an_unreadable_subfolder_is_skipped_for_real(tmp_path: Path, notes: Path) -> None:
     locked = notes / "locked"
     write(locked, "inner.txt", "hidden\n")
     locked.chmod(0)
@@ -349,7 +354,7 @@ def test_case05_unreadable_subfolder_for_real(tmp_path: Path, notes: Path) -> No
         locked.chmod(0o755)
 
 
-def test_case05_unsearchable_current_folder(
+def test_an_unsearchable_current_folder_is_one_line(
     tmp_path: Path, use_fake: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write(tmp_path / "cwd", "a.txt", "text\n")
@@ -367,7 +372,7 @@ def test_case05_unsearchable_current_folder(
     assert "skipped .: unreadable folder" in r.stderr and "indexed 0 files" in r.stderr
 
 
-def test_case06_query_bytes_that_are_not_utf8(notes: Path) -> None:
+def test_query_bytes_that_are_not_utf8_are_decoded_with_replacement(notes: Path) -> None:
     from msearch.cli import query_text
 
     index_dir = indexed(notes)
@@ -379,7 +384,7 @@ def test_case06_query_bytes_that_are_not_utf8(notes: Path) -> None:
     assert json.loads(r.stdout.splitlines()[0])["query"] == "\ufffd\ufffd moon"
 
 
-def test_case07_device_cuda_without_cuda(notes: Path) -> None:
+def test_device_cuda_without_cuda_is_one_line(notes: Path) -> None:
     import torch
 
     if torch.cuda.is_available():
@@ -389,7 +394,7 @@ def test_case07_device_cuda_without_cuda(notes: Path) -> None:
     cli("query", "moon", "--index", str(index_dir), "--device", "cuda").one_line_error("CUDA")
 
 
-def test_case08_fifo_and_device_in_place_of_an_indexed_file(
+def test_a_fifo_or_device_in_place_of_an_indexed_file_makes_its_hits_stale(
     tmp_path: Path, notes: Path, alarm: None
 ) -> None:
     index_dir = indexed(notes)
@@ -408,7 +413,7 @@ def test_case08_fifo_and_device_in_place_of_an_indexed_file(
     assert r.code == 0
 
 
-def test_case08_read_bytes_refuses_what_is_not_a_regular_file(tmp_path: Path, alarm: None) -> None:
+def test_read_bytes_refuses_what_is_not_a_regular_file(tmp_path: Path, alarm: None) -> None:
     from msearch.walk import NotText, read_bytes
 
     os.mkfifo(tmp_path / "fifo")
@@ -441,7 +446,7 @@ def _fail_on(monkeypatch: pytest.MonkeyPatch, target: object, name: str, err: in
         ("replace", errno.EPERM),
     ],
 )
-def test_case09_os_errors_while_writing(
+def test_os_errors_while_writing_are_one_line_and_keep_the_previous_index(
     tmp_path: Path, notes: Path, monkeypatch: pytest.MonkeyPatch, where: str, err: int
 ) -> None:
     index_dir = indexed(notes)
@@ -479,7 +484,7 @@ def test_case09_os_errors_while_writing(
     assert r.code == 0  # the previous index still answers
 
 
-def test_case09_file_size_limit_for_real(tmp_path: Path) -> None:
+def test_a_file_size_limit_is_one_line_for_real(tmp_path: Path) -> None:
     """``ulimit -f``: writes past the limit fail with EFBIG (Python ignores SIGXFSZ)."""
     import subprocess
 
@@ -500,7 +505,7 @@ def test_case09_file_size_limit_for_real(tmp_path: Path) -> None:
     assert len(lines) == 1 and "cannot write" in lines[0] and "File too large" in lines[0]
 
 
-def test_case09_read_only_index_folder_for_real(tmp_path: Path, notes: Path) -> None:
+def test_a_read_only_index_folder_is_one_line_for_real(tmp_path: Path, notes: Path) -> None:
     if IS_ROOT:
         pytest.skip("permissions do not apply to root (the monkeypatched cases cover it)")
     index_dir = indexed(notes)
@@ -513,7 +518,7 @@ def test_case09_read_only_index_folder_for_real(tmp_path: Path, notes: Path) -> 
 
 
 @pytest.mark.parametrize("size", ["nan", "inf", "1e400", "-1", "0", "0.5", "abc", "4X"])
-def test_case10_bad_max_file_size(notes: Path, size: str) -> None:
+def test_a_bad_max_file_size_is_refused(notes: Path, size: str) -> None:
     cli("index", str(notes), "--max-file-size", size).one_line_error("size")
 
 
@@ -521,13 +526,13 @@ def test_case10_bad_max_file_size(notes: Path, size: str) -> None:
     "args",
     [["--exclude", "***/!/[z-a]"], ["-g", "["], ["--include", "a[b"], ["--exclude", "x\\"]],
 )
-def test_case10_bad_globs(notes: Path, args: list[str]) -> None:
+def test_bad_globs_are_refused(notes: Path, args: list[str]) -> None:
     r = cli("index", str(notes), *args)
     r.one_line_error(repr(args[1]))
     assert not (notes / ".msearch").exists()
 
 
-def test_case10_truncated_model_weights(tmp_path: Path) -> None:
+def test_truncated_model_weights_are_one_line(tmp_path: Path) -> None:
     import shutil
 
     from msearch.encoders import bundled_model_path
@@ -541,7 +546,9 @@ def test_case10_truncated_model_weights(tmp_path: Path) -> None:
     cli("index", str(root), "--model", str(folder)).one_line_error("model.safetensors", "damaged")
 
 
-def test_case11_malformed_model_record(tmp_path: Path, notes: Path) -> None:
+def test_a_malformed_model_record_is_one_line_and_index_rebuilds(
+    tmp_path: Path, notes: Path
+) -> None:
     index_dir = indexed(notes)
     edit_meta(index_dir, {"model": {"dim": 32}})
     cli("query", "moon", "--index", str(index_dir)).one_line_error("model record")
@@ -553,7 +560,9 @@ def test_case11_malformed_model_record(tmp_path: Path, notes: Path) -> None:
     assert r.code == 0
 
 
-def test_case11_meta_json_that_is_a_folder(tmp_path: Path, notes: Path) -> None:
+def test_a_meta_json_that_is_a_folder_is_moved_aside_never_deleted(
+    tmp_path: Path, notes: Path
+) -> None:
     index_dir = indexed(notes)
     (index_dir / "meta.json").unlink()
     write(index_dir, "meta.json/inside.txt", "whatever this is\n")
@@ -593,7 +602,7 @@ def _remove_deep(base: Path) -> None:
         os.rmdir(path / "d")
 
 
-def test_case12_folder_tree_1100_levels_deep(tmp_path: Path, use_fake: FakeEmbedder) -> None:
+def test_a_folder_tree_1100_levels_deep_is_walked(tmp_path: Path, use_fake: FakeEmbedder) -> None:
     root = tmp_path / "deep"
     root.mkdir()
     _deep_tree(root, 1100)
@@ -609,7 +618,7 @@ def test_case12_folder_tree_1100_levels_deep(tmp_path: Path, use_fake: FakeEmbed
         _remove_deep(root)
 
 
-def test_case13_unexpected_exception_is_exit_2_one_line(
+def test_an_unexpected_exception_is_exit_2_and_one_line(
     notes: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import msearch.query
@@ -634,12 +643,12 @@ def test_case13_unexpected_exception_is_exit_2_one_line(
         (["-k", "0"], "-k"),
     ],
 )
-def test_case14_query_options(notes: Path, args: list[str], needle: str) -> None:
+def test_bad_query_options_are_one_line(notes: Path, args: list[str], needle: str) -> None:
     index_dir = indexed(notes)
     cli("query", "moon", "--index", str(index_dir), *args).one_line_error(needle)
 
 
-def test_case14_index_options(notes: Path) -> None:
+def test_bad_index_options_are_one_line(notes: Path) -> None:
     cli("index", str(notes), "--max-file-size", "0.5").one_line_error("size")
     # The fake model sees 64 tokens: 100000 is capped to 64, and an overlap
     # of 300 is then checked against 64.
@@ -648,7 +657,7 @@ def test_case14_index_options(notes: Path) -> None:
 
 
 @pytest.mark.parametrize("column, value", [(1, -3), (2, -1), (3, -5), (4, 10**6), (0, 99)])
-def test_case14_damaged_passage_table(notes: Path, column: int, value: int) -> None:
+def test_a_damaged_passage_table_is_refused(notes: Path, column: int, value: int) -> None:
     index_dir = indexed(notes)
     path = index_dir / record.read_meta(index_dir).segments[0].name / segment.PASSAGES_NAME
     rows = np.load(path)
@@ -665,7 +674,7 @@ def test_case14_damaged_passage_table(notes: Path, column: int, value: int) -> N
         r.one_line_error("passages.npy")
 
 
-def test_case14_nan_vectors(notes: Path) -> None:
+def test_nan_vectors_are_refused(notes: Path) -> None:
     index_dir = indexed(notes)
     path = index_dir / record.read_meta(index_dir).segments[0].name / segment.EMBEDDINGS_NAME
     data = bytearray(path.read_bytes())
@@ -675,9 +684,7 @@ def test_case14_nan_vectors(notes: Path) -> None:
     cli("status", "--index", str(index_dir)).one_line_error("embeddings.npy", "damaged")
 
 
-def test_case15_terminal_escapes_are_shown_not_obeyed(
-    tmp_path: Path, use_fake: FakeEmbedder
-) -> None:
+def test_terminal_escapes_are_shown_not_obeyed(tmp_path: Path, use_fake: FakeEmbedder) -> None:
     root = tmp_path / "notes"
     prose = "The moon shows its phases to anyone who looks up at night. " * 3
     nasty = prose + "moon \x1b[2J\x1b]0;pwned\x07 \x1b[31mred\x1b[0m phases \x9b31m\n"
@@ -699,7 +706,7 @@ def test_case15_terminal_escapes_are_shown_not_obeyed(
     assert "\x1b" not in r.stderr
 
 
-def test_case16_long_lines_are_tokenized_a_piece_at_a_time(
+def test_long_lines_are_tokenized_a_piece_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every tokenizer call sees a bounded amount of text, and the passages
@@ -728,9 +735,7 @@ def test_case16_long_lines_are_tokenized_a_piece_at_a_time(
     assert got == whole
 
 
-def test_case16_a_long_file_is_embedded_window_by_window(
-    tmp_path: Path, fake: FakeEmbedder
-) -> None:
+def test_a_long_file_is_embedded_window_by_window(tmp_path: Path, fake: FakeEmbedder) -> None:
     import msearch.indexer as indexer
     from msearch.chunking import ChunkSettings
     from msearch.config import IndexConfig
@@ -755,7 +760,7 @@ def test_case16_a_long_file_is_embedded_window_by_window(
     assert stats.passages > 100 and max(sizes) <= 16 + 1
 
 
-def test_case16_ctrl_c_during_chunking_of_a_huge_line(tmp_path: Path) -> None:
+def test_ctrl_c_during_chunking_of_a_huge_line_stops_at_once(tmp_path: Path) -> None:
     """SIGINT while the real tokenizer works on a 20 MB line: out within a second."""
     import subprocess
     import time
@@ -790,17 +795,17 @@ def test_case16_ctrl_c_during_chunking_of_a_huge_line(tmp_path: Path) -> None:
         (["nope"], "msearch --help"),
     ],
 )
-def test_case17_usage_errors_are_one_line(args: list[str], hint: str) -> None:
+def test_usage_errors_are_one_line(args: list[str], hint: str) -> None:
     r = cli(*args)
     r.one_line_error(hint)
 
 
-def test_case17_no_arguments_prints_help() -> None:
+def test_no_arguments_prints_help() -> None:
     r = cli()
     assert r.code == 2 and b"index" in r.stdout and b"query" in r.stdout
 
 
-def test_case08_fifo_named_gitignore_does_not_block_the_walk(
+def test_a_fifo_named_gitignore_does_not_block_the_walk(
     tmp_path: Path, use_fake: FakeEmbedder, alarm: None
 ) -> None:
     root = tmp_path / "notes"
@@ -810,7 +815,7 @@ def test_case08_fifo_named_gitignore_does_not_block_the_walk(
     assert r.code == 0 and "indexed 1 files" in r.stderr
 
 
-def test_case08_huge_recorded_size_allocates_nothing(notes: Path) -> None:
+def test_a_huge_recorded_size_allocates_nothing(notes: Path) -> None:
     """A damaged size in the file table (a terabyte) must not make a read
     allocate it up front (found by the damaged-index fuzz test)."""
     index_dir = indexed(notes)

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from msearch import npyfile
+
 # Entries: from here the cache pays (from_file costs about 0.6 µs an entry).
 CACHE_FROM = 10_000
 FORMAT = 2
@@ -125,7 +127,7 @@ def write_cache(tokenizer_json: Path, folder: Path) -> None:
     }
     for name, arr in arrays.items():
         with open(folder / f"{name}.npy", "xb") as fh:
-            np.save(fh, arr)
+            npyfile.save(fh, arr)
     if model["type"] == "Unigram":
         unk = entries[int(model.get("unk_id") or 0)][0]
     else:

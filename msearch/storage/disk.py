@@ -26,16 +26,11 @@ from msearch.storage.layout import FIX_HINT, SMALL_JSON_MAX_BYTES
 
 
 def parse_json(raw: bytes) -> Any:
-    try:
-        import orjson
+    """JSON from an index file, its nesting bounded (msearch.jsonsafe):
+    anything malformed, however deep, is a ``ValueError``."""
+    from msearch import jsonsafe
 
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # orjson refuses "\udcXX" escapes, which file names that are not UTF-8 need
-    except ImportError:
-        pass
-    return json.loads(raw)
+    return jsonsafe.loads(raw)
 
 
 def os_reason(exc: OSError) -> str:
@@ -221,8 +216,27 @@ def writing(path: Path) -> Iterator[None]:
     except OSError as exc:
         where = exc.filename if exc.filename else path
         raise IndexWriteError(
-            f"cannot write {where}: {exc.strerror or exc}; the previous index is unchanged"
+            f"cannot write {where}: {_write_reason(exc, Path(path))}; "
+            "the previous index is unchanged"
         ) from None
+
+
+def _write_reason(exc: OSError, path: Path) -> str:
+    """The cause of a failed write. A short write reported without one
+    (numpy's "N requested and M written") is most often a full disk: said
+    so where the file system has no room left."""
+    if exc.strerror:
+        return exc.strerror
+    if "requested and" in str(exc):
+        for where in (path, path.parent):
+            try:
+                st = os.statvfs(where)
+            except OSError:
+                continue
+            if st.f_bavail * st.f_frsize < 1 << 20:
+                return os.strerror(errno.ENOSPC)
+            return f"the file system took only part of a write ({exc})"
+    return str(exc)
 
 
 def fsync_dir(path: Path) -> None:

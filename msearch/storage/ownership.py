@@ -27,6 +27,7 @@ from msearch.storage import safefs
 from msearch.storage.disk import (
     fsync_dir,
     os_reason,
+    parse_json,
     tmp_name,
     write_durable,
     writing,
@@ -72,7 +73,7 @@ def read_marker(index_dir: Path) -> Marker | None:
     with fh:
         raw = fh.read()
     try:
-        data = json.loads(raw)
+        data = parse_json(raw)
         gens = data["generations"]
         if data.get("kind") != MARKER_KIND or not isinstance(gens, list):
             raise ValueError

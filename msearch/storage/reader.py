@@ -50,6 +50,12 @@ class IndexReader:
     def count(self) -> int:
         return self.meta.count
 
+    def check_mapped(self) -> None:
+        """No file mapped by this reader was cut short since it was opened
+        (see :meth:`Segment.check_mapped`): before each search."""
+        for seg in self.segments:
+            seg.check_mapped()
+
     def _file_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(segment, first row, row count) of every file, as arrays; a file
         without passages has segment -1."""
@@ -206,13 +212,15 @@ def load_index(index_dir: Path, mmap: bool = True, lexical: bool = False) -> Ind
 
 
 def _check_file_table(index: IndexReader) -> None:
-    """Every file's rows lie inside its segment, no two files share a row,
-    and each segment's live count is what its files hold. Vectorized: it
+    """Every file is named once, its rows lie inside its segment, no two
+    files share a row, and each segment's live count is what its files hold. Vectorized: it
     runs on every query."""
     where = index.dir / META_NAME
     n_seg = len(index.segments)
     segs, starts, counts = index._file_arrays()
     files = index.meta.files
+    if len({f.path for f in files}) != len(files):
+        raise IndexCorrupt(f"{where}: the file table names a file twice; {FIX_HINT}")
     empty = counts == 0
     if empty.any():
         raw = np.array([(files[i].segment, files[i].row) for i in np.flatnonzero(empty)])
@@ -285,6 +293,7 @@ def verify(index: IndexReader) -> None:
             lo = np.minimum.reduceat(col, starts) if len(col) else first
             if not ((first == last).all() and (lo == first).all() and (np.diff(first) > 0).all()):
                 raise IndexCorrupt(f"{seg.path / PASSAGES_NAME} is damaged; {FIX_HINT}")
+        seg.check_lexical()
         lengths = np.asarray(seg.lexical().lengths, dtype=np.int64)
         live_tokens = int(lengths[owner >= 0].sum())
         if int(lengths.sum()) != seg.info.tokens or live_tokens != seg.info.live_tokens:

@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from msearch import int8
+from msearch import int8, npyfile
 from msearch.coarse import SCAN_NAME, ScanIndex, pack, scannable, sign_bits
 from msearch.errors import IndexCorrupt
 from msearch.int8 import Int8Codes
@@ -106,6 +106,26 @@ def _mapping(array: np.ndarray) -> tuple[Any, int]:
         return None, 0
     start = np.frombuffer(base, dtype=np.uint8).ctypes.data
     return base, int(np.asarray(array).ctypes.data) - start
+
+
+def mapping_cut_short(array: np.ndarray | None) -> bool:
+    """Whether the file under a memory-mapped array is now shorter than its
+    mapping (one ``fstat``): reading past the new end would kill the
+    process with SIGBUS. False for an array in ordinary memory."""
+    import mmap
+
+    first: Any = None  # the np.memmap made over the mmap: it knows where it starts
+    base: Any = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        if isinstance(base, np.memmap):
+            first = base
+        base = getattr(base, "base", None)
+    if first is None or not isinstance(base, mmap.mmap):
+        return False
+    try:
+        return bool(base.size() < int(first.offset) + int(first.nbytes))
+    except (OSError, ValueError):
+        return True  # closed or gone: do not read it
 
 
 def prefetch_rows(array: np.ndarray, rows: np.ndarray) -> None:
@@ -233,7 +253,7 @@ class SegmentWriter:
             # codes (one more pass over the vectors, 2 s a million rows).
             bits = np.load(self.dir / BITS_NAME, mmap_mode="r")
             with open(self.dir / SCAN_NAME, "xb") as out:
-                np.save(out, pack(bits) if len(bits) else np.zeros(0, np.uint8))
+                npyfile.save(out, pack(bits) if len(bits) else np.zeros(0, np.uint8))
             del bits
             vectors = np.load(self.dir / EMBEDDINGS_NAME, mmap_mode="r")
             int8.write(self.dir, vectors, self._max_abs)
@@ -281,6 +301,27 @@ class Segment:
     def rows(self) -> int:
         return self.info.rows
 
+    def check_mapped(self) -> None:
+        """Every file of the segment that is mapped still holds all that was
+        mapped of it: a file truncated under a long-running process is an
+        ``IndexCorrupt`` here, before a search reads it, not SIGBUS. One
+        ``fstat`` a file; run before each search."""
+        arrays: list[np.ndarray | None] = [
+            self.embeddings,
+            self.passages,
+            self._keys,
+            self._bits,
+            self._scan_stored,
+        ]
+        if self._lexical is not None:
+            lex = self._lexical
+            arrays += [lex.terms, lex.term_offsets, lex.indptr, lex.rows, lex.tfs, lex.lengths]
+        cut = any(mapping_cut_short(a) for a in arrays)
+        if cut or (self._int8 is not None and not self._int8.intact()):
+            raise IndexCorrupt(
+                f"{self.path}: a file of the segment was cut short while it was open; {FIX_HINT}"
+            )
+
     def lexical(self) -> LexicalSegment:
         if self._lexical is None:
             try:
@@ -306,7 +347,22 @@ class Segment:
                 f"the lexical side of {self.path} holds {lexical.num_rows} rows, "
                 f"the segment {self.rows}; {FIX_HINT}"
             )
+        if int(np.asarray(lexical.lengths, dtype=np.int64).sum()) != self.info.tokens:
+            raise IndexCorrupt(
+                f"the lexical side of {self.path} is damaged (passage lengths); {FIX_HINT}"
+            )
         self._lexical = lexical
+
+    def check_lexical(self) -> None:
+        """Every posting of the BM25 statistics, not only the structure a
+        load checks (see msearch.lexical.LexicalSegment.check_postings): for
+        ``status`` and for an update that keeps the segment."""
+        from msearch.lexical import LexicalFormatError
+
+        try:
+            self.lexical().check_postings()
+        except LexicalFormatError as exc:
+            raise IndexCorrupt(f"{self.path}: {exc}; {FIX_HINT}") from None
 
     def keys(self) -> np.ndarray:
         if self._keys is None:
