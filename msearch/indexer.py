@@ -362,8 +362,11 @@ def _open_previous(
         }
         verify_checksums(index_dir, old.meta, None if verify_all else small)
         check_paths(old)  # a file "outside" would be a removed file: rebuild instead
-        for seg in old.segments:  # kept segments' BM25 statistics: every posting
-            seg.check_lexical()
+        # Kept segments' BM25 statistics, every posting: of the small segments
+        # at each update (as their checksums), of all at a watcher's first.
+        for info, seg in zip(old.meta.segments, old.segments, strict=True):
+            if verify_all or info.name in small:
+                seg.check_lexical()
     except IndexNotFound:
         return None, False
     except IndexTooNew:

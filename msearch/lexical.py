@@ -359,19 +359,21 @@ class LexicalSegment:
         if len(lengths) and int(lengths.min()) < 0:
             raise LexicalFormatError("the index's lexical side is damaged (passage lengths)")
 
-    def check_postings(self) -> None:
-        """Every posting of every term (see :meth:`postings`), and terms in
-        strictly rising order (a binary search finds them): a pass over the
-        whole segment, for ``status`` and for an update reusing it."""
+    def check_postings(self, term_order: bool = False) -> None:
+        """Every posting of every term (see :meth:`postings`), vectorized: a
+        pass over the whole segment, for ``status`` and for an update
+        reusing it. ``term_order``: also that terms rise strictly, which a
+        binary search needs (a pass in Python over every term: ``status``)."""
         self.check_structure()
-        words = self.term_list()
-        if any(a >= b for a, b in zip(words, words[1:], strict=False)):
-            raise LexicalFormatError("the index's lexical side is damaged (term order)")
-        counted_term = np.array([not w.startswith(UNCOUNTED_PREFIX) for w in words], dtype=bool)
-        counts = np.diff(np.asarray(self.indptr))
-        counted = np.repeat(counted_term, counts)
-        rows, tfs = np.asarray(self.rows), np.asarray(self.tfs)
-        self._check_postings(rows, tfs, counted, np.asarray(self.indptr))
+        if term_order:
+            words = self.term_list()
+            if any(a >= b for a, b in zip(words, words[1:], strict=False)):
+                raise LexicalFormatError("the index's lexical side is damaged (term order)")
+        indptr = np.asarray(self.indptr)
+        first_bytes = np.asarray(self.terms)[np.asarray(self.term_offsets)[:-1]]
+        counted_term = first_bytes != UNCOUNTED_PREFIX[0]  # symbol names count toward no length
+        counted = np.repeat(counted_term, np.diff(indptr))
+        self._check_postings(np.asarray(self.rows), np.asarray(self.tfs), counted, indptr)
 
     def save(self, folder: Path) -> None:
         """Write the arrays into ``folder`` as new files (``x``: never one that

@@ -188,7 +188,13 @@ async def _serve(server: Any, fin: BinaryIO, fout: BinaryIO) -> None:
                     text = _dump(_error(-32603, "Internal error: the answer is not Unicode", id))
                 await write_line(text)
 
-    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+    gone = (
+        anyio.ClosedResourceError,
+        anyio.BrokenResourceError,
+        anyio.EndOfStream,
+        BrokenPipeError,
+    )
+    with contextlib.suppress(*gone):
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(reader)
@@ -198,7 +204,7 @@ async def _serve(server: Any, fin: BinaryIO, fout: BinaryIO) -> None:
         except BaseExceptionGroup as group:
             # Answers to a client that has gone (stdin closed during a
             # reindex): nothing to deliver, nothing to report.
-            rest = group.split((anyio.ClosedResourceError, anyio.BrokenResourceError))[1]
+            rest = group.split(gone)[1]
             if rest is not None:
                 raise rest from None
 

@@ -293,7 +293,7 @@ def verify(index: IndexReader) -> None:
             lo = np.minimum.reduceat(col, starts) if len(col) else first
             if not ((first == last).all() and (lo == first).all() and (np.diff(first) > 0).all()):
                 raise IndexCorrupt(f"{seg.path / PASSAGES_NAME} is damaged; {FIX_HINT}")
-        seg.check_lexical()
+        seg.check_lexical(term_order=True)
         lengths = np.asarray(seg.lexical().lengths, dtype=np.int64)
         live_tokens = int(lengths[owner >= 0].sum())
         if int(lengths.sum()) != seg.info.tokens or live_tokens != seg.info.live_tokens:

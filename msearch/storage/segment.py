@@ -353,14 +353,15 @@ class Segment:
             )
         self._lexical = lexical
 
-    def check_lexical(self) -> None:
+    def check_lexical(self, term_order: bool = False) -> None:
         """Every posting of the BM25 statistics, not only the structure a
         load checks (see msearch.lexical.LexicalSegment.check_postings): for
-        ``status`` and for an update that keeps the segment."""
+        ``status`` (with ``term_order``) and for an update that keeps the
+        segment."""
         from msearch.lexical import LexicalFormatError
 
         try:
-            self.lexical().check_postings()
+            self.lexical().check_postings(term_order)
         except LexicalFormatError as exc:
             raise IndexCorrupt(f"{self.path}: {exc}; {FIX_HINT}") from None
 
