@@ -16,7 +16,8 @@ For each collection (default: all seven in shared/eval), in one process:
   by ``msearch.query.Searcher`` (numpy query encoder) for the top 1000
   passages; a document ranks by its best passage;
 - msearch hybrid: the same index through ``Searcher(..., mode="hybrid")``
-  (the index's own BM25 side, fused by ``msearch.lexical.fuse``);
+  (the index's own BM25 side; ordered by the ranking stage,
+  msearch.ranking, as every query is);
 - BM25 over msearch's passages, and other fusions of the dense and lexical
   passage scores (RRF, min-max, z-score, weights) for comparison;
 - file ranking: best passage vs mean vs sum of passage scores;
@@ -168,7 +169,7 @@ def eval_collection(name: str, args: argparse.Namespace, emb: L.CachedEmbedder) 
             L.say(f"eval: WARNING: {name}: {key} from score matrices {got} != Searcher {res[key]}")
     L.say(
         f"eval: {name}: BM25 passages {res['bm25_passages']['nDCG@10']:.2f}, "
-        f"hybrid (msearch.lexical.fuse) {res['hybrid']['nDCG@10']:.2f}"
+        f"hybrid (msearch.ranking) {res['hybrid']['nDCG@10']:.2f}"
     )
 
     H = L.library_fuse(D, X)
@@ -303,7 +304,7 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "## Fusion variants (nDCG@10; passage scores fused, document = best passage)",
         "",
-        "`library` is `msearch.lexical.fuse` with its module constants. "
+        "`library` is `msearch.lexical.fuse`, the fixed mix msearch used before the ranking stage. "
         '"worst" is the largest drop below msearch dense on any collection.',
         "",
         "| fusion | " + " | ".join(names) + " | mean | worst vs dense |",

@@ -847,7 +847,9 @@ def latency(
 
 
 def library_fuse(d: np.ndarray, lex: np.ndarray) -> np.ndarray:
-    """msearch.lexical.fuse, one query at a time: exactly what the query path does."""
+    """msearch.lexical.fuse (the fixed mix), one query at a time: what the query
+    path ranked by before the ranking stage (msearch.ranking), kept as a
+    variant beside the others."""
     from msearch.lexical import fuse
 
     return np.stack([fuse(d[i], lex[i]) for i in range(d.shape[0])]) if len(d) else d
