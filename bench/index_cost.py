@@ -32,7 +32,8 @@ def index_once(tree: Path, src: Path, index_dir: Path) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     cmd = [sys.executable, "-m", "msearch", "index", str(src), "--index", str(index_dir)]
     t = time.perf_counter()
-    r = subprocess.run([*cmd, "--full", "-q"], env=env, capture_output=True, text=True)
+    # In ``tree``: ``python -m`` puts its folder before PYTHONPATH.
+    r = subprocess.run([*cmd, "--full", "-q"], env=env, cwd=tree, capture_output=True, text=True)
     dt = time.perf_counter() - t
     if r.returncode:
         raise SystemExit(f"{tree}: index {src} failed: {r.stderr[-2000:]}")

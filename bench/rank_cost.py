@@ -49,13 +49,16 @@ else:
 
 
 def env_for(tree: Path) -> dict[str, str]:
+    """The environment that runs ``tree``'s msearch. The subprocesses also
+    start in ``tree``: ``python -c`` and ``-m`` put their folder before
+    PYTHONPATH, so a run from another checkout would import that one."""
     return {**os.environ, "PYTHONPATH": str(tree)}
 
 
 def worker(tree: Path, work: Path, what: str, n: int = 0) -> str:
     code = WORKER.format(tree=str(tree), work=str(work), what=what, n=n)
     r = subprocess.run(
-        [sys.executable, "-c", code], env=env_for(tree), capture_output=True, text=True
+        [sys.executable, "-c", code], env=env_for(tree), cwd=tree, capture_output=True, text=True
     )
     if r.returncode:
         raise SystemExit(f"{tree}: {what} failed: {r.stderr[-2000:]}")
@@ -65,7 +68,7 @@ def worker(tree: Path, work: Path, what: str, n: int = 0) -> str:
 def msearch(tree: Path, *args: str) -> float:
     t = time.perf_counter()
     r = subprocess.run(
-        [sys.executable, "-m", "msearch", *args], env=env_for(tree), capture_output=True
+        [sys.executable, "-m", "msearch", *args], env=env_for(tree), cwd=tree, capture_output=True
     )
     dt = time.perf_counter() - t
     if r.returncode not in (0, 1):

@@ -293,7 +293,10 @@ class Searcher:
                 parts.append(_best(lex, want, 0.0))
             def_rows, def_w = self._definitions(info, allowed)
             parts.append(def_rows)
-            rows = np.unique(np.concatenate(parts))
+            # Sorted and deduplicated by hand: np.unique imports numpy.ma,
+            # 17 ms of a cold query.
+            rows = np.sort(np.concatenate(parts))
+            rows = rows[np.concatenate(([True], rows[1:] != rows[:-1]))] if len(rows) else rows
             out.append(
                 self._candidates(
                     rows,

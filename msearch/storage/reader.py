@@ -134,7 +134,8 @@ class IndexReader:
             return out
         offsets = np.array([s.offset for s in self.segments], dtype=np.int64)
         seg_of = np.searchsorted(offsets, rows, side="right") - 1
-        for si in np.unique(seg_of).tolist():
+        # A set, not np.unique: that imports numpy.ma (17 ms) on a cold query.
+        for si in sorted(set(seg_of.tolist())):
             sel = np.flatnonzero(seg_of == si)
             starts, counts, files = self.file_ranges(si)
             local = rows[sel] - offsets[si]
