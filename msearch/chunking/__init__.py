@@ -26,8 +26,8 @@ from msearch.chunking.lines import (
     carry_overlap,
     chunk_text,
     chunk_texts,
-    content_lines,
     count_lines,
+    counted_lines,
     front_matter_lines,
     pack_lines,
     split_lines,
@@ -116,13 +116,11 @@ def chunk_files(
     tokenizer spreads over every core)."""
     from msearch.chunking import structure as st
 
-    if settings.max_tokens - SPECIAL_TOKENS < 1:
-        raise ValueError("max_tokens leaves no room for text")
-    parsed = [content_lines(text) for _, text in files]
-    counts = iter(count_lines(counter, [lines[i] for lines, content in parsed for i in content]))
+    texts = [text for _, text in files]
     out = []
-    for (path, text), (lines, content) in zip(files, parsed, strict=True):
-        line_counts = {i: next(counts) for i in content}
+    for (path, text), (lines, line_counts) in zip(
+        files, counted_lines(texts, counter, settings), strict=True
+    ):
         got = None
         if structure:
             got = st.file_passages(path, text, lines, line_counts, counter, settings)

@@ -120,14 +120,24 @@ def chunk_texts(
     a fast tokenizer spreads over every core; one file at a time, a folder
     of short files is tokenized on one.
     """
+    return [
+        pack_lines(text, lines, counts, counter, settings)
+        for text, (lines, counts) in zip(
+            texts, counted_lines(texts, counter, settings), strict=True
+        )
+    ]
+
+
+def counted_lines(
+    texts: Sequence[str], counter: TokenCounter, settings: ChunkSettings
+) -> list[tuple[list[str], dict[int, int]]]:
+    """Each text's lines and its content lines' token counts (line ->
+    tokens), the lines of all texts counted in one tokenizer call."""
     if settings.max_tokens - SPECIAL_TOKENS < 1:
         raise ValueError("max_tokens leaves no room for text")
     files = [content_lines(text) for text in texts]
     counts = iter(count_lines(counter, [lines[i] for lines, content in files for i in content]))
-    return [
-        pack_lines(text, lines, {i: next(counts) for i in content}, counter, settings)
-        for text, (lines, content) in zip(texts, files, strict=True)
-    ]
+    return [(lines, {i: next(counts) for i in content}) for lines, content in files]
 
 
 def _pieces(text: str) -> list[tuple[int, int]]:
