@@ -29,11 +29,12 @@ with one line that says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -245,6 +246,11 @@ class Index:
         """Live passages."""
         return self.reader.count
 
+    @property
+    def waiting(self) -> int:
+        """Live passages without their vector yet (found by their words)."""
+        return int(self.reader.meta.waiting)
+
     # -- searching ----------------------------------------------------------
 
     def search(self, request: SearchRequest) -> list[list[Hit]]:
@@ -273,7 +279,9 @@ class Index:
             return found
         if mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
-        encode = self.encoder() if mode != "lexical" else None
+        # Loaded at the first query that needs it: none does while no
+        # passage has its vector yet (words first: msearch.vectors).
+        encode = (lambda texts: self.encoder()(texts)) if mode != "lexical" else None
         lexical = self._bm25() if mode != "dense" else None
         searcher = Searcher(
             self.reader,
@@ -635,18 +643,21 @@ class Updater:
         )
 
     def run(
-        self, full: bool = False, compact: bool = False, progress: Progress | None = None
+        self,
+        full: bool = False,
+        compact: bool = False,
+        progress: Progress | None = None,
+        vectors: bool = True,
     ) -> IndexStats:
         """One update (see msearch.indexer.build_index): only what changed
         is read and embedded; ``full`` rebuilds, ``compact`` then merges
-        every segment into one."""
+        every segment into one. Without ``vectors`` only the words of new
+        passages are committed (searchable at once); :meth:`finish` embeds
+        them (a watcher or a server, in a thread: msearch.vectors.Background)."""
         from msearch.indexer import build_index
 
         full = full or self.full
-        if self.directory is not None:
-            root, walk, chunking, model = self.directory, self.walk, self.chunking, self.model()
-        else:
-            root, walk, chunking, model = self._as_recorded()
+        root, walk, chunking, model = self._setup()
         return build_index(
             root,
             self.index_dir,
@@ -661,7 +672,43 @@ class Updater:
             segments_writer=self.segments_writer,
             config=self.config,
             verify_all=self._verify_pending(),
+            vectors=vectors,
         )
+
+    def finish(
+        self,
+        should_stop: Callable[[], bool] | None = None,
+        turn: Callable[[], Any] | None = None,
+    ) -> Any:
+        """Embed the passages whose words an update committed without their
+        vectors (msearch.vectors.finish_pending), with this updater's model;
+        a ``VectorStats``. ``turn``: held to commit each segment (see
+        msearch.vectors.Background)."""
+        from msearch.vectors import finish_pending
+
+        model = self._setup()[3]
+        return finish_pending(
+            self.index_dir,
+            model,
+            batch_size=self.given.batch_size,
+            config=self.config,
+            should_stop=should_stop,
+            turn=turn or contextlib.nullcontext,
+        )
+
+    def background(self, on_done: Callable[[Any], None] | None = None) -> Any:
+        """A thread that embeds what updates leave pending, beside them
+        (``with bg.paused(): updater.run(vectors=False)``; see
+        msearch.vectors.Background)."""
+        from msearch.vectors import Background
+
+        return Background(lambda stop, turn: self.finish(stop, turn), self.notice, on_done)
+
+    def _setup(self) -> tuple[Path, Any, Any, Any]:
+        """(folder, walk options, chunking, model) of the next update."""
+        if self.directory is not None:
+            return self.directory, self.walk, self.chunking, self.model()
+        return self._as_recorded()
 
     def _verify_pending(self) -> bool:
         verify, self._verify_next = self._verify_next, False
@@ -693,12 +740,14 @@ def update(
     full: bool = False,
     compact: bool = False,
     progress: Progress | None = None,
+    vectors: bool = True,
     **kwargs: Any,
 ) -> IndexStats:
     """Create or update the index of ``directory`` once (see :class:`Updater`,
     which takes the other keyword arguments); ``full``: start over, whatever
-    the index records."""
-    return Updater(directory, given, full=full, **kwargs).run(full, compact, progress)
+    the index records; without ``vectors``, the words only (see
+    :meth:`Updater.run`)."""
+    return Updater(directory, given, full=full, **kwargs).run(full, compact, progress, vectors)
 
 
 # ---------------------------------------------------------------- status

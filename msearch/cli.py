@@ -395,8 +395,12 @@ def index(
             from msearch.tty import BarProgress, make_console
 
             bar = BarProgress(make_console(sys.stderr, "auto"))
-        with bar as progress:
-            stats = updater.run(full, compact, progress)
+        try:
+            with bar as progress:
+                stats = updater.run(full, compact, progress)
+        except KeyboardInterrupt:
+            _say_waiting(updater.index_dir)
+            raise
         if not quiet:
             _say_skipped(stats.skipped)
             say(summary_line(stats))
@@ -435,6 +439,22 @@ def _walk_options(
     )
 
 
+def _say_waiting(index_dir: Path) -> None:
+    """After an interrupted update: what of the index is searchable."""
+    from msearch.storage.record import read_meta
+
+    try:
+        meta = read_meta(index_dir)
+    except MsearchError:
+        return
+    if meta.waiting:
+        err(
+            f"{meta.count - meta.waiting:,} of {meta.count:,} passages have their vectors; "
+            "the others are searchable by their words until the next `msearch index` "
+            "or `msearch watch` embeds them"
+        )
+
+
 def _say_skipped(skipped: Iterable[Any]) -> None:
     """A line for each skipped file, but for noise and binary files (expected)."""
     from msearch.output import escape
@@ -453,7 +473,8 @@ def summary_line(stats: Any) -> str:
         f"indexed {stats.files} files ({stats.added} added, {stats.changed} changed, "
         f"{stats.removed} removed, {stats.unchanged} unchanged)",
         f"skipped {len(stats.skipped)}" + (f" ({skipped})" if skipped else ""),
-        f"{stats.passages} passages ({stats.embedded} embedded)",
+        f"{stats.passages} passages ({stats.embedded} embedded"
+        + (f", {stats.pending} waiting for vectors)" if stats.pending else ")"),
         f"{stats.seconds:.1f}s",
     ]
     return "msearch: " + "; ".join(parts)
@@ -586,6 +607,12 @@ def query(
             follow_links=follow,
         )
         results = idx.search(request)
+        if idx.waiting and sys.stderr.isatty():
+            have = idx.count - idx.waiting
+            err(
+                f"{have:,} of {idx.count:,} passages have their vectors so far; the others "
+                "are ranked by their words until `msearch index` has embedded them"
+            )
         printer = chosen.make(
             PrintOptions(
                 out=sys.stdout,
@@ -680,6 +707,11 @@ def status(
         print(f"model:     {escape(st.model)} ({st.dim} dims, {st.precision})")
         print(f"files:     {st.files}")
         print(f"passages:  {st.passages}")
+        if st.embedded < st.passages:
+            print(
+                f"embedded:  {st.embedded} of {st.passages} "
+                "(the others are found by their words; `msearch index` embeds them)"
+            )
         print(f"segments:  {st.segments} ({st.dead} dead rows)")
         print(f"search:    {st.search}")
         print(f"size:      {st.size_bytes / 1e6:.1f} MB")
@@ -752,20 +784,38 @@ def watch(
         )
         # Long-running: every checksum is compared once, at the first update.
         updater = _updater(ctx, directory, given, index_path, quiet, verify_first=True)
+        # Words first: each update commits the words of what changed (a
+        # second), and a thread embeds them, giving way to the next update.
+        vectors = updater.background(None if quiet else _say_vectors)
+
+        def update() -> Any:
+            with vectors.paused():
+                return updater.run(vectors=False)
+
         try:
             watch_folder(
                 directory,
                 updater.index_dir,
-                updater.run,
+                update,
                 say,  # a failed update is said even with --quiet
                 debounce_ms=debounce,
                 on_update=None if quiet else _WatchReport(directory),
             )
         except KeyboardInterrupt:
+            _say_waiting(updater.index_dir)
             err("stopped watching")
+        finally:
+            vectors.close()
         return EXIT_OK
 
     _run(body)
+
+
+def _say_vectors(stats: Any) -> None:
+    """What the embedding thread of a watcher or server says when it is done."""
+    err(
+        f"embedded {stats.embedded:,} passages in {stats.seconds:.1f}s; every passage has its vector"
+    )
 
 
 class _WatchReport:
@@ -857,12 +907,19 @@ def mcp(
             check_root(directory)  # no such folder, not a folder, permission, no cwd
             index_dir = Path(index_path or directory / INDEX_DIR_NAME)
             if not os.path.lexists(index_dir / META_NAME):
-                err(f"{directory} has no index yet; indexing it first")
+                # Words first: served in seconds; the vectors follow in the
+                # background (embed_pending below).
+                err(f"{directory} has no index yet; indexing its words first")
                 given = api.Overrides(
                     device=device.value, trust_remote_code=trust, walk=_follow_walk(follow)
                 )
                 stats = api.update(
-                    directory, given, index_dir=index_dir, models=_models(ctx), notice=say
+                    directory,
+                    given,
+                    index_dir=index_dir,
+                    models=_models(ctx),
+                    notice=say,
+                    vectors=False,
                 )
                 say(summary_line(stats))
         else:
@@ -870,7 +927,13 @@ def mcp(
         service = SearchService(
             index_dir, device.value, trust, notice=say, models=_models(ctx), follow_links=follow
         )
-        service.index()  # a damaged index is one line now, not an error per call
+        index = service.index()  # a damaged index is one line now, not an error per call
+        if index.waiting:
+            err(
+                f"{index.waiting:,} of {index.count:,} passages are searchable by their words "
+                "while their vectors are embedded"
+            )
+            service.embed_pending()
         stop = threading.Event()
         if watch_files:
             threading.Thread(
@@ -880,6 +943,7 @@ def mcp(
             mcp_server.serve(service, __version__)
         finally:
             stop.set()
+            service.close()
         return EXIT_OK
 
     _run(body)

@@ -88,6 +88,12 @@ class IndexConfig:
     window: int = 1024
     # Rows a merge copies at a time.
     copy_rows: int = 1 << 16
+    # Rows of a segment written before its vectors (``msearch index`` commits
+    # every passage's words first): the vectors of one are embedded and
+    # committed together, so an interrupted run loses at most this many
+    # passages' embedding (20-40 s on 2 CPU cores), and an update waits at
+    # most that long for a watcher's embedding.
+    pending_rows: int = 1024
 
 
 DEFAULT = IndexConfig()

@@ -23,7 +23,7 @@ import stat
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from msearch.pipeline import (
     _read,
     key_salt,
     passage_keys,
+    vectors_started,
     write_one_segment,
 )
 from msearch.storage.disk import open_folder, seal, writing
@@ -72,6 +73,7 @@ from msearch.storage.record import (
     content_hash,
 )
 from msearch.storage.safefs import open_beneath, read_limited
+from msearch.vectors import finish_pending
 from msearch.walk import (
     FileEntry,
     NotText,
@@ -196,6 +198,8 @@ def build_index(
     config: IndexConfig = DEFAULT,
     lexical: LexicalParams | None = None,
     verify_all: bool = False,
+    vectors: bool = True,
+    should_stop: Callable[[], bool] | None = None,
 ) -> IndexStats:
     """Create or update the index of ``root`` in ``index_dir``; with
     ``compact``, then merge every segment into one. ``segments_writer``
@@ -207,8 +211,17 @@ def build_index(
     segment's checksums before reusing it (by default only small segments',
     which cost little; a long-running watcher does it at its first update).
 
+    Words first (with this process's writer): the new passages are
+    committed without vectors (pending segments, searchable by their words
+    at once), then, with ``vectors``, each pending segment is embedded and
+    committed in turn (msearch.vectors; also those an interrupted run
+    left), until ``should_stop()`` says to leave the rest for later.
+    Without ``vectors`` the caller embeds them (``finish_pending``: a
+    watcher does it in a thread, so that an update never waits long).
+
     Holds the writer lock for the whole run, and commits atomically (the
-    update, then each merge): until then readers see the previous index.
+    words, each segment's vectors, then each merge): readers see the
+    previous commit until the next.
     """
     t0 = time.perf_counter()
     root = check_root(Path(root)).resolve()
@@ -256,6 +269,7 @@ def build_index(
 
         salt = key_salt(model_json, chunk_json)
         segments = list(old.meta.segments) if old is not None else []
+        new_names: set[str] = set()
         todo = [item for item in plan if isinstance(item, Embed)]
         if todo:
             if convert:
@@ -278,8 +292,12 @@ def build_index(
                 len(segments),
                 config.window,
                 lexical_params,
+                defer=segments_writer is None,
+                segment_rows=config.pending_rows,
             )
-            segments.extend((segments_writer or write_one_segment)(job))
+            written = (segments_writer or write_one_segment)(job)
+            segments.extend(written)
+            new_names = {info.name for info in written}
         # Rows of changed and removed files die: the segments' live counts
         # drop by what they held (the file table no longer points at them).
         dead = [i.old for i in todo if i.old is not None] + removed
@@ -302,7 +320,24 @@ def build_index(
             vocab_cache=vocab_cache,
         )
         commit(index_dir, meta)
+        stats.searchable_seconds = time.perf_counter() - t0
+        new = [i for i, s in enumerate(meta.segments) if s.name in new_names]
+        if vectors:
+            if meta.waiting:
+                vectors_started(prog, meta.waiting)
+            done = finish_pending(
+                index_dir,
+                embedder,
+                batch_size=batch_size,
+                config=config,
+                on_embedded=lambda n: prog.advance(0, 0, n),
+                should_stop=should_stop,
+                locked=True,
+            )
+            stats.embedded += done.embedded
+            _rejoin(index_dir, new, config)
         meta = _merge_as_needed(index_dir, compact, say, config)
+        stats.pending = meta.waiting
         stats.files = len(meta.files)
         stats.passages = meta.count
         stats.segments = len(meta.segments)
@@ -460,14 +495,19 @@ def _reuse_pool(old: IndexReader | None, records: list[FileRecord]) -> dict[byte
     pool: dict[bytes, np.ndarray] = {}
     if old is None:
         return pool
+    waiting: dict[int, set[int]] = {}  # a pending segment's rows without a vector
     for rec in records:
         if not rec.rows:
             continue
         seg = old.segments[rec.segment]
+        if seg.pending and rec.segment not in waiting:
+            waiting[rec.segment] = set(seg.pending_texts()[0].tolist())
+        skip = waiting.get(rec.segment, set())
         keys = np.asarray(seg.keys()[rec.row : rec.row + rec.rows])
         vecs = np.asarray(seg.embeddings[rec.row : rec.row + rec.rows])
-        for k, v in zip(keys, vecs, strict=True):
-            pool[k.tobytes()] = v
+        for i, (k, v) in enumerate(zip(keys, vecs, strict=True)):
+            if rec.row + i not in skip:
+                pool[k.tobytes()] = v
     return pool
 
 
@@ -496,10 +536,7 @@ def _kill_rows(
 ) -> list[SegmentInfo]:
     """The segments' live counts, less the rows of ``dead`` files (their
     lengths read from the lexical statistics: only those rows)."""
-    out = [
-        SegmentInfo(s.name, s.rows, s.tokens, s.live_rows, s.live_tokens, s.checksums)
-        for s in segments
-    ]
+    out = [replace(s) for s in segments]
     for rec in dead:
         if not rec.rows:
             continue
@@ -531,12 +568,33 @@ def _drop_empty(
     return kept, files
 
 
+def _rejoin(index_dir: Path, positions: list[int], config: IndexConfig) -> None:
+    """The pending segments one update wrote (a few thousand passages each,
+    so that an interruption loses little), once all have their vectors,
+    merged into one: what the update would have written in one go, so an
+    index has no more segments (files a cold query opens) than before."""
+    if len(positions) < 2:
+        return
+    index = load_index(index_dir)
+    if any(index.meta.segments[i].pending for i in positions):
+        return  # stopped early: the merge policy takes them later
+    commit(index_dir, merge.merge(index, [positions], copy_rows=config.copy_rows))
+
+
 def _merge_as_needed(
     index_dir: Path, compact: bool, say: Callable[[str], None], config: IndexConfig
 ) -> Meta:
     """Merge what the policy (or ``compact``) asks for, committing each time."""
     index = load_index(index_dir)
-    groups = merge.compact_groups(index) if compact else config.merge.plan(index.meta.segments)
+    infos = index.meta.segments
+    # A pending segment is merged once its vectors are in (a merge copies them).
+    finished = [i for i, s in enumerate(infos) if not s.pending]
+    if len(finished) == len(infos):
+        groups = merge.compact_groups(index) if compact else config.merge.plan(infos)
+    elif compact:
+        groups = [finished] if len(finished) > 1 else []
+    else:
+        groups = [[finished[i] for i in g] for g in config.merge.plan([infos[i] for i in finished])]
     if not groups:
         return index.meta
     meta = merge.merge(index, groups, say if compact else (lambda _m: None), config.copy_rows)

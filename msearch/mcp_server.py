@@ -74,6 +74,7 @@ class ReindexOutput(BaseModel):
     skipped: int
     passages: int
     embedded: int
+    waiting: int  # passages whose vectors are being embedded (searchable by words)
     seconds: float
 
 
@@ -243,7 +244,9 @@ def build_server(service: SearchService, version: str = "") -> MCPServer:
 
     @server.tool()
     def reindex() -> Annotated[mcp_types.CallToolResult, ReindexOutput]:
-        """Bring the index up to date with the folder (only what changed is re-read)."""
+        """Bring the index up to date with the folder (only what changed is re-read).
+        New passages are searchable by their words at once; their vectors follow in the
+        background (status's "embedded")."""
         stats = call(service.reindex)
         out = ReindexOutput(
             files=stats.files,
@@ -254,11 +257,18 @@ def build_server(service: SearchService, version: str = "") -> MCPServer:
             skipped=len(stats.skipped),
             passages=stats.passages,
             embedded=stats.embedded,
+            waiting=stats.pending,
             seconds=round(stats.seconds, 3),
         )
         text = (
             f"{stats.files} files ({stats.added} added, {stats.changed} changed, "
             f"{stats.removed} removed); {stats.passages} passages ({stats.embedded} embedded)"
+            + (
+                f"; {stats.pending} are searchable by their words while their vectors "
+                "are embedded in the background"
+                if stats.pending
+                else ""
+            )
         )
         return text_result(text, out)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,18 @@ class _NoProgress:
     def advance(self, files: int, nbytes: int, passages: int) -> None:
         pass
 
+    def vectors(self, total: int) -> None:
+        pass
+
+
+def vectors_started(progress: Progress, total: int) -> None:
+    """Tell ``progress`` that the words are committed and ``total``
+    passages are left to embed (a progress without ``vectors`` just keeps
+    counting passages)."""
+    tell = getattr(progress, "vectors", None)
+    if tell is not None:
+        tell(total)
+
 
 @dataclass
 class IndexStats:
@@ -62,6 +75,9 @@ class IndexStats:
     passages: int = 0
     embedded: int = 0
     reused: int = 0
+    pending: int = 0  # live passages still without a vector (searchable by words)
+    # Seconds until the words of every new passage were committed (searchable).
+    searchable_seconds: float = 0.0
     segments: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     full_reason: str | None = None
@@ -100,6 +116,9 @@ class WriteJob:
     window: int = DEFAULT.window  # passages embedded together (IndexConfig.window)
     # How passages are tokenized for BM25 (None: LexicalParams.default()).
     lexical: LexicalParams | None = None
+    # Words first: write pending segments, vectors later (msearch.vectors).
+    defer: bool = False
+    segment_rows: int = DEFAULT.pending_rows  # rows of a pending segment
 
 
 class SegmentsWriter(Protocol):
@@ -218,7 +237,7 @@ class EmbedWindow:
         )
         todo = [i for i in range(n) if np.isnan(vectors[i, 0])] if n else []
         self.next_row += n
-        if todo and self.embed is None:
+        if todo and self.embed is None and not self.writer.deferred:
             raise ValueError("this window has no embedder: every row needs its vector")
         # A long file goes in window-sized parts, so memory is bounded by the
         # window, not by the file (its rows stay contiguous).
@@ -258,13 +277,15 @@ class EmbedWindow:
         vecs = window.vectors() if window.vectors is not None else None
         pos = 0
         for it in window.items:
-            if it.todo:
-                assert vecs is not None
+            done = 0
+            if it.todo and vecs is not None:
                 it.vectors[it.todo] = vecs[pos : pos + len(it.todo)]
                 pos += len(it.todo)
+                done = len(it.todo)
+            # Without an embedder (a deferred writer) they stay NaN: pending.
             self.writer.append(it.rows, it.vectors, it.keys, it.texts, it.symbols)
-            self.embedded += len(it.todo)
-            self.on_write(len(it.todo), it.nbytes)
+            self.embedded += done
+            self.on_write(done, it.nbytes)
 
     def close(self) -> SegmentInfo:
         """Write what is left; the segment's record (see SegmentWriter.close)."""
@@ -280,47 +301,65 @@ class EmbedWindow:
 
 def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
     """The default ``SegmentsWriter``: the passages of ``job.todo`` (in walk
-    order) into one new segment, embedded here. Files are read again when
-    their turn comes, so a large change never holds every text in memory."""
+    order) into one new segment, embedded here; with ``job.defer``, into
+    pending segments of about ``job.segment_rows`` rows each, their vectors
+    left for msearch.vectors (the words are searchable as soon as they are
+    committed). Files are read again when their turn comes, so a large
+    change never holds every text in memory."""
     todo, embedder, prog, stats = job.todo, job.embedder, job.progress, job.stats
-    folder = new_segment_dir(job.index_dir)
+    chunker = chunker_for(embedder.counter, job.settings)
+    infos: list[SegmentInfo] = []
 
     def on_write(embedded: int, nbytes: int) -> None:
         prog.advance(0, nbytes, embedded)
 
-    chunker = chunker_for(embedder.counter, job.settings)
-    writer = EmbedWindow(
-        SegmentWriter(folder, job.dim, lexical=job.lexical or LexicalParams.default()),
-        embed=lambda texts: embed_async(embedder, texts, job.batch_size),
-        window=job.window,
-        on_write=on_write,
-    )
+    def new_window() -> EmbedWindow:
+        folder = new_segment_dir(job.index_dir)
+        return EmbedWindow(
+            SegmentWriter(
+                folder,
+                job.dim,
+                lexical=job.lexical or LexicalParams.default(),
+                deferred=job.defer,
+            ),
+            embed=None if job.defer else lambda texts: embed_async(embedder, texts, job.batch_size),
+            window=job.window,
+            on_write=on_write,
+        )
+
+    writer = new_window()
     try:
-        with writing(folder):
-            prog.start(len(todo), sum(item.entry.size for item in todo))
-            batch: list[tuple[Embed, str]] = []
-            batch_chars = 0
+        prog.start(len(todo), sum(item.entry.size for item in todo))
+        batch: list[tuple[Embed, str]] = []
+        batch_chars = 0
 
-            def chunk_batch() -> None:
-                nonlocal batch, batch_chars
-                if not batch:
-                    return
-                chunked = chunker.chunk([(item.entry.rel, t) for item, t in batch])
-                for (item, _), passages in zip(batch, chunked, strict=True):
-                    rows, keys, texts = passage_arrays(passages, job.salt)
-                    add_rows(
-                        writer,
-                        item,
-                        rows,
-                        keys,
-                        texts,
-                        job.pool,
-                        stats,
-                        job.position,
-                        symbols=[p.symbols for p in passages],
-                    )
-                batch, batch_chars = [], 0
+        def chunk_batch() -> None:
+            nonlocal batch, batch_chars, writer
+            if not batch:
+                return
+            chunked = chunker.chunk([(item.entry.rel, t) for item, t in batch])
+            for (item, _), passages in zip(batch, chunked, strict=True):
+                if job.defer and writer.next_row >= job.segment_rows:
+                    # A pending segment is embedded and committed as one:
+                    # an interrupted run loses at most one segment's work.
+                    infos.append(writer.close())
+                    stats.embedded += writer.embedded
+                    writer = new_window()
+                rows, keys, texts = passage_arrays(passages, job.salt)
+                add_rows(
+                    writer,
+                    item,
+                    rows,
+                    keys,
+                    texts,
+                    job.pool,
+                    stats,
+                    job.position + len(infos),
+                    symbols=[p.symbols for p in passages],
+                )
+            batch, batch_chars = [], 0
 
+        with writing(job.index_dir):
             for item in todo:
                 text = file_text(item.entry.path, job.walk_options)
                 if text is None:
@@ -332,11 +371,13 @@ def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
                 if batch_chars >= CHUNK_BATCH_CHARS:
                     chunk_batch()
             chunk_batch()
-            info = writer.close()
+            infos.append(writer.close())
         stats.embedded += writer.embedded
-        return [info]
+        return infos
     except BaseException:
         writer.abort()
+        for info in infos:
+            shutil.rmtree(job.index_dir / info.name, ignore_errors=True)
         raise
 
 

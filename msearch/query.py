@@ -162,6 +162,7 @@ class Searcher:
         self._live: np.ndarray | None = None
         self._paths: list[str] | None = None
         self._mostly_code: bool | None = None
+        self._waiting: np.ndarray | None = None
 
     def query(
         self,
@@ -267,7 +268,7 @@ class Searcher:
         Dense scores for a group come from one pass over the matrix (a
         matrix-matrix product) instead of one pass per query."""
         dense: np.ndarray | None = None
-        if self.mode != "lexical":
+        if self.mode != "lexical" and self.has_vectors():
             assert self.encode is not None
             vecs = np.ascontiguousarray(self.encode(texts), dtype=np.float32)
             dense = self.dense_scores(vecs)
@@ -300,7 +301,7 @@ class Searcher:
             out.append(
                 self._candidates(
                     rows,
-                    None if d is None else d[rows],
+                    None if d is None else self._cosines(d, rows),
                     None if lex is None else lex[rows],
                     unit,
                     def_rows,
@@ -308,6 +309,33 @@ class Searcher:
                     float(lex.max()) if lex is not None and len(lex) else 0.0,
                 )
             )
+        return out
+
+    def has_vectors(self) -> bool:
+        """Whether any segment has vectors (right after the words of a new
+        index are committed, none has: the query is not even encoded)."""
+        return any(not seg.pending for seg in self.index.segments)
+
+    def _vectorless(self) -> np.ndarray | None:
+        """Rows (across segments) without a vector yet: those of pending
+        segments; None when there are none."""
+        if self._waiting is None:
+            segs = self.index.segments
+            if not any(seg.pending for seg in segs):
+                self._waiting = np.zeros(0, bool)
+            else:
+                self._waiting = np.concatenate(
+                    [np.full(seg.rows, seg.pending, dtype=bool) for seg in segs]
+                )
+        return self._waiting if len(self._waiting) else None
+
+    def _cosines(self, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The candidates' cosines from a scan's scores, NaN for a row
+        without a vector (msearch.ranking.fusion imputes it)."""
+        out = scores[rows]
+        waiting = self._vectorless()
+        if waiting is not None:
+            out[waiting[rows]] = np.nan
         return out
 
     def _candidates(
@@ -528,6 +556,9 @@ class Searcher:
         out = np.empty((n, len(vecs)), dtype=np.float32)
         for i, seg in enumerate(self.index.segments):
             part = out[seg.offset : seg.offset + seg.rows]
+            if seg.pending:  # no vectors yet: found by words only
+                part[:] = -np.inf
+                continue
             np.matmul(seg.embeddings, vecs.T, out=part)
             dead = self.index.dead_rows(i)
             if dead is not None:
@@ -541,6 +572,8 @@ class Searcher:
         for row in rows.tolist():
             seg, r = self.index.locate(row)
             segment = self.index.segments[seg]
+            if segment.pending:
+                continue  # no vector yet
             norm = float(np.linalg.norm(np.asarray(segment.embeddings[r])))
             if not abs(norm - 1.0) < 1e-2:
                 raise IndexCorrupt(

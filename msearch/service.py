@@ -70,6 +70,7 @@ class SearchService:
         self._index: api.Index | None = None
         self._reindex_lock = threading.Lock()  # the watcher and the tool: one model load
         self._updater: api.Updater | None = None
+        self._vectors: Any = None  # msearch.vectors.Background, with the updater
         # Checksums, once per segment (segments never change), in a thread
         # of their own when a generation is opened: a damaged generation is
         # refused from then on, with one log line.
@@ -181,21 +182,55 @@ class SearchService:
 
     def reindex(self) -> IndexStats:
         """An incremental update with the index's recorded settings and
-        model (loaded once, for documents)."""
+        model (loaded once, for documents): the words of what changed are
+        committed now, their vectors in a thread of the service's own
+        (msearch.vectors.Background), which gives way to the next update."""
         with self._reindex_lock:
-            if self._updater is None:
-                given = api.Overrides(
-                    device=self.device,
-                    trust_remote_code=self.trust,
-                    walk={"follow_symlinks": True} if self.follow_links else {},
+            vectors = self._background()
+            with vectors.paused():
+                return self._updater_for_index().run(vectors=False)
+
+    def embed_pending(self) -> None:
+        """Embed, in the background, the passages an interrupted or
+        words-first update left without their vectors."""
+        with self._reindex_lock:
+            self._background().kick()
+
+    def wait_embedded(self, timeout: float | None = None) -> bool:
+        """Until the background embedding has nothing left (tests)."""
+        return self._vectors is None or bool(self._vectors.wait_idle(timeout))
+
+    def close(self) -> None:
+        """Stop the background embedding (what it had not committed is
+        embedded by the next update)."""
+        if self._vectors is not None:
+            self._vectors.close()
+
+    def _background(self) -> Any:
+        if self._vectors is None:
+            self._vectors = self._updater_for_index().background(
+                lambda st: self.say(
+                    f"msearch: embedded {st.embedded:,} passages in {st.seconds:.1f}s; "
+                    "every passage has its vector"
                 )
-                self._updater = api.Updater(
-                    None,
-                    given,
-                    index_dir=self.index_dir,
-                    models=self.models,
-                    notice=self.say,
-                    config=self.config,
-                    verify_first=True,
-                )
-            return self._updater.run()
+            )
+        return self._vectors
+
+    def _updater_for_index(self) -> api.Updater:
+        """The updater of this index (its recorded settings and model)."""
+        if self._updater is None:
+            given = api.Overrides(
+                device=self.device,
+                trust_remote_code=self.trust,
+                walk={"follow_symlinks": True} if self.follow_links else {},
+            )
+            self._updater = api.Updater(
+                None,
+                given,
+                index_dir=self.index_dir,
+                models=self.models,
+                notice=self.say,
+                config=self.config,
+                verify_first=True,
+            )
+        return self._updater

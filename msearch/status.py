@@ -30,6 +30,9 @@ class Status:
     precision: str
     files: int
     passages: int
+    # Live passages with their vector; the others (``msearch index`` still
+    # embedding, or interrupted) are found by their words only.
+    embedded: int
     segments: int
     dead: int  # rows of changed or deleted files, not yet reclaimed by a merge
     search: str  # how dense search runs: "exact" or "two-stage (...)"
@@ -141,6 +144,7 @@ def index_status(
         precision=str(meta.model.get("precision", "float32")),
         files=len(meta.files),
         passages=meta.count,
+        embedded=meta.count - meta.waiting,
         segments=len(meta.segments),
         dead=sum(x.rows - x.live_rows for x in meta.segments),
         search=search_kind(index, config.two_stage),

@@ -137,7 +137,8 @@ class BarProgress:
     """The indexing progress bar (stderr): files, passages, passages/s, ETA.
 
     The ETA is computed from bytes of files still to read, since the
-    number of passages is only known once every file has been chunked.
+    number of passages is only known once every file has been chunked;
+    once the words are committed (``vectors``), from passages still to embed.
     """
 
     def __init__(self, console: Console) -> None:
@@ -165,6 +166,7 @@ class BarProgress:
         self.files = 0
         self.total_files = 0
         self.passages = 0
+        self.by_passages = False
         self.t0 = time.perf_counter()
 
     def __enter__(self) -> BarProgress:
@@ -195,3 +197,14 @@ class BarProgress:
             passages=self.passages,
             rate=rate,
         )
+        if self.by_passages and passages:
+            self.progress.update(self.task, advance=passages)
+
+    def vectors(self, total: int) -> None:
+        """The words are searchable; ``total`` passages are left to embed."""
+        if self.task is None:
+            self.start(0, 0)
+        self.by_passages = True
+        self.t0 = time.perf_counter()
+        self.passages = 0
+        self.progress.update(self.task, total=max(total, 1), completed=0, passages=0, rate="")

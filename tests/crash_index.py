@@ -1,8 +1,9 @@
 """Run build_index with a slow fake embedder, for the kill -9 and lock tests.
 
-Usage: python tests/crash_index.py ROOT INDEX_DIR [SECONDS_PER_BATCH] [compact]
+Usage: python tests/crash_index.py ROOT INDEX_DIR [SECONDS_PER_BATCH] [compact|words-first]
 (``compact``: update, then merge every segment, slowly: SECONDS_PER_BATCH
-before every few rows copied.)
+before every few rows copied; ``words-first``: small pending segments and
+slices, many commits of vectors to die between.)
 Not a test module: the crash tests start it as a subprocess and kill it.
 """
 
@@ -38,6 +39,8 @@ if __name__ == "__main__":
 
     # Many small windows: many moments to die in; a merge copies few rows at a time.
     config = IndexConfig(window=64, copy_rows=8)
+    if len(sys.argv) > 4 and sys.argv[4] == "words-first":
+        config = IndexConfig(window=4, copy_rows=8, pending_rows=16)
     if compact:
         # A slow merge: each piece copied after a pause.
         real = msearch.storage.segment.SegmentWriter.append

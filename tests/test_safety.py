@@ -324,12 +324,13 @@ def test_an_unreadable_subfolder_is_skipped_with_a_notice(
     real_stat, real_scandir = os.stat, os.scandir
 
     def deny_stat(path: object, *a: object, **k: object) -> os.stat_result:
-        if os.fspath(path).startswith(locked + "/"):  # type: ignore[arg-type]
+        # (an int is a file descriptor: shutil.rmtree stats those)
+        if not isinstance(path, int) and os.fspath(path).startswith(locked + "/"):  # type: ignore[arg-type]
             raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))  # type: ignore[arg-type]
         return real_stat(path, *a, **k)  # type: ignore[arg-type]
 
     def deny_scandir(path: object = ".") -> object:
-        if os.fspath(path) == locked:  # type: ignore[arg-type]
+        if not isinstance(path, int) and os.fspath(path) == locked:  # type: ignore[arg-type]
             raise PermissionError(errno.EACCES, "Permission denied", locked)
         return real_scandir(path)  # type: ignore[arg-type]
 

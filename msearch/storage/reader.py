@@ -264,6 +264,9 @@ def verify(index: IndexReader) -> None:
         for a, n, f in zip(starts.tolist(), counts.tolist(), files.tolist(), strict=True):
             owner[a : a + n] = f
         ordinal_of: list[np.ndarray] = []
+        waiting = np.zeros(seg.rows, dtype=bool)  # rows whose vector is still to come
+        if seg.pending:
+            waiting[seg.pending_texts()[0]] = True
         for s in range(0, seg.rows, VERIFY_ROWS):
             rows = np.asarray(seg.passages[s : s + VERIFY_ROWS], dtype=np.int64)
             own = owner[s : s + VERIFY_ROWS]
@@ -280,7 +283,9 @@ def verify(index: IndexReader) -> None:
                 raise IndexCorrupt(f"{seg.path / PASSAGES_NAME} is damaged; {FIX_HINT}")
             ordinals = np.asarray(seg.passages[s : s + VERIFY_ROWS, 0], dtype=np.int64)
             ordinal_of.append(ordinals)
-            vecs = np.asarray(seg.embeddings[s : s + VERIFY_ROWS])[live]
+            vecs = np.asarray(seg.embeddings[s : s + VERIFY_ROWS])[
+                live & ~waiting[s : s + VERIFY_ROWS]
+            ]
             norms = np.linalg.norm(vecs, axis=1) if len(vecs) else np.ones(0)
             if not (np.isfinite(vecs).all() and (np.abs(norms - 1) < 1e-2).all()):
                 raise IndexCorrupt(

@@ -75,9 +75,12 @@ class SegmentInfo:
     live_rows: int
     live_tokens: int
     checksums: dict[str, int] = field(default_factory=dict)
+    # Rows whose vectors are still to come (msearch index commits the words
+    # of every passage first, its vector later): 0 for a finished segment.
+    pending: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "rows": self.rows,
             "tokens": self.tokens,
@@ -85,6 +88,9 @@ class SegmentInfo:
             "live_tokens": self.live_tokens,
             "checksums": self.checksums,
         }
+        if self.pending:
+            out["pending"] = self.pending
+        return out
 
 
 @dataclass
@@ -108,6 +114,12 @@ class Meta:
     def count(self) -> int:
         """Live passages."""
         return sum(s.live_rows for s in self.segments)
+
+    @property
+    def waiting(self) -> int:
+        """Live passages without a vector yet, searchable by their words only
+        (at most: a pending segment's dead rows may be among its pending)."""
+        return sum(min(s.pending, s.live_rows) for s in self.segments)
 
     def to_json(self) -> dict[str, Any]:
         # Columnar file table: parsing a few long lists is several times
@@ -244,7 +256,10 @@ def _segment_info(data: Any) -> SegmentInfo:
         isinstance(k, str) and type(v) is int and 0 <= v < 1 << 32 for k, v in checksums.items()
     ):
         raise ValueError("checksums are not CRC-32 values")
-    return SegmentInfo(name, rows, tokens, live_rows, live_tokens, checksums)
+    pending = _int(d.get("pending", 0), "pending")
+    if not 0 <= pending <= rows:
+        raise ValueError(f"segment {name} pending count is out of range")
+    return SegmentInfo(name, rows, tokens, live_rows, live_tokens, checksums, pending)
 
 
 def read_meta_json(index_dir: Path) -> Any:

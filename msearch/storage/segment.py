@@ -24,6 +24,17 @@ embeds or reuses their vectors, msearch.merge copies them). Files::
     int8_scale.npy     (msearch.int8): the second stage of a large search,
                        1/4 of the vectors' size; written with scan.npy
     lex_*.npy          BM25 statistics of the same rows (msearch.lexical)
+
+A segment whose words are committed before its vectors (``msearch index``
+makes every passage searchable by its words first) is *pending*: its
+``meta.json`` record counts the rows still without a vector, whose rows of
+``embeddings.npy`` hold zeros and whose texts wait in three more files
+until msearch.vectors writes the finished segment in its place (no sign
+bits, fast-scan order or int8 codes before that)::
+
+    pending_rows.npy   int32: the rows still to embed, ascending
+    pending_ends.npy   int64: where each one's text ends in pending_text.npy
+    pending_text.npy   uint8: their texts, UTF-8, one after another
 """
 
 from __future__ import annotations
@@ -50,6 +61,9 @@ EMBEDDINGS_NAME = "embeddings.npy"
 PASSAGES_NAME = "passages.npy"
 KEYS_NAME = "keys.npy"
 BITS_NAME = "bits.npy"
+PENDING_ROWS_NAME = "pending_rows.npy"
+PENDING_ENDS_NAME = "pending_ends.npy"
+PENDING_TEXT_NAME = "pending_text.npy"
 PASSAGE_COLUMNS = ("file", "start_line", "end_line", "start_char", "end_char")
 KEY_BYTES = 16
 # Fixed room for the .npy header so the row count can be filled in at the end
@@ -187,10 +201,22 @@ class SegmentWriter:
     the caller's (msearch.pipeline, msearch.merge).
     """
 
-    def __init__(self, folder: Path, dim: int, lexical: LexicalParams | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        dim: int,
+        lexical: LexicalParams | None = None,
+        deferred: bool = False,
+    ) -> None:
         """``lexical`` given: statistics are built from the texts appended;
-        otherwise ``close`` must be handed them (a merge)."""
+        otherwise ``close`` must be handed them (a merge). ``deferred``: rows
+        may come without their vector (NaN in its first component); their
+        texts are kept for later and the segment is pending."""
         self.dir = Path(folder)
+        self.deferred = deferred
+        self._pending_rows: list[int] = []
+        self._pending_ends: list[int] = []
+        self._pending_text = bytearray()
         self.name = self.dir.name
         self.dim = dim
         self.builder = LexicalBuilder(lexical) if lexical is not None else None
@@ -222,8 +248,13 @@ class SegmentWriter:
         keys (n x KEY_BYTES) and, for a writer that builds the lexical
         statistics, their texts and the symbols each defines."""
         if len(rows):
+            vectors = self._keep_pending(vectors, texts)
+            emb = self._files[EMBEDDINGS_NAME][0]
+            if self._pending_rows and not vectors.any():
+                emb.seek(vectors.nbytes, os.SEEK_CUR)  # zeros: a hole in the file
+            else:
+                emb.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
             for name, arr, dtype in (
-                (EMBEDDINGS_NAME, vectors, "<f4"),
                 (PASSAGES_NAME, rows, "<i4"),
                 (KEYS_NAME, keys, "|u1"),
                 (BITS_NAME, sign_bits(vectors), "|u1"),
@@ -235,6 +266,25 @@ class SegmentWriter:
         if self.builder is not None and texts is not None:
             self.builder.add(texts, symbols)
 
+    def _keep_pending(self, vectors: np.ndarray, texts: Sequence[str] | None) -> np.ndarray:
+        """``vectors`` with the rows that have none yet (NaN first component,
+        a deferred writer only) zeroed, their texts kept for later."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if not self.deferred:
+            return vectors  # what it is handed, as it is (a NaN is the caller's damage)
+        missing = np.flatnonzero(np.isnan(vectors[:, 0])) if len(vectors) else np.zeros(0, np.intp)
+        if not len(missing):
+            return vectors
+        if texts is None:
+            raise ValueError("rows without vectors need their texts")
+        for i in missing.tolist():
+            self._pending_rows.append(self.count + i)
+            self._pending_text += texts[i].encode("utf-8", "surrogatepass")
+            self._pending_ends.append(len(self._pending_text))
+        out = np.array(vectors, dtype=np.float32)
+        out[missing] = 0.0
+        return out
+
     def close(self, lexical: LexicalSegment | None = None) -> SegmentInfo:
         """Finish the files and flush every one to stable storage."""
         if lexical is None:
@@ -244,10 +294,22 @@ class SegmentWriter:
         if lexical.num_rows != self.count:
             raise ValueError(f"{lexical.num_rows} lexical rows for {self.count} passages")
         for fh, width, descr in self._files.values():
+            fh.truncate(NPY_HEADER_LEN + self.count * width * np.dtype(descr).itemsize)
             fh.seek(0)
             fh.write(_npy_header(self.count, width, descr))
             fh.close()
-        if scannable(self.dim):
+        pending = len(self._pending_rows)
+        if pending:
+            # Nothing to search in two stages until the vectors come.
+            os.unlink(self.dir / BITS_NAME)
+            for name, arr in (
+                (PENDING_ROWS_NAME, np.asarray(self._pending_rows, dtype=np.int32)),
+                (PENDING_ENDS_NAME, np.asarray(self._pending_ends, dtype=np.int64)),
+                (PENDING_TEXT_NAME, np.frombuffer(bytes(self._pending_text), dtype=np.uint8)),
+            ):
+                with open(self.dir / name, "xb") as out:
+                    npyfile.save(out, arr)
+        elif scannable(self.dim):
             # The fast-scan order of the bits just written (0.12 s a million
             # rows), so that no search has to reorder them, and the int8
             # codes (one more pass over the vectors, 2 s a million rows).
@@ -268,7 +330,7 @@ class SegmentWriter:
                 checksums[entry.name] = checksum(fh)
         fsync_dir(self.dir)
         tokens = int(np.asarray(lexical.lengths, dtype=np.int64).sum())
-        return SegmentInfo(self.name, self.count, tokens, self.count, tokens, checksums)
+        return SegmentInfo(self.name, self.count, tokens, self.count, tokens, checksums, pending)
 
     def abort(self) -> None:
         for fh, _, _ in self._files.values():
@@ -300,6 +362,48 @@ class Segment:
     @property
     def rows(self) -> int:
         return self.info.rows
+
+    @property
+    def pending(self) -> bool:
+        """Whether some rows have no vector yet (their rows of
+        ``embeddings`` hold zeros): the segment is searched by words only."""
+        return self.info.pending > 0
+
+    def pending_texts(self) -> tuple[np.ndarray, list[str]]:
+        """The rows still to embed (ascending) and their texts, checked
+        against the record."""
+        try:
+            with self._reopen() as folder:
+                rows = folder.npy(PENDING_ROWS_NAME, False)
+                ends = folder.npy(PENDING_ENDS_NAME, False)
+                text = folder.npy(PENDING_TEXT_NAME, False)
+        except (FileNotFoundError, ValueError):
+            raise IndexCorrupt(f"{self.path}: the texts to embed are missing; {FIX_HINT}") from None
+        n = self.info.pending
+        ok = (
+            rows.dtype == np.int32
+            and ends.dtype == np.int64
+            and text.dtype == np.uint8
+            and rows.shape == (n,)
+            and ends.shape == (n,)
+            and text.ndim == 1
+            and (n == 0 or (int(rows[0]) >= 0 and int(rows[-1]) < self.rows))
+            and bool(np.all(np.diff(rows) > 0))
+            and bool(np.all(np.diff(ends) >= 0))
+            and (n == 0 or (int(ends[0]) >= 0 and int(ends[-1]) == len(text)))
+        )
+        if not ok:
+            raise IndexCorrupt(f"{self.path}: the texts to embed are damaged; {FIX_HINT}")
+        blob = text.tobytes()
+        starts = [0, *ends[:-1].tolist()]
+        try:
+            texts = [
+                blob[a:b].decode("utf-8", "surrogatepass")
+                for a, b in zip(starts, ends.tolist(), strict=True)
+            ]
+        except UnicodeDecodeError:
+            raise IndexCorrupt(f"{self.path}: the texts to embed are damaged; {FIX_HINT}") from None
+        return rows.astype(np.int64), texts
 
     def check_mapped(self) -> None:
         """Every file of the segment that is mapped still holds all that was
