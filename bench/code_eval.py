@@ -28,7 +28,9 @@ priors or turns, no vendor/ folders skipped), and one part switched off
 each: ``no-structure`` (1), ``no-identifiers`` (2), ``no-definitions``
 (3), ``no-fusion`` (4: the fixed 0.7/0.3 mix), ``no-selection`` (5: no
 turns, priors or path rules), and within 5 ``no-priors``, ``no-diversity``,
-``no-paths``.
+``no-paths``; ``words-first`` (not in the ablation): the index as
+``msearch index`` first commits it, words only, before any vector (a
+hybrid query then ranks by words: what an answer at that moment is worth).
 """
 
 from __future__ import annotations
@@ -155,10 +157,14 @@ class Variant:
     identifiers: bool = True
     vendor: bool = False  # index vendor/ folders (msearch before the noise list grew)
     ranking: dict[str, bool] = field(default_factory=dict)  # RankConfig fields
+    # Words only: the index as it answers before any vector is embedded
+    # (msearch index's first commit; hybrid then ranks by words).
+    words_only: bool = False
 
     def index_name(self) -> str:
         """Variants that differ only in ranking share an index."""
-        return f"s{int(self.structure)}i{int(self.identifiers)}v{int(self.vendor)}"
+        name = f"s{int(self.structure)}i{int(self.identifiers)}v{int(self.vendor)}"
+        return name + ("w" if self.words_only else "")
 
 
 OFF = dict.fromkeys(("fusion", "definitions", "paths", "priors", "diversity"), False)
@@ -173,6 +179,7 @@ VARIANTS = {
     "no-priors": Variant(ranking={"priors": False}),
     "no-diversity": Variant(ranking={"diversity": False}),
     "no-paths": Variant(ranking={"paths": False}),
+    "words-first": Variant(words_only=True),
 }
 
 
@@ -232,6 +239,7 @@ def index_repo(emb: Any, src: Path, index_dir: Path, variant: Variant) -> Any:
             ChunkSettings(structure=variant.structure),
             notice=L.say,
             lexical=lexical,
+            vectors=not variant.words_only,
         )
     finally:
         walk_module.NOISE_DIRS = saved
@@ -321,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if line.strip()
     ]
     modes = [m for m in args.modes.split(",") if m]
-    names = list(VARIANTS) if args.ablation else [args.variant]
+    names = [n for n in VARIANTS if n != "words-first"] if args.ablation else [args.variant]
     emb = L.load_embedder()
     lines: list[str] = []
     dump: dict[str, Any] = {"machine": platform.platform(), "variants": {}}

@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from msearch.chunking import ChunkSettings, Passage, chunker_for
+from msearch.chunking.parallel import chunk_batches, workers_for
 from msearch.config import DEFAULT
 from msearch.encoders import Embedder, Pending, embed_async
 from msearch.lexical import LexicalParams
@@ -330,47 +332,48 @@ def write_one_segment(job: WriteJob) -> list[SegmentInfo]:
     writer = new_window()
     try:
         prog.start(len(todo), sum(item.entry.size for item in todo))
-        batch: list[tuple[Embed, str]] = []
-        batch_chars = 0
+        read: deque[list[tuple[Embed, str]]] = deque()  # batches read, waiting for passages
 
-        def chunk_batch() -> None:
-            nonlocal batch, batch_chars, writer
-            if not batch:
-                return
-            chunked = chunker.chunk([(item.entry.rel, t) for item, t in batch])
-            for (item, _), passages in zip(batch, chunked, strict=True):
-                if job.defer and writer.next_row >= job.segment_rows:
-                    # A pending segment is embedded and committed as one:
-                    # an interrupted run loses at most one segment's work.
-                    infos.append(writer.close())
-                    stats.embedded += writer.embedded
-                    writer = new_window()
-                rows, keys, texts = passage_arrays(passages, job.salt)
-                add_rows(
-                    writer,
-                    item,
-                    rows,
-                    keys,
-                    texts,
-                    job.pool,
-                    stats,
-                    job.position + len(infos),
-                    symbols=[p.symbols for p in passages],
-                )
-            batch, batch_chars = [], 0
-
-        with writing(job.index_dir):
+        def batches() -> Iterator[list[tuple[str, str]]]:
+            batch: list[tuple[Embed, str]] = []
+            chars = 0
             for item in todo:
                 text = file_text(item.entry.path, job.walk_options)
                 if text is None:
                     mark_unread(item.record)
                     text = ""
                 batch.append((item, text))
-                batch_chars += len(text)
+                chars += len(text)
                 prog.advance(1, 0, 0)
-                if batch_chars >= CHUNK_BATCH_CHARS:
-                    chunk_batch()
-            chunk_batch()
+                if chars >= CHUNK_BATCH_CHARS or item is todo[-1]:
+                    read.append(batch)
+                    yield [(it.entry.rel, t) for it, t in batch]
+                    batch, chars = [], 0
+
+        with writing(job.index_dir):
+            # Worker processes only while nothing else computes here (words
+            # first); an embedding run spends ~2% of its time chunking.
+            workers = workers_for(sum(item.entry.size for item in todo)) if job.defer else 0
+            for chunked in chunk_batches(chunker, batches(), workers):
+                for (item, _), passages in zip(read.popleft(), chunked, strict=True):
+                    if job.defer and writer.next_row >= job.segment_rows:
+                        # A pending segment is embedded and committed as one:
+                        # an interrupted run loses at most one segment's work.
+                        infos.append(writer.close())
+                        stats.embedded += writer.embedded
+                        writer = new_window()
+                    rows, keys, texts = passage_arrays(passages, job.salt)
+                    add_rows(
+                        writer,
+                        item,
+                        rows,
+                        keys,
+                        texts,
+                        job.pool,
+                        stats,
+                        job.position + len(infos),
+                        symbols=[p.symbols for p in passages],
+                    )
             infos.append(writer.close())
         stats.embedded += writer.embedded
         return infos

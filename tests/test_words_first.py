@@ -457,3 +457,41 @@ def test_watch_commits_a_new_files_words_while_the_first_vectors_are_embedded(
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert by_file(index_dir) == by_file(ref)
+
+
+def test_chunking_in_worker_processes_gives_the_same_passages(tmp_path: Path) -> None:
+    """Batches chunked in forked workers come back in order and equal to
+    chunking them here (words first chunks large updates on every core)."""
+    from msearch.chunking import ChunkSettings as CS
+    from msearch.chunking import chunker_for
+    from msearch.chunking.parallel import chunk_batches
+
+    chunker = chunker_for(FakeEmbedder().counter, CS(max_tokens=40, overlap_tokens=4))
+    code = "def f{i}(x):\n    return x + {i}\n\nclass C{i}:\n    def m(self):\n        pass\n"
+    batches = [
+        [(f"f{b}_{i}.py", code.format(i=i) * (1 + i % 3)) for i in range(5)]
+        + [(f"n{b}.md", f"# Title {b}\n\n" + text(b, 12))]
+        for b in range(7)
+    ]
+    here = [chunker.chunk(b) for b in batches]
+    there = list(chunk_batches(chunker, iter(batches), 2))
+    assert there == here and sum(len(p) for b in there for p in b) > 50
+
+
+def test_a_large_update_chunked_on_every_core_equals_one_chunked_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from msearch.chunking.parallel import MIN_PARALLEL_CHARS, workers_for
+
+    root = tmp_path / "root"
+    for i in range(60):
+        write(root, f"d{i % 4}/f{i}.txt", text(i, 360))
+    size = sum(p.stat().st_size for p in root.rglob("*.txt"))
+    assert size > MIN_PARALLEL_CHARS
+    if workers_for(size) == 0:
+        pytest.skip("this process runs other threads, or has one core: no workers")
+    build_index(root, tmp_path / "parallel", FakeEmbedder(), chunking=SMALL)
+    monkeypatch.setenv("MSEARCH_CHUNK_WORKERS", "0")
+    assert workers_for(size) == 0
+    build_index(root, tmp_path / "here", FakeEmbedder(), chunking=SMALL)
+    assert by_file(tmp_path / "parallel") == by_file(tmp_path / "here")

@@ -381,11 +381,16 @@ class HFTokenCounter:
         self._kept: dict[str, Any] = {}
 
     def count(self, texts: Sequence[str]) -> list[int]:
-        encs = self.tok.encode_batch(list(texts), add_special_tokens=False)
+        # Each distinct text once: code repeats its lines (blank lines,
+        # braces, ``end``, imports): 40,007 lines of a Scala repository
+        # hold 16,848 distinct ones.
+        distinct = list(dict.fromkeys(texts))
+        encs = self.tok.encode_batch(distinct, add_special_tokens=False)
         self._kept = {
-            t: e for t, e in zip(texts, encs, strict=True) if len(e.ids) >= self.KEEP_TOKENS
+            t: e for t, e in zip(distinct, encs, strict=True) if len(e.ids) >= self.KEEP_TOKENS
         }
-        return [len(e.ids) for e in encs]
+        counts = {t: len(e.ids) for t, e in zip(distinct, encs, strict=True)}
+        return [counts[t] for t in texts]
 
     def split(self, text: str, max_tokens: int, first: int | None = None) -> list[tuple[int, int]]:
         enc = self._kept.get(text)

@@ -153,7 +153,24 @@ def _hub_name(name: str) -> str:
     return name if "/" in name else f"sentence-transformers/{name}"
 
 
+def _hub_caches() -> list[Path]:
+    """Where huggingface_hub may keep its cache (its own environment
+    variables, in its order of precedence, then the default)."""
+    env = os.environ
+    out = [env[k] for k in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE") if env.get(k)]
+    if env.get("HF_HOME"):
+        out.append(os.path.join(env["HF_HOME"], "hub"))
+    xdg = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    out.append(os.path.join(xdg, "huggingface", "hub"))
+    return [Path(p).expanduser() for p in out]
+
+
 def _cached_snapshot(repo_id: str) -> Path | None:
+    # A model the cache has no folder for is not cached: said without
+    # importing huggingface_hub (0.3 s, a tenth of a first answer).
+    folder = "models--" + repo_id.replace("/", "--")
+    if not any((cache / folder).is_dir() for cache in _hub_caches()):
+        return None
     from huggingface_hub import snapshot_download
 
     try:
