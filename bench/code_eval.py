@@ -30,7 +30,10 @@ each: ``no-structure`` (1), ``no-identifiers`` (2), ``no-definitions``
 turns, priors or path rules), and within 5 ``no-priors``, ``no-diversity``,
 ``no-paths``; ``words-first`` (not in the ablation): the index as
 ``msearch index`` first commits it, words only, before any vector (a
-hybrid query then ranks by words: what an answer at that moment is worth).
+hybrid query then ranks by words: what an answer at that moment is worth);
+``half-embedded``: pending segments of 256 passages, the first half of them
+embedded (a query while ``msearch index`` embeds: words and cosines fused
+on one scale).
 """
 
 from __future__ import annotations
@@ -160,11 +163,14 @@ class Variant:
     # Words only: the index as it answers before any vector is embedded
     # (msearch index's first commit; hybrid then ranks by words).
     words_only: bool = False
+    # Half embedded: pending segments of 256 rows, the first half of them
+    # given their vectors (a query while msearch index embeds).
+    half: bool = False
 
     def index_name(self) -> str:
         """Variants that differ only in ranking share an index."""
         name = f"s{int(self.structure)}i{int(self.identifiers)}v{int(self.vendor)}"
-        return name + ("w" if self.words_only else "")
+        return name + ("w" if self.words_only else "") + ("h" if self.half else "")
 
 
 OFF = dict.fromkeys(("fusion", "definitions", "paths", "priors", "diversity"), False)
@@ -180,6 +186,7 @@ VARIANTS = {
     "no-diversity": Variant(ranking={"diversity": False}),
     "no-paths": Variant(ranking={"paths": False}),
     "words-first": Variant(words_only=True),
+    "half-embedded": Variant(half=True),
 }
 
 
@@ -220,6 +227,7 @@ def index_repo(emb: Any, src: Path, index_dir: Path, variant: Variant) -> Any:
     updated: nothing changed, nothing is embedded)."""
     from msearch import walk as walk_module
     from msearch.chunking import ChunkSettings
+    from msearch.config import DEFAULT, IndexConfig
     from msearch.indexer import build_index
     from msearch.lexical import LexicalParams
     from msearch.walk import NOISE_DIRS, WalkOptions
@@ -239,10 +247,25 @@ def index_repo(emb: Any, src: Path, index_dir: Path, variant: Variant) -> Any:
             ChunkSettings(structure=variant.structure),
             notice=L.say,
             lexical=lexical,
-            vectors=not variant.words_only,
+            vectors=not (variant.words_only or variant.half),
+            config=IndexConfig(pending_rows=256) if variant.half else DEFAULT,
         )
     finally:
         walk_module.NOISE_DIRS = saved
+
+
+def embed_half(emb: Any, index_dir: Path) -> None:
+    """The first half of an index's pending segments given their vectors."""
+    from msearch.config import IndexConfig
+    from msearch.storage.record import read_meta
+    from msearch.vectors import finish_pending
+
+    waiting = sum(1 for s in read_meta(index_dir).segments if s.pending)
+    done = len(read_meta(index_dir).segments) - waiting
+    total = len(read_meta(index_dir).segments)
+    want = (total + 1) // 2 - done
+    if want > 0:
+        finish_pending(index_dir, emb, config=IndexConfig(pending_rows=256), limit=want)
 
 
 def evaluate_repo(
@@ -254,6 +277,8 @@ def evaluate_repo(
     t0 = time.perf_counter()
     before = emb.stats.embedded
     stats = index_repo(emb, src, index_dir, variant)
+    if variant.half:
+        embed_half(emb, index_dir)
     seconds = time.perf_counter() - t0
     queries = load_queries(root / repo)
     out = {}
@@ -329,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if line.strip()
     ]
     modes = [m for m in args.modes.split(",") if m]
-    names = [n for n in VARIANTS if n != "words-first"] if args.ablation else [args.variant]
+    extra = ("words-first", "half-embedded")
+    names = [n for n in VARIANTS if n not in extra] if args.ablation else [args.variant]
     emb = L.load_embedder()
     lines: list[str] = []
     dump: dict[str, Any] = {"machine": platform.platform(), "variants": {}}

@@ -335,7 +335,8 @@ def build_index(
                 locked=True,
             )
             stats.embedded += done.embedded
-            _rejoin(index_dir, new, config)
+            if segments_writer is None:  # (a Ray cluster writes its own segments)
+                _rejoin(index_dir, new, config)
         meta = _merge_as_needed(index_dir, compact, say, config)
         stats.pending = meta.waiting
         stats.files = len(meta.files)

@@ -172,7 +172,8 @@ class Background:
                 self._say(f"msearch: embedding stopped: {exc} (the words stay searchable)")
                 self._idle.set()
                 continue
-            if done.embedded and self._on_done is not None and not self._stop.is_set():
+            finished = done.embedded and done.left == 0 and not self._stop.is_set()
+            if finished and self._on_done is not None:
                 self._on_done(done)
             if not self._wake.is_set():
                 self._idle.set()

@@ -495,3 +495,36 @@ def test_a_large_update_chunked_on_every_core_equals_one_chunked_here(
     assert workers_for(size) == 0
     build_index(root, tmp_path / "here", FakeEmbedder(), chunking=SMALL)
     assert by_file(tmp_path / "parallel") == by_file(tmp_path / "here")
+
+
+def test_a_query_says_on_a_terminal_how_much_is_embedded(tmp_path: Path) -> None:
+    """On a terminal (stderr a pty) a query of a partly embedded index says
+    how many passages have their vectors; in a pipeline it says nothing."""
+    import pty
+
+    root = tmp_path / "root"
+    corpus(root)
+    build_index(root, root / ".msearch", FakeEmbedder(), chunking=SMALL, vectors=False)
+    total = record.read_meta(root / ".msearch").count
+    cmd = [sys.executable, str(Path(__file__).parent / "fake_cli.py"), "query", "moon river"]
+    cmd += ["--index", str(root / ".msearch"), "--json"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=slave, env=env, timeout=60)
+        os.close(slave)
+        said = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            said += chunk
+    finally:
+        os.close(master)
+    assert r.returncode == 0 and r.stdout
+    assert f"0 of {total} passages have their vectors so far".encode() in said
+    piped = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert piped.returncode == 0 and "vectors" not in piped.stderr

@@ -34,6 +34,17 @@ def _chunk(files: Sequence[tuple[str, str]]) -> list[list[Passage]]:
     return _CHUNKER.chunk(files)  # type: ignore[no-any-return]
 
 
+def _worker_signals() -> None:
+    """Ctrl-C is the parent's to handle (it reaches the whole process
+    group): a worker ignores it and dies quietly when the parent
+    terminates the pool (not through the CLI's SIGTERM handler, which a
+    fork inherits and which would print a worker's traceback)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def workers_for(total_chars: int) -> int:
     """How many worker processes to chunk ``total_chars`` of text with (0:
     chunk in this process)."""
@@ -68,7 +79,7 @@ def chunk_batches(
     saved = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals)
     finally:
         if saved is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
