@@ -37,6 +37,7 @@ import numpy as np
 
 from msearch.config import DEFAULT, IndexConfig
 from msearch.encoders import Embedder, embed_async
+from msearch.errors import IndexCorrupt
 from msearch.storage.disk import writing
 from msearch.storage.ownership import commit, new_segment_dir, write_lock
 from msearch.storage.reader import load_index
@@ -84,7 +85,15 @@ def finish_pending(
     stats = VectorStats()
     stop = should_stop or (lambda: False)
     while not stop() and (limit is None or stats.segments < limit):
-        work = _embed_next(index_dir, embedder, batch_size, config, on_embedded, stop, stats)
+        seen = None if locked else read_meta(index_dir).updated
+        try:
+            work = _embed_next(index_dir, embedder, batch_size, config, on_embedded, stop, stats)
+        except IndexCorrupt:
+            # Without the lock, a writer may have committed and removed the
+            # segment being read: look again; damage stays an error.
+            if locked or read_meta(index_dir).updated == seen:
+                raise
+            continue
         if work is None:
             break
         with turn():

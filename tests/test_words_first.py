@@ -481,6 +481,9 @@ def test_chunking_in_worker_processes_gives_the_same_passages(tmp_path: Path) ->
 def test_a_large_update_chunked_on_every_core_equals_one_chunked_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A fresh process (one thread: workers allowed) indexes 600 KB of text
+    with its chunking workers; the same in this process without them gives
+    the same passages, keys and vectors."""
     from msearch.chunking.parallel import MIN_PARALLEL_CHARS, workers_for
 
     root = tmp_path / "root"
@@ -488,9 +491,13 @@ def test_a_large_update_chunked_on_every_core_equals_one_chunked_here(
         write(root, f"d{i % 4}/f{i}.txt", text(i, 360))
     size = sum(p.stat().st_size for p in root.rglob("*.txt"))
     assert size > MIN_PARALLEL_CHARS
-    if workers_for(size) == 0:
-        pytest.skip("this process runs other threads, or has one core: no workers")
-    build_index(root, tmp_path / "parallel", FakeEmbedder(), chunking=SMALL)
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: no workers")
+    subprocess.run(
+        [sys.executable, str(HELPER), str(root), str(tmp_path / "parallel"), "0"],
+        check=True,
+        capture_output=True,
+    )
     monkeypatch.setenv("MSEARCH_CHUNK_WORKERS", "0")
     assert workers_for(size) == 0
     build_index(root, tmp_path / "here", FakeEmbedder(), chunking=SMALL)
@@ -528,3 +535,42 @@ def test_a_query_says_on_a_terminal_how_much_is_embedded(tmp_path: Path) -> None
     assert f"0 of {total} passages have their vectors so far".encode() in said
     piped = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
     assert piped.returncode == 0 and "vectors" not in piped.stderr
+
+
+def test_a_full_disk_while_embedding_leaves_the_words_searchable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while a finished segment is written: one error, the
+    words stay committed and searchable, nothing half-written is left, and
+    the next run embeds what is missing."""
+    import errno
+
+    from msearch.errors import IndexWriteError
+    from msearch.storage import segment
+
+    root = tmp_path / "root"
+    corpus(root, 20)
+    real = segment.SegmentWriter.close
+    calls = {"n": 0}
+
+    def full(self, lexical=None):  # type: ignore[no-untyped-def]
+        if lexical is not None:  # a finished copy (the words' segments build their own)
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.dir))
+        return real(self, lexical)
+
+    monkeypatch.setattr(segment.SegmentWriter, "close", full)
+    config = IndexConfig(pending_rows=10)
+    with pytest.raises(IndexWriteError, match="No space left on device"):
+        build_index(root, root / ".msearch", FakeEmbedder(), chunking=SMALL, config=config)
+    meta = record.read_meta(root / ".msearch")
+    assert 0 < meta.waiting < meta.count  # one segment finished, the rest by words
+    assert len(hybrid(root / ".msearch", "moon river")) == 5
+    leftovers = {p.name for p in (root / ".msearch").iterdir() if p.name.startswith("seg-")}
+    assert leftovers == {s.name for s in meta.segments}
+    monkeypatch.setattr(segment.SegmentWriter, "close", real)
+    again = FakeEmbedder()
+    build_index(root, root / ".msearch", again, chunking=SMALL, config=config)
+    assert again.embedded == meta.waiting
+    assert by_file(root / ".msearch") == by_file(reference(root, tmp_path / "ref"))
