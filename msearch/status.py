@@ -121,6 +121,8 @@ def search_kind(index: IndexReader, stages: TwoStage = DEFAULT.two_stage) -> str
             f"two-stage (sign bits, then exact scores of {n:,} candidates: segments without "
             "int8 codes, `msearch index --compact` adds them; --exact scans all)"
         )
+    if any(seg.pending for seg in index.segments):
+        return "exact, by words where a passage has no vector yet (`msearch index` embeds them)"
     if all(seg.bits() is not None for seg in index.segments):
         return f"exact (two-stage from {stages.from_rows:,} passages)"
     return "exact (segments without sign bits: `msearch index --compact` adds them)"

@@ -308,6 +308,7 @@ def test_status_tells_how_much_is_embedded(tmp_path: Path) -> None:
     build_index(tmp_path, tmp_path / ".msearch", FakeEmbedder(), chunking=SMALL, vectors=False)
     st = index_status(tmp_path / ".msearch")
     assert st.embedded == 0 < st.passages
+    assert "no vector yet" in st.search and "--compact" not in st.search
     finish_pending(tmp_path / ".msearch", FakeEmbedder())
     st = index_status(tmp_path / ".msearch")
     assert st.embedded == st.passages
