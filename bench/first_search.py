@@ -24,7 +24,6 @@ first answered query, and what words-first costs the whole index.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -32,6 +31,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from msearch.errors import MsearchError
+from msearch.storage.record import read_meta
 
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / ".work" / "first_search"
@@ -53,14 +55,11 @@ def query_once(tree: Path, index_dir: Path, text: str) -> tuple[bool, int]:
     )
     if r.returncode != 0 or not r.stdout.strip():
         return False, 0
-    embedded = 0
     try:
-        meta = json.loads((index_dir / "meta.json").read_text())
-        embedded = sum(
-            s["live_rows"] - min(s.get("pending", 0), s["live_rows"]) for s in meta["segments"]
-        )
-    except (OSError, ValueError, KeyError):
-        pass
+        meta = read_meta(index_dir)
+        embedded = meta.count - meta.waiting
+    except MsearchError:  # replaced under us: the next look says
+        embedded = 0
     return True, embedded
 
 
@@ -92,8 +91,7 @@ def first_answer(
         if ok:
             out["first"] = time.perf_counter() - t0
             out["embedded_then"] = embedded
-    meta = json.loads((index_dir / "meta.json").read_text())
-    out["passages"] = sum(s["live_rows"] for s in meta["segments"])
+    out["passages"] = read_meta(index_dir).count
     if stop_after:
         proc.kill()
         proc.wait()

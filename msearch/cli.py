@@ -812,10 +812,8 @@ def watch(
 
 
 def _say_vectors(stats: Any) -> None:
-    """What the embedding thread of a watcher or server says when it is done."""
-    err(
-        f"embedded {stats.embedded:,} passages in {stats.seconds:.1f}s; every passage has its vector"
-    )
+    """What the embedding thread of a watcher says when it is done."""
+    say(stats.done_line())
 
 
 class _WatchReport:

@@ -502,7 +502,7 @@ def _reuse_pool(old: IndexReader | None, records: list[FileRecord]) -> dict[byte
             continue
         seg = old.segments[rec.segment]
         if seg.pending and rec.segment not in waiting:
-            waiting[rec.segment] = set(seg.pending_texts()[0].tolist())
+            waiting[rec.segment] = set(seg.pending_rows().tolist())
         skip = waiting.get(rec.segment, set())
         keys = np.asarray(seg.keys()[rec.row : rec.row + rec.rows])
         vecs = np.asarray(seg.embeddings[rec.row : rec.row + rec.rows])

@@ -209,10 +209,7 @@ class SearchService:
     def _background(self) -> Any:
         if self._vectors is None:
             self._vectors = self._updater_for_index().background(
-                lambda st: self.say(
-                    f"msearch: embedded {st.embedded:,} passages in {st.seconds:.1f}s; "
-                    "every passage has its vector"
-                )
+                lambda st: self.say(st.done_line())
             )
         return self._vectors
 

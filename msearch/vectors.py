@@ -59,6 +59,13 @@ class VectorStats:
     left: int = 0  # live passages still without a vector (stopped early)
     seconds: float = 0.0
 
+    def done_line(self) -> str:
+        """What a watcher or a server says once every passage has its vector."""
+        return (
+            f"msearch: embedded {self.embedded:,} passages in {self.seconds:.1f}s; "
+            "every passage has its vector"
+        )
+
 
 def finish_pending(
     index_dir: Path,
@@ -258,7 +265,7 @@ def _commit_finished(index_dir: Path, work: _Work, config: IndexConfig, stats: V
     seg = index.segments[position]
     rows, fresh = work.rows, work.vectors
     live = index.live_mask(position)
-    waiting = seg.pending_texts()[0]
+    waiting = seg.pending_rows()
     needed = waiting if live is None else waiting[live[waiting]]
     if not np.isin(needed, rows).all():  # rows never come back to life
         raise RuntimeError(f"{seg.path}: a live row was not embedded")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,18 @@ class FakeEmbedder:
             out[i, 0] += 0.01  # never the zero vector
         out /= np.linalg.norm(out, axis=1, keepdims=True)
         return out
+
+
+class SlowFake(FakeEmbedder):
+    """The fake, taking ``delay`` seconds a call (a model embedding on a CPU)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        time.sleep(self.delay)
+        return super().encode(texts, batch_size)
 
 
 @pytest.fixture(autouse=True)

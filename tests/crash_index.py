@@ -15,20 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import FakeEmbedder  # noqa: E402
+from conftest import SlowFake  # noqa: E402
 from msearch.chunking import ChunkSettings  # noqa: E402
 from msearch.indexer import build_index  # noqa: E402
-
-
-class SlowFake(FakeEmbedder):
-    def __init__(self, delay: float) -> None:
-        super().__init__()
-        self.delay = delay
-
-    def encode(self, texts, batch_size=32):  # type: ignore[no-untyped-def]
-        time.sleep(self.delay)
-        return super().encode(texts, batch_size)
-
 
 if __name__ == "__main__":
     root, index_dir = Path(sys.argv[1]), Path(sys.argv[2])

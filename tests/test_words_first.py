@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FakeEmbedder, write
+from conftest import FakeEmbedder, SlowFake, write
 from msearch.chunking import ChunkSettings
 from msearch.config import IndexConfig
 from msearch.indexer import build_index
@@ -312,18 +312,6 @@ def test_status_tells_how_much_is_embedded(tmp_path: Path) -> None:
     finish_pending(tmp_path / ".msearch", FakeEmbedder())
     st = index_status(tmp_path / ".msearch")
     assert st.embedded == st.passages
-
-
-class SlowFake(FakeEmbedder):
-    """A model that takes ``delay`` seconds a call (a CPU embedding code)."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__()
-        self.delay = delay
-
-    def encode(self, texts, batch_size=32):  # type: ignore[no-untyped-def]
-        time.sleep(self.delay)
-        return super().encode(texts, batch_size)
 
 
 def test_a_server_update_commits_words_at_once_and_does_not_wait_for_the_embedding(

@@ -83,7 +83,8 @@ def impute_cosines(dense: np.ndarray, lex: np.ndarray | None) -> np.ndarray | No
     if lex is None:
         out[missing] = np.float32(np.median(dense[known]))
         return out
-    pool = known & (lex > 0) if (known & (lex > 0)).any() else known
+    matched = known & (lex > 0)  # the candidates with a vector that hold a query word
+    pool = matched if matched.any() else known
     words = np.sort(lex[pool])  # ascending
     cosines = np.sort(dense[pool])
     # Share of them scoring below each missing one by words -> the cosine

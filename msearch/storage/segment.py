@@ -369,30 +369,35 @@ class Segment:
         ``embeddings`` hold zeros): the segment is searched by words only."""
         return self.info.pending > 0
 
+    def pending_rows(self) -> np.ndarray:
+        """The rows still to embed (ascending), checked against the record;
+        their texts are not read (see :meth:`pending_texts`)."""
+        rows = self._pending_npy(PENDING_ROWS_NAME)
+        n = self.info.pending
+        if not (
+            rows.dtype == np.int32
+            and rows.shape == (n,)
+            and (n == 0 or (int(rows[0]) >= 0 and int(rows[-1]) < self.rows))
+            and bool(np.all(np.diff(rows) > 0))
+        ):
+            raise IndexCorrupt(f"{self.path}: the texts to embed are damaged; {FIX_HINT}")
+        return rows.astype(np.int64)
+
     def pending_texts(self) -> tuple[np.ndarray, list[str]]:
         """The rows still to embed (ascending) and their texts, checked
         against the record."""
-        try:
-            with self._reopen() as folder:
-                rows = folder.npy(PENDING_ROWS_NAME, False)
-                ends = folder.npy(PENDING_ENDS_NAME, False)
-                text = folder.npy(PENDING_TEXT_NAME, False)
-        except (FileNotFoundError, ValueError):
-            raise IndexCorrupt(f"{self.path}: the texts to embed are missing; {FIX_HINT}") from None
+        rows = self.pending_rows()
+        ends = self._pending_npy(PENDING_ENDS_NAME)
+        text = self._pending_npy(PENDING_TEXT_NAME)
         n = self.info.pending
-        ok = (
-            rows.dtype == np.int32
-            and ends.dtype == np.int64
+        if not (
+            ends.dtype == np.int64
             and text.dtype == np.uint8
-            and rows.shape == (n,)
             and ends.shape == (n,)
             and text.ndim == 1
-            and (n == 0 or (int(rows[0]) >= 0 and int(rows[-1]) < self.rows))
-            and bool(np.all(np.diff(rows) > 0))
             and bool(np.all(np.diff(ends) >= 0))
             and (n == 0 or (int(ends[0]) >= 0 and int(ends[-1]) == len(text)))
-        )
-        if not ok:
+        ):
             raise IndexCorrupt(f"{self.path}: the texts to embed are damaged; {FIX_HINT}")
         blob = text.tobytes()
         starts = [0, *ends[:-1].tolist()]
@@ -403,7 +408,14 @@ class Segment:
             ]
         except UnicodeDecodeError:
             raise IndexCorrupt(f"{self.path}: the texts to embed are damaged; {FIX_HINT}") from None
-        return rows.astype(np.int64), texts
+        return rows, texts
+
+    def _pending_npy(self, name: str) -> np.ndarray:
+        try:
+            with self._reopen() as folder:
+                return folder.npy(name, False)  # type: ignore[no-any-return]
+        except (FileNotFoundError, ValueError):
+            raise IndexCorrupt(f"{self.path}: the texts to embed are missing; {FIX_HINT}") from None
 
     def check_mapped(self) -> None:
         """Every file of the segment that is mapped still holds all that was
