@@ -338,7 +338,8 @@ def looks_minified(line: str) -> bool:
 def text_from_bytes(data: bytes, include_noise: bool = False) -> str:
     """Decode a file's bytes, or raise :class:`NotText` with the reason."""
     text = decode(data)
-    if not include_noise and any(looks_minified(line) for line in text.split("\n")):
+    lines = text.split("\n") if not include_noise and len(text) > MINIFIED_LINE_LENGTH else []
+    if max(map(len, lines), default=0) > MINIFIED_LINE_LENGTH and any(map(looks_minified, lines)):
         raise NotText(f"minified or data file (a line over {MINIFIED_LINE_LENGTH:,} characters)")
     return text
 

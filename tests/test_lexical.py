@@ -360,3 +360,76 @@ def test_fuse_respects_dominance(case: tuple) -> None:
     out = fuse(dense, lex)
     dominates = (dense[:, None] >= dense[None, :]) & (lex[:, None] >= lex[None, :])
     assert np.all(out[:, None] >= out[None, :] - 1e-6, where=dominates)
+
+
+CODE_TEXTS = [
+    "def parseUserInput(raw_value): return HTTPClient.get_user(raw_value)",
+    "class TypeAdapter: nullSafe = max_retries; os.path.join(a, b)",
+    "Rack::Builder builds a max-age header for getHTTPResponse",
+]
+
+
+@pytest.mark.parametrize("params", [PARAMS, PROSE], ids=["identifiers", "prose"])
+def test_term_ids_are_the_terms_of_each_text(
+    params: LexicalParams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build takes each text's terms as ids from the tokenizer's memory of
+    tokens (Tokenizer.term_ids); they name the terms ``terms`` gives, in
+    order, whether the tokens are new, remembered, or forgotten because the
+    memory was full."""
+    from msearch import lexical
+
+    texts = sample_texts()[:40] + TEXTS + EDGE_TEXTS + CODE_TEXTS
+    for limit in (lexical.MAX_TOKENS, 5):
+        monkeypatch.setattr(lexical, "MAX_TOKENS", limit)
+        tok = lexical.Tokenizer(params)
+        for _ in range(2):  # new tokens, then remembered ones
+            got = tok.term_ids(texts)
+            assert [[tok.term_names[i] for i in ids] for ids in got] == [
+                tok.terms(t) for t in texts
+            ]
+        assert len(tok.term_names) == len(set(tok.term_names))
+    # Tokens forgotten between learning and looking up (another thread's
+    # full memory): the slow way gives the same terms.
+    tok = lexical.Tokenizer(params)
+    monkeypatch.setattr(tok, "_learn", lambda _new: None)
+    got = tok.term_ids(texts)
+    assert [[tok.term_names[i] for i in ids] for ids in got] == [tok.terms(t) for t in texts]
+
+
+def test_two_builds_at_once_share_the_tokenizer_safely() -> None:
+    """A watcher's update and a server's other work may tokenize in two
+    threads with the one tokenizer of the process: each build still gets
+    its own statistics."""
+    import threading
+
+    texts = sample_texts() + CODE_TEXTS
+    halves = [texts[::2], texts[1::2]]
+    want = [stat_arrays(build_lexical(h, PARAMS)) for h in halves]
+    params = LexicalParams(stopwords=PARAMS.stopwords, identifiers=True, k1=1.2001)
+    got: list[list[np.ndarray]] = [[], []]
+
+    def build(i: int) -> None:
+        builder = LexicalBuilder(params)  # a fresh tokenizer, shared by both threads
+        for k in range(0, len(halves[i]), 3):
+            builder.add(halves[i][k : k + 3])
+        got[i] = stat_arrays(builder.finish())
+
+    threads = [threading.Thread(target=build, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want, strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(g, w, strict=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("aZ9_é.:->- \n(")), max_size=40))
+def test_the_compound_pattern_matches_as_the_backtracking_one(text: str) -> None:
+    import re
+
+    from msearch.lexical import COMPOUND_PATTERN
+
+    plain = r"(?u)\w+(?:(?:\.|::|->|-)\w+)*"
+    assert re.findall(COMPOUND_PATTERN, text) == re.findall(plain, text)

@@ -1,11 +1,12 @@
 """File text to passages: the seam "file -> passages" and its chunkers.
 
-Three parts, one per concern: ``lines`` packs runs of whole lines up to
-the model's token budget (any text; the fallback for everything else);
-``syntax`` reads source code as a tree-sitter syntax tree (which language a
-file is, what it defines); ``structure`` cuts code at its definitions and
-Markdown or reStructuredText at its sections, each passage with its
-context. The indexer and every Ray worker ask :func:`chunker_for` for the
+One part per concern: ``lines`` packs runs of whole lines up to the
+model's token budget (any text; the fallback for everything else);
+``tokens`` counts them in the model's tokens; ``syntax`` reads source code
+as a tree-sitter syntax tree (which language a file is, what it defines);
+``structure`` cuts code at its definitions and Markdown or
+reStructuredText at its sections, each passage with its context;
+``parallel`` runs a large update's chunking on every core. The indexer and every Ray worker ask :func:`chunker_for` for the
 one chunker of an index, so one index's passages never depend on where
 they were cut.
 """
@@ -19,7 +20,6 @@ from typing import Protocol
 from msearch.chunking.lines import (
     SPECIAL_TOKENS,
     ChunkSettings,
-    HFTokenCounter,
     Passage,
     TokenCounter,
     WhitespaceCounter,
@@ -32,6 +32,7 @@ from msearch.chunking.lines import (
     pack_lines,
     split_lines,
 )
+from msearch.chunking.tokens import HFTokenCounter
 
 __all__ = [
     "SPECIAL_TOKENS",

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 import zlib
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from itertools import accumulate
+from typing import Protocol
 
 # Room for the [CLS] and [SEP] tokens that every BERT-style encoder adds.
 SPECIAL_TOKENS = 2
@@ -163,6 +165,18 @@ def count_lines(counter: TokenCounter, lines: Sequence[str]) -> list[int]:
     """``counter.count(lines)``, a bounded amount of text per call; a line
     longer than PIECE_CHARS counts as the sum of its pieces (tokenizers
     split words at whitespace, so counts add up)."""
+    if max(map(len, lines), default=0) <= PIECE_CHARS:
+        # Each line whole (the common case): groups cut where their
+        # characters add up, without a step per line in Python.
+        ends = list(accumulate(map(len, lines)))
+        counts: list[int] = []
+        start = 0
+        while start < len(lines):
+            base = ends[start - 1] if start else 0
+            stop = bisect_left(ends, base + COUNT_GROUP_CHARS, lo=start) + 1
+            counts += counter.count(lines[start:stop])
+            start = stop
+        return counts
     out: list[int] = []
     group: list[str] = []
     owners: list[int] = []  # the line each text in ``group`` belongs to
@@ -362,63 +376,6 @@ def carry_overlap(
         carried.insert(0, j)
         tokens += counts[j]
     return carried, tokens
-
-
-class HFTokenCounter:
-    """A ``TokenCounter`` over the model's own tokenizer (a ``tokenizers.Tokenizer``,
-    set up by ``msearch.encoders.tokenizer.load_tokenizer``)."""
-
-    # Lines at least this long keep their tokens from ``count`` until the
-    # next call, for ``split``: at the default passage size only such lines
-    # are split, and tokenizing them twice was a third of chunking's time.
-    KEEP_TOKENS = 128
-
-    def __init__(self, tokenizer: Any) -> None:
-        tok = tokenizer
-        tok.no_truncation()
-        tok.no_padding()
-        self.tok = tok
-        self._kept: dict[str, Any] = {}
-
-    def count(self, texts: Sequence[str]) -> list[int]:
-        # Each distinct text once: code repeats its lines (blank lines,
-        # braces, ``end``, imports): 40,007 lines of a Scala repository
-        # hold 16,848 distinct ones.
-        distinct = list(dict.fromkeys(texts))
-        encs = self.tok.encode_batch(distinct, add_special_tokens=False)
-        self._kept = {
-            t: e for t, e in zip(distinct, encs, strict=True) if len(e.ids) >= self.KEEP_TOKENS
-        }
-        counts = {t: len(e.ids) for t, e in zip(distinct, encs, strict=True)}
-        return [counts[t] for t in texts]
-
-    def split(self, text: str, max_tokens: int, first: int | None = None) -> list[tuple[int, int]]:
-        enc = self._kept.get(text)
-        if enc is None:
-            enc = self.tok.encode(text, add_special_tokens=False)
-        offsets = enc.offsets
-        words = enc.word_ids
-        spans: list[tuple[int, int]] = []
-        i = 0
-        n = len(offsets)
-        while i < n:
-            is_first = first is not None and not spans
-            j = min(i + (first if first is not None and is_first else max_tokens), n)
-            if i < j < n and words[j] is not None and words[j] == words[j - 1]:
-                # Back off to a word boundary so no word is cut in two.
-                k = j
-                while k > i + 1 and words[k] is not None and words[k] == words[k - 1]:
-                    k -= 1
-                if k > i + 1:
-                    j = k
-                elif is_first:
-                    j = i  # not even the first word fits in ``first``
-            if j <= i:  # an empty first span rather than half a word
-                spans.append((offsets[0][0], offsets[0][0]))
-                continue
-            spans.append((offsets[i][0], offsets[j - 1][1]))
-            i = j
-        return spans
 
 
 class WhitespaceCounter:

@@ -24,6 +24,8 @@ import re
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate, repeat
+from typing import Any
 
 from msearch.chunking import syntax
 from msearch.chunking.lines import (
@@ -99,14 +101,11 @@ class Structured:
         self.counter = counter
         self.settings = settings
         self.budget = settings.max_tokens - SPECIAL_TOKENS
-        prefix = [0]
-        chars = [0]
-        for i, line in enumerate(lines):
-            prefix.append(prefix[-1] + counts.get(i, 0))
-            chars.append(chars[-1] + len(line))
-        self.prefix = prefix
-        self.chars = chars
+        n = len(lines)
+        self.prefix = list(accumulate(map(counts.get, range(n), repeat(0, n)), initial=0))
+        self.chars = list(accumulate(map(len, lines), initial=0))
         self._header_tokens: dict[str, int] = {}
+        self._headers: dict[tuple[str, ...], tuple[str, int]] = {}
 
     def tokens(self, first: int, last: int) -> int:
         return self.prefix[last + 1] - self.prefix[first]
@@ -114,6 +113,12 @@ class Structured:
     def header(self, context: tuple[str, ...]) -> tuple[str, int]:
         """The text put before a passage (path, then its context lines, the
         innermost kept when they do not all fit) and its tokens."""
+        got = self._headers.get(context)
+        if got is None:
+            got = self._headers[context] = self._header(context)
+        return got
+
+    def _header(self, context: tuple[str, ...]) -> tuple[str, int]:
         limit = int(self.budget * HEADER_SHARE)
         parts = list(context)
         while True:
@@ -311,16 +316,15 @@ def code_spans(tree: syntax.Tree, s: Structured) -> list[Span]:
 
     top = len(lines) - 1
 
-    def visit(node: object, floor: int, depth: int) -> None:
-        first, last = syntax.extent(node)
-        first, last = max(first, floor), min(last, top)
+    def visit(node: Any, first: int, last: int, depth: int) -> None:
+        """``node``, of lines first..last, as one span or opened."""
+        last = min(last, top)
         if last < first:
             return
-        kids = node.children  # type: ignore[attr-defined]
-        if s.tokens(first, last) <= limit or not kids or depth > MAX_DEPTH:
+        if s.tokens(first, last) <= limit or not node.child_count or depth > MAX_DEPTH:
             add(first, last, node)
             return
-        inside(kids, first, last, depth)
+        inside(node.children, first, last, depth)
 
     def inside(kids: Sequence[object], first: int, last: int, depth: int) -> None:
         """Lines first..last as the spans of ``kids`` and the gaps between
@@ -328,15 +332,15 @@ def code_spans(tree: syntax.Tree, s: Structured) -> list[Span]:
         line belongs to exactly one span."""
         cursor = first
         for child in kids:
-            a, b = syntax.extent(child)
-            b = min(b, last)
+            a, extent_last = syntax.extent(child)
+            b = min(extent_last, last)
             if b < cursor:
                 continue
             if a > cursor:
                 add(cursor, min(a, last + 1) - 1, None)
             if a > last:
                 break
-            visit(child, max(a, cursor), depth + 1)
+            visit(child, max(a, cursor), extent_last, depth + 1)
             cursor = max(cursor, b + 1)
         if cursor <= last:
             add(cursor, last, None)
