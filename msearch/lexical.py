@@ -42,7 +42,7 @@ import functools
 import math
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -222,6 +222,22 @@ def identifier_parts(token: str) -> list[str]:
     return out
 
 
+class _TokenMemory(dict[str, tuple[int, ...]]):
+    """Token -> the ids of its terms, learned at the first lookup that misses
+    (``__missing__``: a hit stays a C lookup, so ``map`` over a text's
+    tokens runs without Python), at most MAX_TOKENS of them."""
+
+    def __init__(self, learn: Callable[[str], tuple[int, ...]]) -> None:
+        super().__init__()
+        self.learn = learn
+
+    def __missing__(self, token: str) -> tuple[int, ...]:
+        if len(self) >= MAX_TOKENS:
+            self.clear()
+        got = self[token] = self.learn(token)
+        return got
+
+
 class Tokenizer:
     """bm25s's tokenization: lowercase, the token pattern, stopwords, then the
     Snowball stemmer (PyStemmer, imported on first use). Words are stemmed
@@ -247,7 +263,7 @@ class Tokenizer:
             except KeyError:
                 raise ValueError(f"unknown stemmer {params.stemmer!r}") from None
         self.stems: dict[str, str] = {}
-        self._token_ids: dict[str, list[int]] = {}  # token as matched -> its terms' ids
+        self._token_ids = _TokenMemory(self._token_terms)  # token as matched -> its terms' ids
         self.term_names: list[str] = []  # id -> term (stemmed), in order of first sight
         self._term_index: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -257,26 +273,22 @@ class Tokenizer:
             return [w for w in self.split(text.lower()) if w not in self.stop]
         return list(chain.from_iterable(map(self.expand, self.split(text))))
 
-    def term_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """``terms`` of each text as ids in this tokenizer's table of terms
-        (``term_names``): what an index build wants. Each token is looked at
-        once a process (code repeats its identifiers, prose its words), after
-        which a text costs its regular expression and a lookup a token, with
-        no step in Python for each."""
+    def term_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``terms`` of all ``texts`` as ids in this tokenizer's table of terms
+        (``term_names``), one text after the other, and how many each text
+        has: what an index build wants. Each token is looked at once a
+        process (code repeats its identifiers, prose its words); after that
+        a text costs its regular expression and a lookup a token, with no
+        step in Python for each, nor for each text."""
         lower = not self.identifiers
         tokens = [self.split(t.lower() if lower else t) for t in texts]
-        known = self._token_ids
-        new = set(chain.from_iterable(tokens)).difference(known)
-        if new:
-            if len(known) + len(new) > MAX_TOKENS:
-                known.clear()
-                new = set(chain.from_iterable(tokens))
-            self._learn(new)
-        get = known.__getitem__
-        try:
-            return [list(chain.from_iterable(map(get, ts))) for ts in tokens]
-        except KeyError:  # forgotten meanwhile: another thread's memory was full
-            return [[self.term_id(t) for t in self.stem(self._token_words(ts))] for ts in tokens]
+        per_token = list(map(self._token_ids.__getitem__, chain.from_iterable(tokens)))
+        ids = np.fromiter(chain.from_iterable(per_token), dtype=np.int64)
+        counts = np.zeros(len(per_token) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, per_token), np.int64, len(per_token)), out=counts[1:])
+        ends = np.cumsum(np.fromiter(map(len, tokens), np.int64, len(tokens)))
+        starts = np.concatenate(([0], ends[:-1])) if len(ends) else ends
+        return ids, counts[ends] - counts[starts]
 
     def term_id(self, term: str) -> int:
         """A term's id in ``term_names`` (a new one for a term not seen yet)."""
@@ -289,27 +301,11 @@ class Tokenizer:
                     self.term_names.append(term)
         return found
 
-    def _token_words(self, tokens: Iterable[str]) -> list[str]:
-        if self.identifiers:
-            return list(chain.from_iterable(map(self.expand, tokens)))
-        return [w for w in tokens if w not in self.stop]
-
-    def _learn(self, tokens: set[str]) -> None:
-        """Remember the term ids of ``tokens`` (a batch: one call of the
-        stemmer for all their new words)."""
-        known = self._token_ids
-        order = list(tokens)
-        if self.identifiers:
-            words = [self._words_of(t) for t in order]
-        else:
-            words = [[] if t in self.stop else [t] for t in order]
-        terms = self.stem(list(chain.from_iterable(words)))
-        index = self._term_index
-        ids = [index[t] if t in index else self.term_id(t) for t in terms]
-        pos = 0
-        for token, w in zip(order, words, strict=True):
-            known[token] = ids[pos : pos + len(w)]
-            pos += len(w)
+    def _token_terms(self, token: str) -> tuple[int, ...]:
+        """The ids of one token's terms (see _TokenMemory)."""
+        if not self.identifiers:  # bm25s's words: the token, unless a stopword
+            return tuple(map(self.term_id, self.stem([] if token in self.stop else [token])))
+        return tuple(map(self.term_id, self.stem(self._words_of(token))))
 
     def expand(self, token: str) -> list[str]:
         """The words of one compound token (remembered: code repeats its
@@ -613,25 +609,27 @@ class LexicalBuilder:
         if not texts:
             return
         tok = self.tok
-        docs = tok.term_ids(texts)
-        lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+        ids, lengths = tok.term_ids(texts)
+        passage = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
         if symbols is not None:
-            for d, names in zip(docs, symbols, strict=True):
+            rows: list[int] = []
+            keys_: list[int] = []
+            for row, names in zip(range(len(texts)), symbols, strict=True):
                 for name in names:
                     # As written and in lower case: a query's exact spelling
                     # finds the first, any other spelling the second.
                     for key in dict.fromkeys((SYMBOL_PREFIX + name, SYMBOL_PREFIX + name.lower())):
-                        d.append(tok.term_id(key))
-        sizes = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
-        ids = np.fromiter(chain.from_iterable(docs), dtype=np.int64, count=int(sizes.sum()))
-        passage = np.repeat(np.arange(len(docs), dtype=np.int64), sizes)
+                        rows.append(row)
+                        keys_.append(tok.term_id(key))
+            passage = np.concatenate((passage, np.array(rows, dtype=np.int64)))
+            ids = np.concatenate((ids, np.array(keys_, dtype=np.int64)))
         # Sorted by passage, then term: each passage's distinct terms and counts.
         keys, counts = np.unique((passage << 32) | ids, return_counts=True)
         self.terms.append((keys & 0xFFFFFFFF).astype(np.int32))
         self.counts.append(counts.astype(np.int32))
-        self.pairs.append(np.bincount(keys >> 32, minlength=len(docs)).astype(np.int32))
+        self.pairs.append(np.bincount(keys >> 32, minlength=len(texts)).astype(np.int32))
         self.lengths.append(lengths.astype(np.int32))
-        self.num_passages += len(docs)
+        self.num_passages += len(texts)
 
     def finish(self) -> LexicalSegment:
         n = self.num_passages

@@ -111,6 +111,25 @@ def test_decode_control_share_threshold() -> None:
     assert decode(b"a" * 8192 + b"\x02" * 1000)
 
 
+def test_control_share_is_counted_in_characters_of_any_text() -> None:
+    """Regression guard: control characters are counted in the text's UTF-8
+    (fast on accented text too), yet the share is of the first 8,192
+    characters, as before: multibyte characters before them change nothing."""
+    for head in ("é" * 8000, "日本語" * 2000, "a" * 8000):
+        ok = (head + "\x01" * (len(head) // 20) + "b" * 8192).encode()
+        assert decode(ok)  # 5% of the sample, give or take the tail's letters
+        bad = (head[:4000] + "\x01" * 1000).encode()
+        with pytest.raises(NotText, match="binary"):
+            decode(bad)
+        # Controls within the first 8,192 characters count wherever their
+        # bytes lie (past byte 8,192 here).
+        with pytest.raises(NotText, match="binary"):
+            decode((head[:6000] + "\x01" * 600).encode())
+        # The controls past the first 8,192 characters are not looked at,
+        # however many bytes the characters before them take.
+        assert decode((head + "x" * (8192 - len(head)) + "\x02" * 1000).encode())
+
+
 def test_long_prose_line_is_not_minified() -> None:
     """Regression (eval): a paragraph on one line over 5,000 characters was skipped."""
     from msearch.walk import text_from_bytes
