@@ -215,6 +215,8 @@ def identifier_parts(token: str) -> list[str]:
     """The parts of an identifier, as written: ``getHTTPResponse`` -> get,
     HTTP, Response; ``max_retries`` -> max, retries; ``Rack::Builder`` ->
     Rack, Builder. A plain word is its own single part."""
+    if token.isalnum() and (token.islower() or token.isdigit()):
+        return [token]  # no joiner, no capital: most tokens, without a regex
     out: list[str] = []
     for piece in _JOINERS.split(token):
         if piece:
@@ -304,8 +306,11 @@ class Tokenizer:
     def _token_terms(self, token: str) -> tuple[int, ...]:
         """The ids of one token's terms (see _TokenMemory)."""
         if not self.identifiers:  # bm25s's words: the token, unless a stopword
-            return tuple(map(self.term_id, self.stem([] if token in self.stop else [token])))
-        return tuple(map(self.term_id, self.stem(self._words_of(token))))
+            words = [] if token in self.stop else [token]
+        else:
+            words = self._words_of(token)
+        stems = self.stems
+        return tuple(self.term_id(stems.get(w) or self.stem([w])[0]) for w in words)
 
     def expand(self, token: str) -> list[str]:
         """The words of one compound token (remembered: code repeats its

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from msearch.lexical import (
@@ -434,3 +434,18 @@ def test_the_compound_pattern_matches_as_the_backtracking_one(text: str) -> None
 
     plain = r"(?u)\w+(?:(?:\.|::|->|-)\w+)*"
     assert re.findall(COMPOUND_PATTERN, text) == re.findall(plain, text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("aZé É_.-:>9²ßİǅ")), min_size=1, max_size=12))
+@example("9Z")
+@example("HTTPResponse")
+@example("getUser2")
+@example("x2Y")
+def test_identifier_parts_of_plain_words_skip_the_regexes_alike(token: str) -> None:
+    """identifier_parts answers a lowercase or digit-only word without its
+    regular expressions: what they would give."""
+    from msearch.lexical import _CAMEL, _JOINERS, identifier_parts
+
+    want = [p for piece in _JOINERS.split(token) if piece for p in _CAMEL.split(piece) if p]
+    assert identifier_parts(token) == want
