@@ -1,9 +1,12 @@
 """Run build_index with a slow fake embedder, for the kill -9 and lock tests.
 
-Usage: python tests/crash_index.py ROOT INDEX_DIR [SECONDS_PER_BATCH] [compact|words-first]
+Usage: python tests/crash_index.py ROOT INDEX_DIR [SECONDS_PER_BATCH] [compact|words-first|slow-read]
 (``compact``: update, then merge every segment, slowly: SECONDS_PER_BATCH
 before every few rows copied; ``words-first``: small pending segments and
-slices, many commits of vectors to die between.)
+slices, many commits of vectors to die between; ``slow-read``: a tenth of
+SECONDS_PER_BATCH before each file is read to be chunked, so that the
+commit of the words comes late enough for a kill to land before it: it
+came within 0.3 s of the start on 60 small files.)
 Not a test module: the crash tests start it as a subprocess and kill it.
 """
 
@@ -30,6 +33,16 @@ if __name__ == "__main__":
     config = IndexConfig(window=64, copy_rows=8)
     if len(sys.argv) > 4 and sys.argv[4] == "words-first":
         config = IndexConfig(window=4, copy_rows=8, pending_rows=16)
+    if len(sys.argv) > 4 and sys.argv[4] == "slow-read":
+        import msearch.pipeline
+
+        read = msearch.pipeline.file_text
+
+        def slow_read(*a, **k):  # type: ignore[no-untyped-def]
+            time.sleep(delay / 10)
+            return read(*a, **k)
+
+        msearch.pipeline.file_text = slow_read  # type: ignore[assignment]
     if compact:
         # A slow merge: each piece copied after a pause.
         real = msearch.storage.segment.SegmentWriter.append

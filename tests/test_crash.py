@@ -26,11 +26,16 @@ def make_corpus(root: Path, version: int, files: int = 60) -> None:
 
 
 def start(
-    root: Path, index_dir: Path, delay: float = 0.05, compact: bool = False
+    root: Path,
+    index_dir: Path,
+    delay: float = 0.05,
+    compact: bool = False,
+    slow_read: bool = False,
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(HELPER), str(root), str(index_dir), str(delay)]
-        + (["compact"] if compact else []),
+        + (["compact"] if compact else [])
+        + (["slow-read"] if slow_read else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -70,7 +75,7 @@ def test_kill_9_at_random_moments_leaves_a_usable_index(tmp_path: Path) -> None:
         target = 2 + trial % 2 if current == 1 else (3 if current == 2 else 2)
         make_corpus(root, target)
         before = snapshot(root)
-        proc = start(root, index_dir, 0.15)
+        proc = start(root, index_dir, 0.15, slow_read=True)  # words commit after ~1 s
         time.sleep(rng.uniform(0.3, 3.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
