@@ -42,6 +42,7 @@ import functools
 import math
 import re
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -67,8 +68,12 @@ TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # bm25s's (and scikit-learn's) default
 # bookkeeping: a third less time, and tokenizing was most of committing the
 # words of a large change.
 COMPOUND_PATTERN = r"(?u)\w++(?:(?:\.|::|->|-)\w++)*+"
-# Tokens whose words and terms a process remembers (see Tokenizer.term_ids).
+# Tokens whose words and terms a process remembers (see Tokenizer.term_ids),
+# each of at most MAX_TOKEN_CHARS; the table of terms is started afresh past
+# MAX_TERMS when no build holds ids from it (see Tokenizer.release).
 MAX_TOKENS = 1 << 20
+MAX_TOKEN_CHARS = 100
+MAX_TERMS = 1 << 20
 _JOINERS = re.compile(r"\.|::|->|-|_+")
 # camelCase and PascalCase boundaries: lower or digit then upper ("getUser"),
 # and an acronym before a word ("XMLParser" -> "XML", "Parser").
@@ -234,9 +239,11 @@ class _TokenMemory(dict[str, tuple[int, ...]]):
         self.learn = learn
 
     def __missing__(self, token: str) -> tuple[int, ...]:
-        if len(self) >= MAX_TOKENS:
-            self.clear()
-        got = self[token] = self.learn(token)
+        got = self.learn(token)
+        if len(token) <= MAX_TOKEN_CHARS:  # a long one is learned each time it comes
+            if len(self) >= MAX_TOKENS:
+                self.clear()
+            self[token] = got
         return got
 
 
@@ -269,6 +276,7 @@ class Tokenizer:
         self.term_names: list[str] = []  # id -> term (stemmed), in order of first sight
         self._term_index: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._holders = 0  # builds holding ids of the table (see hold)
 
     def words(self, text: str) -> list[str]:
         if not self.identifiers:
@@ -299,9 +307,33 @@ class Tokenizer:
             with self._lock:  # two threads must not give one id to two terms
                 found = self._term_index.get(term)
                 if found is None:
-                    found = self._term_index[term] = len(self.term_names)
-                    self.term_names.append(term)
+                    found = len(self.term_names)
+                    self.term_names.append(term)  # the name first: a reader finds both
+                    self._term_index[term] = found
         return found
+
+    def hold(self) -> Callable[[], None]:
+        """Keep the table of terms while a build uses ids from it; the call
+        it returns lets go. When no build holds it any more and it has grown
+        past MAX_TERMS (a watcher or a server sees ever new terms), the table
+        and the tokens' memory start afresh."""
+        with self._lock:
+            self._holders += 1
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            with self._lock:
+                if done:
+                    return
+                done = True
+                self._holders -= 1
+                if not self._holders and len(self.term_names) > MAX_TERMS:
+                    self.term_names = []
+                    self._term_index = {}
+                    self._token_ids = _TokenMemory(self._token_terms)
+
+        return release
 
     def _token_terms(self, token: str) -> tuple[int, ...]:
         """The ids of one token's terms (see _TokenMemory)."""
@@ -598,6 +630,9 @@ class LexicalBuilder:
     def __init__(self, params: LexicalParams | None = None) -> None:
         self.params = params or LexicalParams.default()
         self.tok = self.params.tokenizer()
+        # Ids of the tokenizer's table of terms live in the windows until
+        # finish(); a builder dropped unfinished lets go when collected.
+        self._release = weakref.finalize(self, self.tok.hold())
         self.terms: list[np.ndarray] = []  # per window: term of each (passage, term) pair
         # (the tokenizer's term ids, one table a process: see Tokenizer.term_ids)
         self.counts: list[np.ndarray] = []  # per window: occurrences of each pair
@@ -651,6 +686,7 @@ class LexicalBuilder:
         del terms
         names = self.tok.term_names
         words = [names[i].encode("utf-8", "surrogatepass") for i in present.tolist()]
+        self._release()
         return _inverted(words, local.astype(np.int32), row, counts, lengths, rows_ascending=True)
 
 

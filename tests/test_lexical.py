@@ -409,9 +409,11 @@ def test_two_builds_at_once_share_the_tokenizer_safely() -> None:
     want = [stat_arrays(build_lexical(h, PARAMS)) for h in halves]
     params = LexicalParams(stopwords=PARAMS.stopwords, identifiers=True, k1=1.2001)
     got: list[list[np.ndarray]] = [[], []]
+    shared = params.tokenizer()  # a fresh one (new parameters), made before the threads
 
     def build(i: int) -> None:
-        builder = LexicalBuilder(params)  # a fresh tokenizer, shared by both threads
+        builder = LexicalBuilder(params)
+        assert builder.tok is shared
         for k in range(0, len(halves[i]), 3):
             builder.add(halves[i][k : k + 3])
         got[i] = stat_arrays(builder.finish())
@@ -449,3 +451,52 @@ def test_identifier_parts_of_plain_words_skip_the_regexes_alike(token: str) -> N
 
     want = [p for piece in _JOINERS.split(token) if piece for p in _CAMEL.split(piece) if p]
     assert identifier_parts(token) == want
+
+
+def test_the_table_of_terms_starts_afresh_when_no_build_holds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A watcher or a server builds segment after segment with one tokenizer:
+    its table of terms is started afresh past MAX_TERMS, only while no build
+    holds ids from it, and every segment's statistics stay a fresh build's."""
+    from msearch import lexical
+
+    monkeypatch.setattr(lexical, "MAX_TERMS", 10)
+    params = LexicalParams(stopwords=PARAMS.stopwords, identifiers=True, k1=1.2003)
+    texts = sample_texts()[:30] + CODE_TEXTS
+    want = stat_arrays(build_lexical(texts, PARAMS))
+    first, second = LexicalBuilder(params), LexicalBuilder(params)
+    tok = first.tok
+    first.add(texts)
+    second.add(texts[:5])
+    table = tok.term_names
+    assert all(np.array_equal(x, y) for x, y in zip(stat_arrays(first.finish()), want, strict=True))
+    assert tok.term_names is table  # the second build still holds it
+    second.add(texts[5:])
+    assert all(
+        np.array_equal(x, y) for x, y in zip(stat_arrays(second.finish()), want, strict=True)
+    )
+    assert tok.term_names is not table and not tok.term_names  # let go: afresh
+    third = LexicalBuilder(params)
+    third.add(texts)
+    assert all(np.array_equal(x, y) for x, y in zip(stat_arrays(third.finish()), want, strict=True))
+    # A builder dropped unfinished lets go too.
+    dropped = LexicalBuilder(params)
+    dropped.add(texts)
+    table = tok.term_names
+    del dropped
+    import gc
+
+    gc.collect()
+    assert tok.term_names is not table
+
+
+def test_long_tokens_are_learned_but_not_remembered() -> None:
+    from msearch import lexical
+
+    tok = lexical.Tokenizer(PARAMS)
+    long_token = "segment_" * 20  # 160 characters
+    ids, lengths = tok.term_ids([f"{long_token} short_name", long_token])
+    names = [tok.term_names[i] for i in ids.tolist()]
+    assert names == tok.terms(f"{long_token} short_name") + tok.terms(long_token)
+    assert long_token not in tok._token_ids and "short_name" in tok._token_ids

@@ -155,3 +155,28 @@ def test_other_tokenizers_are_counted_whole(tmp_path: Path) -> None:
     texts = ["def get_user(self):", "the quick brown fox", "x = 1"]
     assert counter.count(texts) == [len(tok.encode(t, add_special_tokens=False).ids) for t in texts]
     assert list(counter._word_tokens) == ["\x00"]  # the joint alone: no word counted
+
+
+def test_long_words_are_counted_but_not_remembered() -> None:
+    counter = HFTokenCounter(_bundled_tokenizer())
+    long_word = "abc" * 50  # 150 characters: never kept
+    texts = [f"x = {long_word}\n", f"y = {long_word} + 1\n"]
+    for _ in range(2):
+        assert counter.count(texts) == _reference(texts)
+        assert counter.count([texts[0]]) == _reference([texts[0]])
+    assert long_word not in counter._word_tokens and "x" in counter._word_tokens
+
+
+def test_an_added_token_with_a_space_turns_the_word_rule_off() -> None:
+    """Regression (review): a normalized added token "foo bar" matches
+    "foo\\tbar" after BertNormalizer made the tab a space, which a search of
+    the raw text cannot see: such a tokenizer counts every text whole."""
+    from tokenizers import AddedToken
+
+    tok = _bundled_tokenizer()
+    tok.add_tokens([AddedToken("foo bar", normalized=True)])
+    assert not words_add_up(tok)
+    counter = HFTokenCounter(tok)
+    texts = ["foo\tbar baz", "call(foo bar)", "plain words"]
+    assert counter.count(texts) == [len(tok.encode(t, add_special_tokens=False).ids) for t in texts]
+    assert len(tok.encode("foo\tbar", add_special_tokens=False).ids) == 1  # what it guards

@@ -6,9 +6,9 @@ model's token budget (any text; the fallback for everything else);
 as a tree-sitter syntax tree (which language a file is, what it defines);
 ``structure`` cuts code at its definitions and Markdown or
 reStructuredText at its sections, each passage with its context;
-``parallel`` runs a large update's chunking on every core. The indexer and every Ray worker ask :func:`chunker_for` for the
-one chunker of an index, so one index's passages never depend on where
-they were cut.
+``parallel`` runs a large update's chunking on every core. The indexer
+and every Ray worker ask :func:`chunker_for` for the one chunker of an
+index, so one index's passages never depend on where they were cut.
 """
 
 from __future__ import annotations

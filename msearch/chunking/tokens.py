@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import accumulate
 from typing import Any
 
@@ -36,8 +36,13 @@ _WORDS_OR_SEP = re.compile(r"[A-Za-z0-9]+|[!-/:-@\[-`{-~]|\x00")
 _SEP = "\x00"
 # In ASCII text: what the word rule leaves to the tokenizer (control characters).
 _CONTROL = re.compile(r"[^\t\n\r\x00 -~]")
-# Distinct words remembered (~100 bytes each); past this the memory starts over.
+# An added token the word rule can look for in raw text: printable ASCII, no space.
+_ADDED_PLAIN = re.compile(r"[!-~]*")
+# Distinct words remembered; past this the memory starts over. Only words
+# of at most MAX_WORD_CHARS are kept (a long one is counted each time it
+# comes), so the memory stays under ~100 MB whatever the text.
 MAX_WORDS = 1 << 19
+MAX_WORD_CHARS = 100
 
 
 def words_add_up(tokenizer: Any) -> bool:
@@ -52,11 +57,21 @@ def words_add_up(tokenizer: Any) -> bool:
     ):
         return False
     norm = tokenizer.normalizer
-    steps = list(norm) if isinstance(norm, normalizers.Sequence) else [norm]  # type: ignore[call-overload]
-    return all(
+    try:
+        is_sequence = isinstance(norm, normalizers.Sequence)
+        steps = list(norm) if is_sequence else [norm]  # type: ignore[call-overload]
+    except TypeError:  # a tokenizers release whose Sequence cannot be looked into
+        return False
+    if not all(
         s is None or isinstance(s, (normalizers.BertNormalizer, normalizers.Lowercase))
         for s in steps
-    )
+    ):
+        return False
+    # An added token with a space, a control character (NUL: the joint of
+    # _by_words) or a letter outside ASCII could match across words, or after
+    # normalization only: such a tokenizer counts every text whole.
+    contents = (str(t.content) for t in tokenizer.get_added_tokens_decoder().values())
+    return all(_ADDED_PLAIN.fullmatch(c) for c in contents)
 
 
 def added_tokens(tokenizer: Any) -> re.Pattern[str] | None:
@@ -68,6 +83,32 @@ def added_tokens(tokenizer: Any) -> re.Pattern[str] | None:
         return None
     alternatives = sorted((re.escape(c) for c in contents), key=len, reverse=True)
     return re.compile("|".join(alternatives), re.IGNORECASE)
+
+
+class _WordMemory(dict[str, int]):
+    """Word -> its tokens, and NUL (the joint between texts, see
+    HFTokenCounter._by_words) -> -1. A miss (a word the memory forgot,
+    another thread's full memory, a long word it never keeps) is counted by
+    the tokenizer there and then (``__missing__``), so a lookup never
+    fails; a hit stays a C lookup."""
+
+    def __init__(self, count: Callable[[str], int]) -> None:
+        super().__init__({_SEP: -1})
+        self.count = count
+
+    def __missing__(self, word: str) -> int:
+        if word == _SEP:
+            return -1
+        n = self.count(word)
+        if len(word) <= MAX_WORD_CHARS:
+            if len(self) >= MAX_WORDS:
+                self.forget()
+            self[word] = n
+        return n
+
+    def forget(self) -> None:
+        self.clear()
+        self[_SEP] = -1
 
 
 class HFTokenCounter:
@@ -85,11 +126,9 @@ class HFTokenCounter:
         tok.no_padding()
         self.tok = tok
         self._kept: dict[str, Any] = {}
-        self._added = added_tokens(tok)
-        # An added token holding a NUL would hide the joints of _by_words.
-        self._additive = words_add_up(tok) and not (self._added and self._added.search(_SEP))
-        # word -> its tokens; NUL (the joint between texts, see _by_words) -> -1
-        self._word_tokens: dict[str, int] = {_SEP: -1}
+        self._additive = words_add_up(tok)
+        self._added = added_tokens(tok) if self._additive else None
+        self._word_tokens = _WordMemory(self._count_word)
 
     def count(self, texts: Sequence[str]) -> list[int]:
         # Each distinct text once: code repeats its lines (blank lines,
@@ -117,11 +156,11 @@ class HFTokenCounter:
             return None
         if self._added is not None and self._added.search(text):
             return None
-        try:
-            n = sum(map(self._word_tokens.__getitem__, _WORDS_OR_SEP.findall(text)))
-        except KeyError:  # a new word
-            return None
+        n = sum(map(self._word_tokens.__getitem__, _WORDS_OR_SEP.findall(text)))
         return n if n < self.KEEP_TOKENS else None
+
+    def _count_word(self, word: str) -> int:
+        return len(self._encode([word], fast=True)[0].ids)
 
     def _by_words(self, texts: list[str], counts: dict[str, int]) -> list[str]:
         """Count into ``counts`` the texts the word rule applies to; the rest,
@@ -144,12 +183,11 @@ class HFTokenCounter:
         flat = _WORDS_OR_SEP.findall(joined + _SEP)
         known = self._word_tokens
         new = set(flat).difference(known)
-        if new:
+        if new:  # tokenized together (a miss alone would be too, but slower)
             if len(known) + len(new) > MAX_WORDS:
-                known.clear()
-                known[_SEP] = -1
+                known.forget()
                 new = set(flat).difference(known)
-            words = list(new)
+            words = [w for w in new if len(w) <= MAX_WORD_CHARS]
             known.update(
                 (w, len(e.ids)) for w, e in zip(words, self._encode(words, fast=True), strict=True)
             )
@@ -199,7 +237,8 @@ class HFTokenCounter:
         if not texts:
             return []
         encode = getattr(self.tok, "encode_batch_fast", None) if fast else None
-        return (encode or self.tok.encode_batch)(texts, add_special_tokens=False)  # type: ignore[no-any-return]
+        encode = encode or self.tok.encode_batch
+        return encode(texts, add_special_tokens=False)  # type: ignore[no-any-return]
 
     def split(self, text: str, max_tokens: int, first: int | None = None) -> list[tuple[int, int]]:
         enc = self._kept.get(text)
