@@ -152,12 +152,15 @@ class HFTokenCounter:
     def _one(self, text: str) -> int | None:
         """One short text of known words (a passage's header: the chunker
         asks for thousands), without the batch's machinery; None otherwise."""
-        if not text.isascii() or not _PLAIN.fullmatch(text):
-            return None
-        if self._added is not None and self._added.search(text):
+        if not text.isascii() or not self._plain(text):
             return None
         n = sum(map(self._word_tokens.__getitem__, _WORDS_OR_SEP.findall(text)))
         return n if n < self.KEEP_TOKENS else None
+
+    def _plain(self, text: str) -> bool:
+        """Whether the word rule may count an ASCII text: no control
+        character or NUL, nothing an added token could match."""
+        return bool(_PLAIN.fullmatch(text)) and not (self._added and self._added.search(text))
 
     def _count_word(self, word: str) -> int:
         return len(self._encode([word], fast=True)[0].ids)
@@ -191,19 +194,10 @@ class HFTokenCounter:
             known.update(
                 (w, len(e.ids)) for w, e in zip(words, self._encode(words, fast=True), strict=True)
             )
-        if len(flat) < 256:  # a passage's header, say: numpy would cost more
-            sums, n = [], 0
-            for w in flat:
-                if w == _SEP:
-                    sums.append(n)
-                    n = 0
-                else:
-                    n += known[w]
-        else:
-            tokens = np.fromiter(map(known.__getitem__, flat), dtype=np.int64, count=len(flat))
-            ends = np.flatnonzero(tokens < 0)  # each text's NUL, in order
-            tokens[ends] = 0
-            sums = np.diff(np.cumsum(tokens)[ends], prepend=0).tolist()
+        tokens = np.fromiter(map(known.__getitem__, flat), dtype=np.int64, count=len(flat))
+        ends = np.flatnonzero(tokens < 0)  # each text's NUL, in order
+        tokens[ends] = 0
+        sums = np.diff(np.cumsum(tokens)[ends], prepend=0).tolist()
         for t, n in zip(plain, sums, strict=True):
             if n >= self.KEEP_TOKENS:
                 whole.append(t)
@@ -217,14 +211,10 @@ class HFTokenCounter:
         Found in ``joined`` at once, then traced to their texts."""
         added = self._added
         if joined.count(_SEP) != len(plain) - 1 and plain:  # a text holds a NUL
-            return {
-                i
-                for i, t in enumerate(plain)
-                if not _PLAIN.fullmatch(t) or (added is not None and added.search(t))
-            }
+            return {i for i, t in enumerate(plain) if not self._plain(t)}
         found = [m.start() for m in _CONTROL.finditer(joined)]
         if added is not None:
-            # No added token holds a NUL (see __init__): a match lies in one text.
+            # No added token holds a NUL (see words_add_up): a match lies in one text.
             found += [m.start() for m in added.finditer(joined)]
         if not found:
             return set()
